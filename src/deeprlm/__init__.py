@@ -1,0 +1,49 @@
+"""deeprlm: Recursive Language Models over any chat model.
+
+from deeprlm import RLM
+result = RLM(model="openai/gpt-5-mini").run("Which customer complained most?", logs)
+print(result.answer)
+"""
+
+from deeprlm.context import ContextInfo, load_paths
+from deeprlm.errors import (
+    CostLimitError,
+    DeepRLMError,
+    InputError,
+    LimitError,
+    LMError,
+    SandboxError,
+    SubCallLimitError,
+    TimeLimitError,
+    TokenLimitError,
+)
+from deeprlm.lm import LM, Completion, ScriptedLM, resolve_lm
+from deeprlm.rlm import RLM, RLMResult
+from deeprlm.settings import Settings
+from deeprlm.usage import Price, UsageReport, register_price
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LM",
+    "RLM",
+    "Completion",
+    "ContextInfo",
+    "CostLimitError",
+    "DeepRLMError",
+    "InputError",
+    "LMError",
+    "LimitError",
+    "Price",
+    "RLMResult",
+    "SandboxError",
+    "ScriptedLM",
+    "Settings",
+    "SubCallLimitError",
+    "TimeLimitError",
+    "TokenLimitError",
+    "UsageReport",
+    "load_paths",
+    "register_price",
+    "resolve_lm",
+]

@@ -1,0 +1,62 @@
+"""The one error hierarchy of deeprlm.
+
+Everything the library raises on purpose derives from `DeepRLMError`, so callers can catch
+one type. The branches say whose fault it was: the caller's input, a budget that ran out,
+the model provider, or the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deeprlm.usage import UsageReport
+
+
+class DeepRLMError(Exception):
+    """Base of every error deeprlm raises on purpose."""
+
+
+class InputError(DeepRLMError):
+    """Bad input from the caller: a missing file, an empty context, an unknown model spec."""
+
+
+class LMError(DeepRLMError):
+    """A model provider failed after retries, or answered with something unusable."""
+
+
+class SandboxError(DeepRLMError):
+    """The sandboxed REPL could not be started or kept alive."""
+
+
+class LimitError(DeepRLMError):
+    """A budget ran out. Carries what the run had produced so far.
+
+    `partial_answer` is the best answer available when the limit hit (the `answer` dict's
+    content, else the last reply of the root model); `usage` is the usage of the whole tree.
+    """
+
+    limit = "limit"
+
+    def __init__(self, message: str, *, partial_answer: str = "", usage: Any = None) -> None:
+        super().__init__(message)
+        self.partial_answer = partial_answer
+        self.usage: UsageReport | None = usage
+        # Filled in by the engine once the whole tree has stopped.
+        self.result: Any = None
+
+
+class TokenLimitError(LimitError):
+    limit = "tokens"
+
+
+class CostLimitError(LimitError):
+    limit = "usd"
+
+
+class TimeLimitError(LimitError):
+    limit = "time"
+
+
+class SubCallLimitError(LimitError):
+    limit = "sub_calls"

@@ -1,0 +1,105 @@
+"""What the SDK-backed adapters (OpenAI-compatible, Anthropic) share: clients, the sync and
+async twins over one request builder and one reply parser, and error translation.
+
+The openai and anthropic SDKs come from the same generator: same client shapes, same
+exception names, and both retry 429s, 5xx and timeouts with backoff themselves. What reaches
+`provider_errors` has already been retried and becomes one clear `LMError` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+from deeprlm.errors import LMError
+from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.textutil import clip
+
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_RETRIES = 5
+
+
+@contextmanager
+def provider_errors(sdk: ModuleType, where: str) -> Iterator[None]:
+    try:
+        yield
+    except sdk.APIStatusError as err:
+        detail = clip(" ".join(str(err.message).split()), 300)
+        hint = " (rate limited; retries exhausted)" if err.status_code == 429 else ""
+        raise LMError(f"{where} answered HTTP {err.status_code}{hint}: {detail}") from None
+    except sdk.APITimeoutError:
+        raise LMError(f"{where} did not answer in time (after retries)") from None
+    except sdk.APIConnectionError as err:
+        raise LMError(f"cannot reach {where}: {err.__cause__ or err}") from None
+    except (sdk.APIResponseValidationError, ValueError, TypeError, AttributeError) as err:
+        raise LMError(
+            f"{where} sent a reply that is not a valid completion: {clip(str(err), 200)}"
+        ) from None
+
+
+class ProviderLM:
+    """Base of the SDK adapters. Subclasses say which clients to make, how to send a
+    request, how to build it from messages and how to read the reply."""
+
+    supports_tools = True
+    sdk: ModuleType
+    sync_client: str  # class names in the SDK, e.g. "OpenAI" / "AsyncOpenAI"
+    async_client: str
+
+    def __init__(self, name: str, where: str, options: dict[str, Any], context_window: int | None):
+        self.name = name
+        self.context_window = context_window
+        self._where = where
+        self._options = options
+        self._client: Any = None
+        # One async client per event loop: its connection pool belongs to the loop that
+        # opened it, and `RLM.run` starts a fresh loop each time.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _request(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _send(self, client: Any, request: dict[str, Any]) -> Any:
+        """The SDK call; returns the response (sync client) or an awaitable (async)."""
+        raise NotImplementedError
+
+    def _parse(self, response: Any) -> Completion:
+        raise NotImplementedError
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        if self._client is None:
+            self._client = getattr(self.sdk, self.sync_client)(**self._options)
+        with provider_errors(self.sdk, self._where):
+            response = self._send(self._client, self._request(messages, tools, max_tokens))
+            return self._parse(response)
+
+    async def acomplete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_clients[loop] = getattr(self.sdk, self.async_client)(
+                **self._options
+            )
+        with provider_errors(self.sdk, self._where):
+            response = await self._send(client, self._request(messages, tools, max_tokens))
+            return self._parse(response)

@@ -1,0 +1,85 @@
+"""A scripted LM: canned replies for tests, demos and oracle policies.
+
+It is a real `LM` (usage, delays, tool calls), so the engine cannot tell it from a provider.
+Replies come from a list (consumed in order, the last one repeated) or from a function of
+the messages, which lets one script serve a root, its children and its sub-calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from deeprlm.lm.base import Completion, Message, ToolSpec
+
+Reply = str | Completion
+Policy = Callable[[Sequence[Message]], Reply]
+
+
+def approx_tokens(text: str) -> int:
+    """A provider-free token estimate (about four characters a token)."""
+    return max(1, len(text) // 4) if text else 0
+
+
+class ScriptedLM:
+    supports_tools = False
+
+    def __init__(
+        self,
+        replies: Sequence[Reply] | Policy,
+        *,
+        name: str = "scripted",
+        delay: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.delay = delay
+        self._policy = replies if callable(replies) else None
+        self._replies = [] if callable(replies) else list(replies)
+        self._lock = threading.Lock()
+        self._next = 0
+        self.calls: list[list[Message]] = []
+
+    def _reply(self, messages: Sequence[Message]) -> Completion:
+        with self._lock:
+            self.calls.append([dict(m) for m in messages])
+            if self._policy is not None:
+                reply = self._policy(messages)
+            elif not self._replies:
+                reply = ""
+            else:
+                reply = self._replies[min(self._next, len(self._replies) - 1)]
+                self._next += 1
+        if isinstance(reply, Completion):
+            return reply
+        prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+        return Completion(
+            text=reply,
+            model=self.name,
+            input_tokens=approx_tokens("x" * prompt_chars),
+            output_tokens=approx_tokens(reply),
+            finish_reason="stop",
+        )
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        if self.delay:
+            time.sleep(self.delay)
+        return self._reply(messages)
+
+    async def acomplete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self._reply(messages)

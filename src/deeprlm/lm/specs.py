@@ -1,0 +1,85 @@
+"""Model specs: the strings users write (`local`, `gguf:PATH`, `hf:REPO/FILE`, `openai/NAME`,
+`anthropic/NAME`) and the adapters they make.
+
+Each scheme is one entry in `SCHEMES`; a key ending in ':' or '/' is a prefix followed by
+an argument, any other key is a whole spec. Adapters are imported when used, so that an
+extra that is not installed costs nothing until it is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from deeprlm.errors import InputError
+from deeprlm.lm.base import LM
+
+
+@dataclass(frozen=True)
+class SpecOptions:
+    base_url: str | None = None
+    api_key: str | None = None
+
+
+Factory = Callable[[str, SpecOptions], LM]
+
+
+def _openai(name: str, options: SpecOptions) -> LM:
+    from deeprlm.lm.openai_compat import OpenAICompatibleLM
+
+    return OpenAICompatibleLM(name, base_url=options.base_url, api_key=options.api_key)
+
+
+def _anthropic(name: str, options: SpecOptions) -> LM:
+    from deeprlm.lm.anthropic_lm import AnthropicLM
+
+    return AnthropicLM(name, base_url=options.base_url, api_key=options.api_key)
+
+
+def _local(argument: str, options: SpecOptions) -> LM:
+    from deeprlm.local.models import local_lm
+
+    return local_lm()
+
+
+def _gguf(path: str, options: SpecOptions) -> LM:
+    from deeprlm.local.models import gguf_lm
+
+    return gguf_lm(path)
+
+
+def _hf(repo_file: str, options: SpecOptions) -> LM:
+    from deeprlm.local.models import hf_lm
+
+    return hf_lm(repo_file)
+
+
+SCHEMES: dict[str, Factory] = {
+    "openai/": _openai,
+    "anthropic/": _anthropic,
+    "local": _local,
+    "gguf:": _gguf,
+    "hf:": _hf,
+}
+
+DEFAULT_MODEL = "local"
+
+
+def resolve_lm(spec: str | LM, *, base_url: str | None = None, api_key: str | None = None) -> LM:
+    """Makes the LM a spec names. An LM object is returned as it is."""
+    if not isinstance(spec, str):
+        if not (hasattr(spec, "acomplete") and hasattr(spec, "complete")):
+            raise InputError(f"not a model: {spec!r} (give a model spec or an LM object)")
+        return spec
+    options = SpecOptions(base_url=base_url, api_key=api_key)
+    spec = spec.strip()
+    for key, factory in SCHEMES.items():
+        if key.endswith((":", "/")):
+            if spec.startswith(key):
+                return factory(spec[len(key) :], options)
+        elif spec == key:
+            return factory("", options)
+    raise InputError(
+        f"unknown model spec {spec!r}: use local, gguf:PATH, hf:REPO/FILE, openai/NAME "
+        "or anthropic/NAME"
+    )

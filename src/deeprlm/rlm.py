@@ -1,0 +1,168 @@
+"""The public entry point: `RLM(...).run(query, context)` and its async twin `arun`.
+
+`RLM` holds the configuration (models, settings, tools, prices, trace sinks); each call of
+`run`/`arun` builds a fresh run tree, so one `RLM` can answer many queries, one after the
+other or concurrently. The sync `run` drives the same async core on a private event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deeprlm.context import describe, normalize
+from deeprlm.engine import Run, Tree
+from deeprlm.errors import InputError, LimitError
+from deeprlm.lm.base import LM
+from deeprlm.lm.specs import DEFAULT_MODEL, resolve_lm
+from deeprlm.settings import Settings
+from deeprlm.tools import ToolsArg, normalize_tools
+from deeprlm.trace.events import Event, Note
+from deeprlm.trace.recorder import JsonlSink, Trace
+from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport
+
+
+@dataclass(frozen=True)
+class RLMResult:
+    answer: str
+    usage: UsageReport
+    iterations: int  # turns of the root model
+    sub_calls: int  # llm_query / rlm_query calls across the whole tree
+    wall_s: float
+    forced: bool  # the iteration limit forced the answer
+    status: str  # answered | forced | limit
+    trace: Trace = field(repr=False)
+    trace_path: str | None = None
+    # What a user should know about how the answer was reached: a sandbox that fell back,
+    # a depth limit that turned rlm_query into a plain call.
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "status": self.status,
+            "forced": self.forced,
+            "usage": self.usage.to_dict(),
+            "iterations": self.iterations,
+            "sub_calls": self.sub_calls,
+            "wall_s": round(self.wall_s, 3),
+            "trace": self.trace_path,
+            "notes": list(self.notes),
+        }
+
+
+class RLM:
+    """A Recursive Language Model over any chat model.
+
+    `model` and `sub_model` are model specs (`local`, `gguf:PATH`, `hf:REPO/FILE`,
+    `openai/NAME`, `anthropic/NAME`) or LM objects; the sub model defaults to the root's.
+    Keyword settings are those of `deeprlm.settings.Settings` (max_iterations, max_depth,
+    max_concurrency, budgets, repl, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | LM = DEFAULT_MODEL,
+        sub_model: str | LM | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        tools: ToolsArg = None,
+        sub_tools: ToolsArg = None,
+        prices: Mapping[str, Price] | None = None,
+        trace_path: str | Path | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.settings = Settings.from_kwargs(**settings)
+        self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
+        self.model = self._resolve(model)
+        self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
+        if self.sub_model is self.model and hasattr(self.model, "for_role"):
+            # An in-process model keeps one cache per role, so sub-calls leave the root's
+            # growing conversation cached (see `deeprlm.lm.llama`).
+            self.sub_model = self.model.for_role("sub")
+        self.tools = normalize_tools(tools, "tools")
+        self.sub_tools = normalize_tools(sub_tools, "sub_tools")
+        self.prices = PriceTable(prices)
+        self.trace_path = Path(trace_path) if trace_path is not None else None
+        self.on_event = on_event
+
+    def run(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
+        """Answers `query` over `context` (str, list of str, or dict of str -> str).
+        `skipped` names files left out of the context (binary), for its description."""
+        coro = self.arun(query, context, skipped=skipped)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        # Called from inside a running loop (a notebook): use a private loop in a thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coro).result()
+
+    async def arun(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("the query is empty")
+        context = normalize(context)
+        info = describe(context, skipped)
+        sinks: list[Callable[[Event], None]] = []
+        jsonl = JsonlSink(self.trace_path) if self.trace_path is not None else None
+        if jsonl is not None:
+            sinks.append(jsonl)
+        if self.on_event is not None:
+            sinks.append(self.on_event)
+        trace = Trace(sinks)
+        tree = Tree(
+            self.settings,
+            self.model,
+            self.sub_model,
+            self._resolve,
+            self.tools,
+            self.sub_tools,
+            trace,
+            UsageMeter(self.prices),
+        )
+        root = Run(tree, query, context, info=info)
+        started = time.perf_counter()
+
+        def result(answer: str, status: str, forced: bool = False) -> RLMResult:
+            return RLMResult(
+                answer=answer,
+                usage=tree.usage.report(),
+                iterations=root.iterations,
+                sub_calls=tree.budget.sub_calls,
+                wall_s=time.perf_counter() - started,
+                forced=forced,
+                status=status,
+                trace=trace,
+                trace_path=str(self.trace_path) if self.trace_path else None,
+                notes=tuple(dict.fromkeys(note.message for note in trace.of_type(Note))),
+            )
+
+        # Each call and cell is bounded by the time left, so the limit normally surfaces
+        # there, with the partial answer; this outer bound is the backstop for the rest.
+        backstop = None if self.settings.timeout_s is None else self.settings.timeout_s + 5.0
+        try:
+            async with asyncio.timeout(backstop) as deadline:
+                outcome = await root.execute()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            limit: LimitError = tree.budget.trip(tree.budget.time_error())
+        except LimitError as err:
+            limit = err
+        else:
+            status = "forced" if outcome.forced else "answered"
+            return result(outcome.answer, status, outcome.forced)
+        finally:
+            if jsonl is not None:
+                jsonl.close()
+        limit.partial_answer = root.partial()
+        limit.usage = tree.usage.report()
+        limit.result = result(limit.partial_answer, "limit")
+        raise limit

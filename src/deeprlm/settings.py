@@ -1,0 +1,77 @@
+"""Every setting of a run, in one table, with its default and what it bounds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from deeprlm.errors import InputError
+
+# The model's code runs in a locked-down worker where the kernel allows one (Linux).
+DEFAULT_REPL = "sandbox" if sys.platform.startswith("linux") else "inprocess"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The loop
+    max_iterations: int = 20  # root-model turns per run; then one forced final answer
+    # Cell output the model reads per turn; None: its family's default (see prompts).
+    max_output_chars: int | None = None
+    cell_timeout_s: float | None = None  # wall clock per cell; None: only the run's timeout
+    max_reply_tokens: int | None = None  # output tokens per model call; None: provider default
+    # Recursion and sub-calls
+    max_depth: int = 1  # deepest child run; at the limit rlm_query falls back to llm_query
+    max_concurrency: int = 16  # model calls in flight at once, across the whole tree
+    sub_calls: bool = True  # False removes llm_*/rlm_* from the REPL (the paper's ablation)
+    sub_tool_turns: int = 4  # tool-calling turns a sub-call may take before it must answer
+    # Budgets shared by the whole tree; reaching one ends the run with a LimitError
+    max_sub_calls: int | None = None
+    max_tokens: int | None = None
+    max_usd: float | None = None
+    timeout_s: float | None = None
+    # Where the model's code runs
+    repl: str = DEFAULT_REPL
+    allow_read: tuple[str, ...] = ()  # files and folders the sandboxed code may read
+
+    def __post_init__(self) -> None:
+        positive = (
+            "max_iterations",
+            "max_output_chars",
+            "max_concurrency",
+            "sub_tool_turns",
+            "cell_timeout_s",
+            "max_reply_tokens",
+            "max_sub_calls",
+            "max_tokens",
+            "max_usd",
+            "timeout_s",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"{name} must be positive, got {value}")
+        if self.max_depth < 0:
+            raise InputError(f"max_depth must be 0 or more, got {self.max_depth}")
+        paths = self.allow_read
+        if isinstance(paths, (str, os.PathLike)):
+            paths = (paths,)
+        for path in paths:
+            if not os.path.exists(path):
+                raise InputError(f"allow_read: no such file or folder: {path}")
+        object.__setattr__(self, "allow_read", tuple(os.path.abspath(p) for p in paths))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Settings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise InputError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**kwargs)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""What happened in a run: the events, the JSONL file, the live console and the viewer."""

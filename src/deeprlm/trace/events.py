@@ -1,0 +1,153 @@
+"""The trace's events: one frozen record per thing that happened in a run tree.
+
+Every event has an `id`, the `run_id` of the run it belongs to and a `parent_id`, which
+makes the tree: a run's parent is the cell that started it (None for the root); a root
+model call's and a cell's parent is their run; a sub-call's parent is its cell, or its
+batch when it was part of one. `t` is seconds since the trace began. Started/ended pairs
+share their `id`, so a live view can show what is running and a viewer can draw a timeline.
+
+Texts are clipped when recorded (see `deeprlm.trace.recorder`): the context itself appears
+once, as `ContextInfo` (size, sha256, a short preview), so a trace never grows with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    type: ClassVar[str] = "event"
+    t: float
+    id: str
+    run_id: str
+    parent_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    type: ClassVar[str] = "run_started"
+    depth: int = 0
+    query: str = ""
+    model: str = ""
+    sub_model: str = ""
+    repl: str = ""
+    context: dict[str, Any] = field(default_factory=dict)  # a ContextInfo as a dict
+    settings: dict[str, Any] = field(default_factory=dict)  # the root only
+
+
+@dataclass(frozen=True)
+class RunEnded(Event):
+    type: ClassVar[str] = "run_ended"
+    # answered | forced | limit | error | cancelled
+    status: str = "answered"
+    answer: str = ""
+    iterations: int = 0
+    sub_calls: int = 0  # made by this run's own code, not its children's
+    wall_s: float = 0.0
+    usage: dict[str, Any] = field(default_factory=dict)  # the whole tree's, on the root
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LMCallStarted(Event):
+    type: ClassVar[str] = "lm_call_started"
+    role: str = "root"  # root | sub | forced | tool
+    model: str = ""
+    prompt_chars: int = 0
+
+
+@dataclass(frozen=True)
+class LMCallEnded(Event):
+    type: ClassVar[str] = "lm_call_ended"
+    role: str = "root"
+    model: str = ""
+    start: float = 0.0
+    duration_s: float = 0.0
+    # For a root call, the newest message it answered; for a sub-call, its prompt (clipped).
+    prompt: str = ""
+    prompt_chars: int = 0
+    reply: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    usd: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CellStarted(Event):
+    type: ClassVar[str] = "cell_started"
+    iteration: int = 0
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class CellEnded(Event):
+    type: ClassVar[str] = "cell_ended"
+    iteration: int = 0
+    start: float = 0.0
+    duration_s: float = 0.0
+    output: str = ""
+    output_chars: int = 0
+    error: str | None = None
+    final: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchStarted(Event):
+    type: ClassVar[str] = "batch_started"
+    kind: str = "llm"  # llm | rlm
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class BatchEnded(Event):
+    type: ClassVar[str] = "batch_ended"
+    kind: str = "llm"
+    size: int = 0
+    start: float = 0.0
+    duration_s: float = 0.0
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class Note(Event):
+    """Something a reader of the trace should know: a fallback taken, a tag ignored."""
+
+    type: ClassVar[str] = "note"
+    message: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        RunStarted,
+        RunEnded,
+        LMCallStarted,
+        LMCallEnded,
+        CellStarted,
+        CellEnded,
+        BatchStarted,
+        BatchEnded,
+        Note,
+    )
+}
+
+
+# Looked up once per class: reading a large trace rebuilds hundreds of thousands of events.
+_FIELD_NAMES = {cls: frozenset(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuilds an event read back from JSONL; unknown keys are ignored, so older readers
+    keep working on newer traces."""
+    cls = EVENT_TYPES.get(data.get("type", ""))
+    if cls is None:
+        raise ValueError(f"unknown event type {data.get('type')!r}")
+    names = _FIELD_NAMES[cls]
+    return cls(**{k: v for k, v in data.items() if k in names})

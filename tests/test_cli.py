@@ -1,0 +1,216 @@
+"""`deeprlm ask` as a user runs it: a real process against a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deeprlm.lm.fake_server import last_user_text
+
+from conftest import repl
+
+
+def deeprlm(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "ANTHROPIC"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "deeprlm", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def server(chat_server):
+    def responder(body):
+        text = last_user_text(body)
+        if "Query:" in text:
+            return repl("print(len(context), llm_query('count'))")
+        if "no turns left" in text:
+            return "FINAL(forced)"
+        if "needs-more-turns" in json.dumps(body["messages"][:2]):
+            return repl("print('again')")
+        return "FINAL(the answer is 42)"
+
+    return chat_server(responder)
+
+
+def test_ask_answers_and_prints_json(server, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("some text to search")
+    trace = tmp_path / "trace.jsonl"
+    done = deeprlm(
+        "ask",
+        "what is it?",
+        "--context",
+        str(doc),
+        "--model",
+        "openai/m",
+        "--base-url",
+        server.url,
+        "--json",
+        "--trace",
+        str(trace),
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["answer"] == "the answer is 42"
+    assert data["iterations"] == 2 and data["sub_calls"] == 1
+    assert data["usage"]["by_model"]["m"]["calls"] == 3
+    assert data["usage"]["total"]["input_tokens"] > 0
+    assert data["wall_s"] > 0
+    assert data["trace"] == str(trace)
+    types = [json.loads(line)["type"] for line in trace.read_text().splitlines()]
+    assert types[0] == "run_started" and types[-1] == "run_ended"
+    assert "19 " in last_user_text(server.requests[2])  # len(context) was printed
+
+
+def test_ask_reads_stdin_and_folders(server, tmp_path):
+    done = deeprlm(
+        "ask",
+        "q",
+        "--context",
+        "-",
+        "--model",
+        "openai/m",
+        "--base-url",
+        server.url,
+        "--quiet",
+        stdin="from stdin",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the answer is 42"
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "img.bin").write_bytes(b"\x89PNG\0\0\0")
+    done = deeprlm(
+        "ask",
+        "q",
+        "-c",
+        str(tmp_path),
+        "--model",
+        "openai/m",
+        "--base-url",
+        server.url,
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    first_prompt = last_user_text(server.requests[-3])
+    assert "Keys: a.txt" in first_prompt and "Left out as binary: img.bin" in first_prompt
+
+
+def test_a_limit_exits_3_and_still_prints_the_partial_answer(server, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("text")
+    done = deeprlm(
+        "ask",
+        "needs-more-turns",
+        "-c",
+        str(doc),
+        "--model",
+        "openai/m",
+        "--base-url",
+        server.url,
+        "--max-sub-calls",
+        "1",
+        "--json",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr  # one sub-call is within budget
+    done = deeprlm(
+        "ask",
+        "needs-more-turns",
+        "-c",
+        str(doc),
+        "--model",
+        "openai/m",
+        "--base-url",
+        server.url,
+        "--max-tokens",
+        "50",
+        "--json",
+        "--quiet",
+    )
+    assert done.returncode == 3
+    assert "token budget reached" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    data = json.loads(done.stdout)
+    assert data["status"] == "limit" and "```repl" in data["answer"]
+
+
+def test_iteration_limit_forces_an_answer_with_exit_0(server, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("text")
+    done = deeprlm(
+        "ask",
+        "needs-more-turns",
+        "-c",
+        str(doc),
+        "--model",
+        "openai/m",
+        "--base-url",
+        server.url,
+        "--max-iterations",
+        "2",
+        "--json",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["answer"] == "forced" and data["forced"] is True
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (None, ["-c", "{tmp}/missing.txt"], "context file not found"),
+        ("binary", ["-c", "{tmp}/blob.bin"], "is a binary file"),
+        ("empty", ["-c", "{tmp}/empty.txt"], "the context is empty"),
+        ("empty_dir", ["-c", "{tmp}/nothing"], "the context is empty"),
+        (None, [], "no context given"),
+        ("ok", ["-c", "{tmp}/ok.txt", "--model", "gpt-5"], "unknown model spec 'gpt-5'"),
+        ("ok", ["-c", "{tmp}/ok.txt", "--model", "openai/gpt-5"], "OPENAI_API_KEY is not set"),
+        ("ok", ["-c", "{tmp}/ok.txt", "--max-iterations", "0"], "must be a positive integer"),
+        ("ok", ["-c", "{tmp}/ok.txt", "--repl", "docker"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, setup, args, message):
+    (tmp_path / "blob.bin").write_bytes(b"\0\1\2" * 100)
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "ok.txt").write_text("fine")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    done = deeprlm("ask", "q", *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+    assert done.stdout == ""
+
+
+def test_a_file_that_cannot_be_read_as_text_exits_2(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    done = deeprlm("ask", "q", "-c", str(tmp_path / "pipe"))
+    assert done.returncode == 2
+    assert "not a regular file" in done.stderr
+
+
+def test_a_server_that_fails_exits_1_with_one_line(chat_server, tmp_path):
+    from deeprlm.lm.fake_server import FakeReply
+
+    server = chat_server(lambda body: FakeReply(raw=b"garbage"))
+    doc = tmp_path / "doc.txt"
+    doc.write_text("text")
+    done = deeprlm(
+        "ask", "q", "-c", str(doc), "--model", "openai/m", "--base-url", server.url, "--quiet"
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "not a valid completion" in done.stderr or "not a chat completion" in done.stderr

@@ -1,0 +1,374 @@
+"""The loop driven by scripted models: every REPL function and every way to finish."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deeprlm import RLM, InputError, ScriptedLM
+from deeprlm.trace.events import CellEnded, LMCallEnded, RunEnded
+
+from conftest import repl
+
+
+def echo_sub(prefix: str = "sub:") -> ScriptedLM:
+    return ScriptedLM(lambda messages: f"{prefix}{messages[-1]['content']}", name="sub")
+
+
+def test_llm_query_and_batch_reach_the_sub_model_in_order():
+    root = ScriptedLM(
+        [
+            repl(
+                "one = llm_query('alpha')\n"
+                "many = llm_batch(['b1', 'b2', 'b3'])\n"
+                "alias = llm_query_batched(['c1'])\n"
+                "print(one, many, alias)"
+            ),
+            "FINAL(ok)",
+        ]
+    )
+    result = RLM(root, echo_sub()).run("q", "some context")
+    output = root.calls[1][-1]["content"]
+    assert "sub:alpha ['sub:b1', 'sub:b2', 'sub:b3'] ['sub:c1']" in output
+    assert result.answer == "ok"
+    assert result.sub_calls == 5
+    assert result.usage.by_model["sub"].calls == 5
+
+
+def test_context_stays_out_of_the_root_prompt():
+    secret_tail = "the tail of a long context that the root must not see"
+    context = "x" * 50_000 + secret_tail
+    root = ScriptedLM(["FINAL(done)"])
+    RLM(root).run("q", context)
+    first_prompt = " ".join(m["content"] for m in root.calls[0])
+    assert secret_tail not in first_prompt
+    assert "50,053 characters" in first_prompt
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("I know it.\nFINAL(42 apples)", "42 apples"),
+        ('FINAL("quoted")', "quoted"),
+        (repl("x = 6 * 7\nFINAL(x)"), "42"),
+        (repl("result = 'from var'\nFINAL_VAR('result')"), "from var"),
+        (repl("answer['content'] = 'via dict'\nanswer['ready'] = True"), "via dict"),
+        (repl("answer = {'content': 'rebound', 'ready': True}"), "rebound"),
+        ("```python\nFINAL('python fence')\n```", "python fence"),
+        ("```repl\nFINAL(the answer is 7)\n```", "the answer is 7"),
+        ("**FINAL(bold)**", "bold"),
+    ],
+)
+def test_every_way_to_finish(reply, expected):
+    result = RLM(ScriptedLM([reply])).run("q", "ctx")
+    assert result.answer == expected
+    assert result.status == "answered"
+    assert not result.forced
+    assert result.iterations == 1
+
+
+def test_final_var_tag_outside_code_reads_a_variable_set_earlier():
+    root = ScriptedLM([repl("total = sum(range(5))"), 'FINAL_VAR("total")'])
+    assert RLM(root).run("q", "ctx").answer == "10"
+
+
+def test_final_var_on_a_missing_variable_is_an_error_the_model_sees():
+    root = ScriptedLM(['FINAL_VAR("nothing")', "FINAL(fallback)"])
+    result = RLM(root).run("q", "ctx")
+    assert result.answer == "fallback"
+    assert "no variable named 'nothing'" in root.calls[1][-1]["content"]
+
+
+def test_a_final_tag_next_to_unseen_code_output_is_held_back():
+    root = ScriptedLM([repl("print(len(context))") + "\nFINAL(a guess)", "FINAL(3)"])
+    result = RLM(root).run("q", "abc")
+    assert result.answer == "3"
+    assert result.iterations == 2
+    assert "was not accepted" in root.calls[1][-1]["content"]
+
+
+def test_code_blocks_run_in_order_and_state_persists_across_turns():
+    root = ScriptedLM(
+        [
+            "```repl\na = 1\n```\nthen\n```python\nb = a + 1\nprint(b)\n```",
+            repl("print(a + b)"),
+            "FINAL(done)",
+        ]
+    )
+    RLM(root).run("q", "ctx")
+    assert "2" in root.calls[1][-1]["content"]
+    assert "3" in root.calls[2][-1]["content"]
+
+
+def test_trailing_expression_is_shown_like_a_notebook():
+    root = ScriptedLM([repl("len(context)"), "FINAL(x)"])
+    RLM(root).run("q", "12345")
+    assert "5" in root.calls[1][-1]["content"]
+
+
+def test_show_vars_lists_user_variables_with_types():
+    root = ScriptedLM([repl("items = [1]\nname = 'n'\nprint(SHOW_VARS())"), "FINAL(x)"])
+    RLM(root).run("q", "ctx")
+    shown = root.calls[1][-1]["content"]
+    assert "'items': 'list'" in shown
+    assert "'name': 'str'" in shown
+    assert "llm_query" not in shown
+
+
+def test_numpy_scipy_sympy_are_importable():
+    code = (
+        "import numpy as np, scipy.stats, sympy\n"
+        "print(int(np.arange(4).sum()), round(float(scipy.stats.norm.cdf(0)), 2), "
+        "sympy.factorint(12))"
+    )
+    root = ScriptedLM([repl(code), "FINAL(x)"])
+    RLM(root).run("q", "ctx")
+    assert "6 0.5 {2: 2, 3: 1}" in root.calls[1][-1]["content"]
+
+
+def test_output_is_truncated_with_a_note_of_how_much_was_cut():
+    root = ScriptedLM([repl("print('a' * 100_000)\nprint('THE END')"), "FINAL(x)"])
+    RLM(root, max_output_chars=1_000).run("q", "ctx")
+    shown = root.calls[1][-1]["content"]
+    assert "characters cut" in shown
+    assert "THE END" in shown
+    assert len(shown) < 1_400
+
+
+def test_cell_errors_come_back_as_the_last_lines_of_the_traceback():
+    root = ScriptedLM(
+        [repl("def f():\n    return {}['missing']\nf()"), repl("print('still alive')"), "FINAL(ok)"]
+    )
+    result = RLM(root).run("q", "ctx")
+    shown = root.calls[1][-1]["content"]
+    assert "KeyError: 'missing'" in shown
+    assert "in f" in shown
+    assert "deeprlm" not in shown  # engine frames are hidden
+    assert "still alive" in root.calls[2][-1]["content"]
+    assert result.answer == "ok"
+
+
+def test_a_reply_without_code_gets_a_nudge():
+    root = ScriptedLM(["I am thinking about it.", "", "FINAL(ok)"])
+    result = RLM(root).run("q", "ctx")
+    assert "no ```repl block" in root.calls[1][-1]["content"]
+    assert result.answer == "ok"
+
+
+def test_iteration_limit_forces_one_final_answer():
+    root = ScriptedLM([repl("print(1)")] * 3 + ["My best guess: FINAL(forced answer)"])
+    result = RLM(root, max_iterations=3).run("q", "ctx")
+    assert result.forced
+    assert result.status == "forced"
+    assert result.answer == "forced answer"
+    assert result.iterations == 3
+    assert len(root.calls) == 4
+    assert "no turns left" in root.calls[3][-1]["content"]
+
+
+def test_forced_answer_falls_back_to_the_answer_dict_then_the_reply():
+    root = ScriptedLM([repl("answer['content'] = 'partial work'"), "no tag here"])
+    assert RLM(root, max_iterations=1).run("q", "ctx").answer == "partial work"
+    root = ScriptedLM([repl("print(1)"), "just words"])
+    assert RLM(root, max_iterations=1).run("q", "ctx").answer == "just words"
+
+
+def test_failed_batch_items_become_error_strings_and_the_rest_succeed():
+    def sub(messages):
+        prompt = messages[-1]["content"]
+        if prompt == "bad":
+            raise RuntimeError("provider exploded")
+        return prompt.upper()
+
+    root = ScriptedLM([repl("print(llm_batch(['a', 'bad', 'c']))"), "FINAL(x)"])
+    RLM(root, ScriptedLM(sub)).run("q", "ctx")
+    shown = root.calls[1][-1]["content"]
+    assert "'A'" in shown and "'C'" in shown
+    assert "Error: LMError" in shown and "provider exploded" in shown
+
+
+def test_rlm_query_runs_a_child_with_its_own_repl_and_context():
+    def policy(messages):
+        query = messages[1]["content"]
+        if "Query: child" in query:
+            return repl("FINAL(context.upper())")
+        if len(messages) == 2:
+            return repl("r = rlm_query('child', 'piece of text')\nprint(r)\nprint(SHOW_VARS())")
+        return "FINAL(done)"
+
+    root = ScriptedLM(policy)
+    result = RLM(root, max_depth=1).run("root question", "the root context")
+    shown = root.calls[-1][-1]["content"]
+    assert "PIECE OF TEXT" in shown
+    ended = result.trace.of_type(RunEnded)
+    assert [e.status for e in ended] == ["answered", "answered"]
+    assert result.sub_calls == 1
+
+
+def test_rlm_query_without_context_gives_the_child_the_parent_context():
+    def policy(messages):
+        if "Query: child" in messages[1]["content"]:
+            return repl("FINAL(context)")
+        if len(messages) == 2:
+            return repl("print(rlm_query('child'))")
+        return "FINAL(done)"
+
+    root = ScriptedLM(policy)
+    RLM(root).run("q", "parent context")
+    assert "parent context" in root.calls[-1][-1]["content"]
+
+
+def test_rlm_batch_returns_answers_in_order_and_errors_in_place():
+    def policy(messages):
+        first = messages[1]["content"]
+        if "Query: child" in first:
+            return repl("FINAL(context * 2)")
+        if len(messages) == 2:
+            return repl("print(rlm_batch([('child', 'a'), ('child', ''), ('child', 'c')]))")
+        return "FINAL(done)"
+
+    root = ScriptedLM(policy)
+    RLM(root).run("q", "ctx")
+    shown = root.calls[-1][-1]["content"]
+    assert "['aa', 'Error: InputError: the context is empty', 'cc']" in shown
+
+
+def test_sub_calls_disabled_removes_the_functions():
+    root = ScriptedLM([repl("llm_query('x')"), "FINAL(x)"])
+    RLM(root, sub_calls=False).run("q", "ctx")
+    assert "sub-calls are disabled" in root.calls[1][-1]["content"]
+    assert "no sub-model here" in root.calls[0][0]["content"]
+
+
+def test_arun_is_the_async_twin_and_runs_concurrently():
+    rlm = RLM(ScriptedLM(["FINAL(same)"], delay=0.05))
+
+    async def both():
+        return await asyncio.gather(rlm.arun("q1", "a"), rlm.arun("q2", "b"))
+
+    first, second = asyncio.run(both())
+    assert first.answer == second.answer == "same"
+
+
+def test_run_works_inside_a_running_event_loop():
+    rlm = RLM(ScriptedLM(["FINAL(nested)"]))
+
+    async def inside():
+        return rlm.run("q", "ctx")
+
+    assert asyncio.run(inside()).answer == "nested"
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ("", "the context is empty"),
+        ([], "the context is empty"),
+        ({"a": ""}, "the context is empty"),
+        (42, "not int"),
+        (["a", 3], "a list holding int"),
+    ],
+)
+def test_bad_contexts_are_refused_with_one_clear_line(context, message):
+    with pytest.raises(InputError, match=message):
+        RLM(ScriptedLM(["FINAL(x)"])).run("q", context)
+
+
+def test_empty_query_and_unknown_settings_are_refused():
+    with pytest.raises(InputError, match="query is empty"):
+        RLM(ScriptedLM(["FINAL(x)"])).run("  ", "ctx")
+    with pytest.raises(InputError, match="unknown setting"):
+        RLM(ScriptedLM(["FINAL(x)"]), max_iteration=3)
+    with pytest.raises(InputError, match="max_iterations must be positive"):
+        RLM(ScriptedLM(["FINAL(x)"]), max_iterations=0)
+
+
+def test_list_and_dict_contexts_are_described_not_shown():
+    root = ScriptedLM([repl("print(type(context).__name__, len(context))"), "FINAL(x)"])
+    RLM(root).run("q", {"a.txt": "aaa", "b.txt": "bbbbbb"})
+    first = root.calls[0][1]["content"]
+    assert "dict of 2 named texts" in first
+    assert "Keys: a.txt, b.txt" in first
+    assert "dict 2" in root.calls[1][-1]["content"]
+
+
+def test_cells_and_calls_are_traced_in_order():
+    root = ScriptedLM([repl("print(llm_query('hi'))"), "FINAL(x)"])
+    result = RLM(root, echo_sub()).run("q", "ctx")
+    cells = result.trace.of_type(CellEnded)
+    calls = result.trace.of_type(LMCallEnded)
+    assert [c.role for c in calls] == ["root", "sub", "root"]
+    assert calls[1].parent_id == cells[0].id
+    assert cells[0].output.strip() == "sub:hi"
+
+
+def test_output_capture_keeps_head_and_tail_of_huge_and_many_writes():
+    from deeprlm.repl.capture import OutputCapture
+
+    capture = OutputCapture(90)
+    capture.write("H" * 100 + "T" * 1_000_000 + "END")
+    for i in range(1000):
+        capture.write(f"line {i}\n")
+    text = capture.text()
+    assert text.startswith("H" * 60)
+    assert text.endswith("line 998\nline 999\n")
+    assert f"{100 + 1_000_003 + sum(len(f'line {i}') + 1 for i in range(1000)) - 90:,}" in text
+
+
+def test_sub_call_errors_show_the_models_frames_not_the_engines():
+    root = ScriptedLM([repl("def ask():\n    return llm_query('x')\nask()"), "FINAL(x)"])
+
+    def failing(messages):
+        raise RuntimeError("sub model down")
+
+    RLM(root, ScriptedLM(failing), repl="inprocess").run("q", "ctx")
+    shown = root.calls[1][-1]["content"]
+    assert "in ask" in shown and "sub model down" in shown
+    assert "engine.py" not in shown and "concurrent" not in shown
+
+
+def test_output_limit_defaults_by_model_family_and_the_user_can_raise_it():
+    def small_model() -> ScriptedLM:
+        lm = ScriptedLM([repl("print('a' * 5_000)"), "FINAL(x)"])
+        lm.prompt_family = "small"
+        return lm
+
+    cut = small_model()
+    RLM(cut).run("q", "ctx")
+    assert "characters cut" in cut.calls[1][-1]["content"]
+    raised = small_model()
+    RLM(raised, max_output_chars=10_000).run("q", "ctx")
+    assert "characters cut" not in raised.calls[1][-1]["content"]
+    default = ScriptedLM([repl("print('a' * 5_000)"), "FINAL(x)"])
+    RLM(default).run("q", "ctx")
+    assert "characters cut" not in default.calls[1][-1]["content"]
+
+
+def test_models_with_roles_get_one_per_depth_and_one_for_sub_calls():
+    class RoleLM(ScriptedLM):
+        def __init__(self, policy, role="root", shared=None):
+            super().__init__(policy, name="m")
+            self.role = role
+            self.used = shared if shared is not None else {}
+
+        def for_role(self, role):
+            return RoleLM(self._policy, role, self.used)
+
+        async def acomplete(self, messages, **kwargs):
+            self.used.setdefault(self.role, 0)
+            self.used[self.role] += 1
+            return await super().acomplete(messages, **kwargs)
+
+    def policy(messages):
+        if messages[0]["role"] != "system":
+            return "sub answer"
+        if "Query: child" in messages[1]["content"]:
+            return repl("FINAL(llm_query('x'))")
+        if len(messages) == 2:
+            return repl("print(rlm_query('child', 'c'))")
+        return "FINAL(done)"
+
+    root = RoleLM(policy)
+    RLM(root).run("q", "ctx")
+    assert root.used == {"root": 2, "depth1": 1, "sub": 1}

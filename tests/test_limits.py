@@ -1,0 +1,128 @@
+"""Budgets shared by the run tree: each one ends the run with a typed error that carries
+the partial answer and the usage so far."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from deeprlm import (
+    RLM,
+    Completion,
+    CostLimitError,
+    LimitError,
+    Price,
+    ScriptedLM,
+    SubCallLimitError,
+    TimeLimitError,
+    TokenLimitError,
+)
+from deeprlm.trace.events import RunEnded
+
+from conftest import repl
+
+
+def test_sub_call_budget_stops_the_run_even_if_the_code_swallows_the_error():
+    code = (
+        "answer['content'] = 'half done'\n"
+        "for i in range(10):\n"
+        "    try:\n"
+        "        llm_query(str(i))\n"
+        "    except Exception:\n"
+        "        pass\n"
+    )
+    root = ScriptedLM([repl(code), "FINAL(never)"])
+    sub = ScriptedLM(lambda m: "ok", name="sub")
+    with pytest.raises(SubCallLimitError) as caught:
+        RLM(root, sub, max_sub_calls=3).run("q", "ctx")
+    err = caught.value
+    assert err.partial_answer == "half done"
+    assert err.usage.by_model["sub"].calls == 3
+    assert err.result.status == "limit"
+    assert err.result.sub_calls == 3
+    assert len(root.calls) == 1  # no further root turn after the limit
+
+
+def test_sub_call_budget_inside_a_batch_stops_the_batch():
+    root = ScriptedLM([repl("llm_batch([str(i) for i in range(20)])"), "FINAL(never)"])
+    with pytest.raises(SubCallLimitError):
+        RLM(root, ScriptedLM(lambda m: "ok"), max_sub_calls=5).run("q", "ctx")
+
+
+def test_token_budget_is_checked_before_each_model_call():
+    big = Completion(text=repl("print(1)"), model="m", input_tokens=600, output_tokens=10)
+    root = ScriptedLM([big] * 5)
+    with pytest.raises(TokenLimitError) as caught:
+        RLM(root, max_tokens=1_000).run("q", "ctx")
+    assert len(root.calls) == 2  # 610 used: the second call allowed, the third refused
+    assert caught.value.usage.total.tokens == 1_220
+    assert caught.value.partial_answer == repl("print(1)")
+
+
+def test_cost_budget_uses_the_price_table():
+    reply = Completion(text=repl("print(1)"), model="pricey", input_tokens=1_000_000)
+    root = ScriptedLM([reply] * 5)
+    rlm = RLM(root, prices={"pricey": Price(input=2.0, output=8.0)}, max_usd=5.0)
+    with pytest.raises(CostLimitError) as caught:
+        rlm.run("q", "ctx")
+    assert caught.value.usage.total.usd == pytest.approx(6.0)
+    assert len(root.calls) == 3
+
+
+def test_provider_reported_cost_wins_over_the_table():
+    reply = Completion(text="FINAL(x)", model="gpt-5", input_tokens=10, cost_usd=0.5)
+    result = RLM(ScriptedLM([reply])).run("q", "ctx")
+    assert result.usage.total.usd == 0.5
+
+
+def test_timeout_interrupts_a_running_cell():
+    root = ScriptedLM([repl("answer['content'] = 'looping'\nwhile True:\n    pass"), "FINAL(x)"])
+    started = time.monotonic()
+    with pytest.raises(TimeLimitError) as caught:
+        RLM(root, timeout_s=1.0).run("q", "ctx")
+    assert time.monotonic() - started < 10  # interrupted, not waited for
+    assert caught.value.partial_answer == "looping"
+    ended = caught.value.result.trace.of_type(RunEnded)
+    assert ended[-1].status == "limit"
+
+
+def test_timeout_interrupts_a_slow_model_call():
+    class Slow(ScriptedLM):
+        async def acomplete(self, messages, **kwargs):
+            await asyncio.sleep(60)
+            return await super().acomplete(messages, **kwargs)
+
+    with pytest.raises(TimeLimitError):
+        RLM(Slow(["FINAL(x)"]), timeout_s=0.5).run("q", "ctx")
+
+
+def test_timeout_interrupts_a_cell_waiting_on_slow_sub_calls():
+    root = ScriptedLM([repl("print(llm_batch(['a', 'b']))"), "FINAL(x)"])
+    sub = ScriptedLM(["late"], delay=60)
+    with pytest.raises(TimeLimitError):
+        RLM(root, sub, timeout_s=0.5).run("q", "ctx")
+
+
+def test_cell_timeout_stops_the_cell_and_the_run_goes_on():
+    root = ScriptedLM([repl("x = 1\nwhile True:\n    pass"), repl("print(x + 1)"), "FINAL(ok)"])
+    result = RLM(root, cell_timeout_s=0.5).run("q", "ctx")
+    assert "ran longer than 0.5s" in root.calls[1][-1]["content"]
+    assert "2" in root.calls[2][-1]["content"]
+    assert result.answer == "ok"
+
+
+def test_limits_in_a_child_run_end_the_whole_tree():
+    def policy(messages):
+        if "Query: child" in messages[1]["content"]:
+            return repl("while True:\n    llm_query('again')")
+        return repl("rlm_query('child', 'text')")
+
+    with pytest.raises(SubCallLimitError):
+        RLM(ScriptedLM(policy), ScriptedLM(["ok"]), max_sub_calls=4).run("q", "ctx")
+
+
+def test_limit_errors_share_a_base_class():
+    for cls in (TokenLimitError, CostLimitError, TimeLimitError, SubCallLimitError):
+        assert issubclass(cls, LimitError)
