@@ -1,0 +1,1 @@
+"""The embedded default model: where its files live and how they are put together."""

@@ -1,0 +1,134 @@
+"""The `gguf:PATH` and `hf:REPO/FILE` specs, resolved without loading any weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deeprlm import RLM
+from deeprlm.errors import InputError
+from deeprlm.lm.llama import LlamaCppLM
+from deeprlm.lm.specs import resolve_lm
+from deeprlm.local.hub import HubFile, parse_hub_spec
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_gguf(path: Path) -> Path:
+    """The header of a GGUF file: enough for the spec to accept it, never loaded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+    return path
+
+
+def test_gguf_spec_names_the_file(tmp_path: Path):
+    path = fake_gguf(tmp_path / "my-model.Q4_K_M.gguf")
+    lm = resolve_lm(f"gguf:{path}")
+    assert isinstance(lm, LlamaCppLM)
+    assert lm.path == path.resolve()
+    assert lm.name == "my-model.Q4_K_M"
+    assert lm.prompt_family == "small"
+    assert lm.context_window > 0
+    assert lm.supports_tools is False
+
+
+def test_the_same_file_opens_once_per_process(tmp_path: Path):
+    path = fake_gguf(tmp_path / "once.gguf")
+    assert resolve_lm(f"gguf:{path}") is resolve_lm(f"gguf:{tmp_path}/./once.gguf")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "absent.gguf", "no GGUF model file at"),
+        (lambda tmp: tmp, "no GGUF model file at"),
+        (lambda tmp: _write(tmp / "notes.gguf", b"just some text"), "is not a GGUF model file"),
+    ],
+)
+def test_gguf_spec_rejects_what_is_not_a_gguf_file(tmp_path: Path, make, message: str):
+    with pytest.raises(InputError, match=message):
+        resolve_lm(f"gguf:{make(tmp_path)}")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_an_empty_gguf_spec_is_bad_input():
+    with pytest.raises(InputError, match=r"gguf:/models/model\.gguf"):
+        resolve_lm("gguf:")
+
+
+def test_a_root_model_used_for_sub_calls_gets_its_own_cache(tmp_path: Path):
+    lm = LlamaCppLM(fake_gguf(tmp_path / "roles.gguf"))
+    rlm = RLM(lm)
+    assert rlm.model is lm
+    assert rlm.sub_model is lm.for_role("sub")
+    assert rlm.sub_model is not lm
+    assert (rlm.model.role, rlm.sub_model.role) == ("root", "sub")
+    assert rlm.sub_model.name == lm.name
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("acme/tiny-GGUF/tiny.gguf", HubFile("acme/tiny-GGUF", "tiny.gguf")),
+        ("acme/tiny-GGUF/q4/tiny.gguf", HubFile("acme/tiny-GGUF", "q4/tiny.gguf")),
+        ("acme/tiny-GGUF@v2/tiny.gguf", HubFile("acme/tiny-GGUF", "tiny.gguf", "v2")),
+    ],
+)
+def test_hf_spec_splits_repo_and_file(argument: str, expected: HubFile):
+    assert parse_hub_spec(argument) == expected
+
+
+@pytest.mark.parametrize("argument", ["tiny.gguf", "acme/tiny.gguf", "acme//tiny.gguf", ""])
+def test_a_malformed_hf_spec_is_bad_input(argument: str):
+    with pytest.raises(InputError, match="OWNER/REPO/FILE"):
+        resolve_lm(f"hf:{argument}")
+
+
+def place_in_hub_cache(cache: Path, repo_id: str, filename: str) -> Path:
+    """Lays a file out the way the hub client caches a download."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    return fake_gguf(repo / "snapshots" / COMMIT / filename)
+
+
+def resolve_offline(spec: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    # A fresh interpreter: the hub client reads its cache and offline settings at import.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    code = (
+        "import sys\n"
+        "from deeprlm.errors import InputError\n"
+        "from deeprlm.lm.specs import resolve_lm\n"
+        "try:\n"
+        "    print(resolve_lm(sys.argv[1]).path)\n"
+        "except InputError as err:\n"
+        "    print(err, file=sys.stderr)\n"
+        "    sys.exit(2)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, spec], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_hf_spec_finds_a_cached_file_offline(tmp_path: Path):
+    cached = place_in_hub_cache(tmp_path / "hub", "acme/tiny-GGUF", "tiny-q4_k_m.gguf")
+    done = resolve_offline("hf:acme/tiny-GGUF/tiny-q4_k_m.gguf", tmp_path / "hub")
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == cached.resolve()
+
+
+def test_hf_spec_not_in_the_cache_offline_is_one_clear_error(tmp_path: Path):
+    place_in_hub_cache(tmp_path / "hub", "acme/tiny-GGUF", "tiny-q4_k_m.gguf")
+    done = resolve_offline("hf:acme/tiny-GGUF/other.gguf", tmp_path / "hub")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "cannot get acme/tiny-GGUF/other.gguf" in lines[0]
