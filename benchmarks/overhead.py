@@ -1,16 +1,19 @@
-"""Engine overhead over a local OpenAI-compatible server with fixed latencies.
+"""Engine overhead over models with fixed latencies.
 
-The server (its own process) answers the root in 50 ms and each sub-call in 200 ms. The
-context is 0.4, 4 or 40 MB of text with one hidden fact; the root's code cuts it into 64
-windows, sends them through `llm_batch`, and returns what comes back. Each size runs in a
-fresh process, so its peak memory is its own.
+Root calls take 50 ms and sub-calls 200 ms. The context is 0.4, 4 or 40 MB of text with
+one hidden fact; the root's code cuts it into 64 windows, sends them through `llm_batch`,
+and returns what comes back. Two transports: `http`, a local OpenAI-compatible server in
+its own process reached through the openai SDK (what a user of vLLM or llama.cpp's server
+gets), and `direct`, scripted models with the same latencies and no HTTP (the engine
+alone). Each case runs in a fresh process, so its peak memory is its own.
 
-    .venv/bin/python benchmarks/overhead.py [--sizes 0.4,4,40] [--concurrency 64] [--repeat 3]
+    .venv/bin/python benchmarks/overhead.py [--sizes 0.4,4,40] [--concurrency 64]
+        [--repeat 3] [--repl inprocess,sandbox] [--transport http,direct]
 
 Columns: wall time; the LM-latency floor (two root turns + one round of sub-calls); engine
-overhead = wall - floor; the server's own time spent reading and parsing requests (part of
-the wall, not of the engine); peak memory above the process's baseline, as a multiple of
-the context; trace size.
+overhead = wall - floor; the process's CPU time during the run (less sensitive to a busy
+machine than the wall); peak memory above the process's baseline (MB, and as a multiple of
+the context); trace size.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import multiprocessing
 import os
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT_LATENCY_S = 0.050
 SUB_LATENCY_S = 0.200
@@ -43,22 +46,25 @@ print(len(replies), found)
 ```"""
 
 
-def responder(body: dict) -> object:
+def reply_to(model: str, text: str) -> str:
+    """What both transports answer: the sub model finds the code, the root runs ROOT_CODE."""
+    if model == "sub":
+        return "7309-ALPHA" if "7309-ALPHA" in text else "none"
+    return ROOT_CODE if text.startswith("Query:") else 'FINAL_VAR("found")'
+
+
+def responder(body: dict[str, Any]) -> Any:
     from deeprlm.lm.fake_server import FakeReply, last_user_text
 
-    text = last_user_text(body)
-    if body["model"] == "sub":
-        found = "7309-ALPHA" if "7309-ALPHA" in text else "none"
-        return FakeReply(text=found, delay_s=SUB_LATENCY_S)
-    reply = ROOT_CODE if text.startswith("Query:") else 'FINAL_VAR("found")'
-    return FakeReply(text=reply, delay_s=ROOT_LATENCY_S)
+    delay = SUB_LATENCY_S if body["model"] == "sub" else ROOT_LATENCY_S
+    return FakeReply(text=reply_to(body["model"], last_user_text(body)), delay_s=delay)
 
 
-def serve(port_queue: multiprocessing.Queue) -> None:
+def serve(url_queue: multiprocessing.Queue) -> None:
     from deeprlm.lm.fake_server import FakeChatServer
 
     server = FakeChatServer(responder, record=False).start()
-    port_queue.put(server.url)
+    url_queue.put(server.url)
     while True:
         time.sleep(3600)
 
@@ -78,47 +84,42 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def run_one(url: str, megabytes: float, concurrency: int) -> dict:
-    from deeprlm import RLM
+def make_rlm(transport: str, url: str | None, concurrency: int, repl: str) -> Any:
+    from deeprlm import RLM, ScriptedLM
 
-    rlm = RLM("openai/root", "openai/sub", base_url=url, max_concurrency=concurrency)
-    # Warm the client and imports so the measured run is the engine, not first-use costs.
+    if transport == "http":
+        return RLM(
+            "openai/root", "openai/sub", base_url=url, max_concurrency=concurrency, repl=repl
+        )
+    root = ScriptedLM(
+        lambda m: reply_to("root", m[-1]["content"]), name="root", delay=ROOT_LATENCY_S
+    )
+    sub = ScriptedLM(lambda m: reply_to("sub", m[-1]["content"]), name="sub", delay=SUB_LATENCY_S)
+    return RLM(root, sub, max_concurrency=concurrency, repl=repl)
+
+
+def run_one(case: dict[str, Any]) -> dict[str, Any]:
+    rlm = make_rlm(case["transport"], case["url"], case["concurrency"], case["repl"])
+    # Warm imports, clients and the REPL so the measured run is the engine, not first use.
     rlm.run("warm up", "tiny context with 7309-ALPHA")
     baseline = rss_mb()
-    context = make_context(megabytes)
+    context = make_context(case["mb"])
     with tempfile.TemporaryDirectory() as tmp:
-        trace = Path(tmp) / "trace.jsonl"
-        rlm.trace_path = trace
-        started = time.perf_counter()
+        rlm.trace_path = Path(tmp) / "trace.jsonl"
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = rlm.run("What is the secret launch code?", context)
         wall = time.perf_counter() - started
-        trace_bytes = trace.stat().st_size
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000
-    context_mb = len(context) / 1e6
+        cpu = time.process_time() - cpu_started
+        trace_kb = rlm.trace_path.stat().st_size / 1000
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000 - baseline
     return {
-        "mb": megabytes,
         "wall_s": wall,
-        "right": "7309-ALPHA" in result.answer,
-        "peak_x": (peak - baseline) / context_mb,
-        "trace_kb": trace_bytes / 1000,
-        "sub_calls": result.sub_calls,
+        "cpu_s": cpu,
+        "peak_mb": peak_mb,
+        "peak_x": peak_mb / (len(context) / 1e6),
+        "trace_kb": trace_kb,
+        "right": "7309-ALPHA" in result.answer and result.sub_calls == WINDOWS,
     }
-
-
-def measure_server_parse(megabytes: float) -> float:
-    """Seconds the server spends decoding one round of request bodies, measured apart."""
-    context = make_context(megabytes)
-    step = -(-len(context) // WINDOWS)
-    bodies = [
-        json.dumps(
-            {"model": "sub", "messages": [{"role": "user", "content": context[i : i + step]}]}
-        )
-        for i in range(0, len(context), step)
-    ]
-    started = time.perf_counter()
-    for body in bodies:
-        json.loads(body)
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -126,11 +127,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="0.4,4,40")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--repl", default="inprocess,sandbox")
+    parser.add_argument("--transport", default="http,direct")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(run_one(args.url, args.one, args.concurrency)))
+        print(json.dumps(run_one(json.loads(args.one))))
         return
 
     queue: multiprocessing.Queue = multiprocessing.Queue()
@@ -139,43 +141,61 @@ def main() -> None:
     url = queue.get(timeout=30)
     floor = 2 * ROOT_LATENCY_S + SUB_LATENCY_S * -(-WINDOWS // args.concurrency)
     print(
-        f"root {ROOT_LATENCY_S * 1000:.0f} ms, sub {SUB_LATENCY_S * 1000:.0f} ms, "
-        f"{WINDOWS} windows, max_concurrency {args.concurrency}, best of {args.repeat}\n"
+        f"root {ROOT_LATENCY_S * 1000:.0f} ms, sub {SUB_LATENCY_S * 1000:.0f} ms, {WINDOWS} "
+        f"windows, max_concurrency {args.concurrency}, best of {args.repeat}, "
+        f"{os.cpu_count()} cores\n"
     )
-    header = (
-        f"| {'context':>8} | {'wall':>8} | {'floor':>7} | {'overhead':>8} | {'server parse':>12} "
-        f"| {'peak mem':>8} | {'trace':>8} | right |"
+    columns = (
+        "transport",
+        "repl",
+        "context",
+        "wall",
+        "floor",
+        "overhead",
+        "CPU",
+        "peak mem",
+        "trace",
+        "right",
     )
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---:" for _ in columns) + "|")
     try:
-        for size in [float(s) for s in args.sizes.split(",")]:
-            runs = []
-            for _ in range(args.repeat):
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--one",
-                        str(size),
-                        "--url",
-                        url,
-                        "--concurrency",
-                        str(args.concurrency),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            best = min(runs, key=lambda r: r["wall_s"])
-            parse = statistics.median(measure_server_parse(size) for _ in range(3))
-            print(
-                f"| {size:>5g} MB | {best['wall_s'] * 1000:>5.0f} ms | {floor * 1000:>4.0f} ms "
-                f"| {(best['wall_s'] - floor) * 1000:>5.0f} ms | {parse * 1000:>9.0f} ms "
-                f"| {max(r['peak_x'] for r in runs):>6.2f} x | {best['trace_kb']:>5.0f} KB "
-                f"| {'yes' if all(r['right'] for r in runs) else 'NO':>5} |"
-            )
+        for transport in args.transport.split(","):
+            for repl in args.repl.split(","):
+                for size in (float(s) for s in args.sizes.split(",")):
+                    case = {
+                        "transport": transport,
+                        "repl": repl,
+                        "mb": size,
+                        "url": url,
+                        "concurrency": args.concurrency,
+                    }
+                    runs = [
+                        json.loads(
+                            subprocess.run(
+                                [sys.executable, __file__, "--one", json.dumps(case)],
+                                capture_output=True,
+                                text=True,
+                                check=True,
+                            ).stdout.splitlines()[-1]
+                        )
+                        for _ in range(args.repeat)
+                    ]
+                    best = min(runs, key=lambda r: r["wall_s"])
+                    peak = max(runs, key=lambda r: r["peak_mb"])
+                    cells = (
+                        transport,
+                        repl,
+                        f"{size:g} MB",
+                        f"{best['wall_s'] * 1000:.0f} ms",
+                        f"{floor * 1000:.0f} ms",
+                        f"{(best['wall_s'] - floor) * 1000:.0f} ms",
+                        f"{min(r['cpu_s'] for r in runs) * 1000:.0f} ms",
+                        f"{peak['peak_mb']:.0f} MB ({peak['peak_x']:.1f}x)",
+                        f"{best['trace_kb']:.0f} KB",
+                        "yes" if all(r["right"] for r in runs) else "NO",
+                    )
+                    print("| " + " | ".join(cells) + " |", flush=True)
     finally:
         server.terminate()
 

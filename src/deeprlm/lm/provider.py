@@ -9,6 +9,9 @@ exception names, and both retry 429s, 5xx and timeouts with backoff themselves. 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import ssl
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +44,21 @@ def provider_errors(sdk: ModuleType, where: str) -> Iterator[None]:
         ) from None
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client in the process. Loading a CA bundle costs tens of
+    milliseconds, and `RLM.run` makes fresh async clients for each run's event loop."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile is None and capath is None:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:
+            pass
+    return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
 class ProviderLM:
     """Base of the SDK adapters. Subclasses say which clients to make, how to send a
     request, how to build it from messages and how to read the reply."""
@@ -62,6 +80,10 @@ class ProviderLM:
             weakref.WeakKeyDictionary()
         )
 
+    def _make_client(self, kind: str, http_kind: str) -> Any:
+        http_client = getattr(self.sdk, http_kind)(verify=shared_ssl_context())
+        return getattr(self.sdk, kind)(**self._options, http_client=http_client)
+
     def _request(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
     ) -> dict[str, Any]:
@@ -82,7 +104,7 @@ class ProviderLM:
         max_tokens: int | None = None,
     ) -> Completion:
         if self._client is None:
-            self._client = getattr(self.sdk, self.sync_client)(**self._options)
+            self._client = self._make_client(self.sync_client, "DefaultHttpxClient")
         with provider_errors(self.sdk, self._where):
             response = self._send(self._client, self._request(messages, tools, max_tokens))
             return self._parse(response)
@@ -97,9 +119,8 @@ class ProviderLM:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = self._async_clients[loop] = getattr(self.sdk, self.async_client)(
-                **self._options
-            )
+            client = self._make_client(self.async_client, "DefaultAsyncHttpxClient")
+            self._async_clients[loop] = client
         with provider_errors(self.sdk, self._where):
             response = await self._send(client, self._request(messages, tools, max_tokens))
             return self._parse(response)
