@@ -372,3 +372,19 @@ def test_models_with_roles_get_one_per_depth_and_one_for_sub_calls():
     root = RoleLM(policy)
     RLM(root).run("q", "ctx")
     assert root.used == {"root": 2, "depth1": 1, "sub": 1}
+
+
+def test_repeating_the_same_code_with_the_same_output_gets_a_note():
+    same = repl("print(len(context))")
+    root = ScriptedLM([same, same, repl("print(len(context) + 1)"), "FINAL(x)"])
+    RLM(root).run("q", "abc")
+    assert "same code as your last turn" not in root.calls[1][-1]["content"]
+    assert "same code as your last turn" in root.calls[2][-1]["content"]
+    assert "same code as your last turn" not in root.calls[3][-1]["content"]
+
+
+def test_repeating_code_whose_output_changes_gets_no_note():
+    step = repl("i = globals().get('i', 0) + 1\nprint(i)")
+    root = ScriptedLM([step, step, "FINAL(x)"])
+    RLM(root).run("q", "abc")
+    assert "same code" not in root.calls[2][-1]["content"]

@@ -23,7 +23,7 @@ from deeprlm.context import ContextInfo, describe, normalize
 from deeprlm.errors import DeepRLMError, LimitError, LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
-from deeprlm.replies import parse_reply
+from deeprlm.replies import Reply, parse_reply
 from deeprlm.settings import Settings
 from deeprlm.textutil import clip
 from deeprlm.tools import answer_with_tools, tool_spec
@@ -293,35 +293,17 @@ class Run:
             {"role": "system", "content": prompts.system_prompt(self._prompt_setup())},
             {"role": "user", "content": prompts.first_message(self.query, self.info)},
         ]
+        previous: tuple[tuple[str, ...], list[str]] | None = None
         for iteration in range(1, settings.max_iterations + 1):
             self.iterations = iteration
-            reply = await self._ask(messages, "root")
-            parsed = parse_reply(reply)
-            cells: list[Cell] = []
-            notes: list[str] = []
-            final: str | None = None
-            for code in parsed.code:
-                cell = await self._run_cell(repl, code, iteration)
-                cells.append(cell)
-                if cell.final is not None:
-                    final = cell.final
-                    break
-                if cell.error:
-                    break  # later blocks usually build on this one
-            if final is None and parsed.final is not None:
-                tag = parsed.final
-                if tag.is_variable:
-                    cell = await self._run_cell(repl, f"FINAL_VAR({tag.argument!r})", iteration)
-                    if cell.final is not None:
-                        final = cell.final
-                    else:
-                        cells.append(cell)
-                elif not parsed.code:
-                    final = tag.argument
-                else:
-                    notes.append(prompts.HELD_FINAL_NOTE)
+            parsed = parse_reply(await self._ask(messages, "root"))
+            final, cells, notes = await self._act(repl, parsed, iteration)
             if final is not None:
                 return RunOutcome(final, iteration, forced=False)
+            seen = (parsed.code, [f"{c.output}{c.error}" for c in cells])
+            if cells and seen == previous:
+                notes.append(prompts.REPEATED_NOTE)
+            previous = seen
             if not cells and not notes:
                 content = prompts.no_code_message()
             else:
@@ -335,6 +317,34 @@ class Run:
                 )
             messages.append({"role": "user", "content": content})
         return await self._force_final(repl, messages)
+
+    async def _act(
+        self, repl: REPL, parsed: Reply, iteration: int
+    ) -> tuple[str | None, list[Cell], list[str]]:
+        """Runs a reply's code blocks and resolves its final tag. Returns the final answer
+        (if the reply ended the run), the cells that ran and notes for the model."""
+        cells: list[Cell] = []
+        notes: list[str] = []
+        for code in parsed.code:
+            cell = await self._run_cell(repl, code, iteration)
+            if cell.final is not None:
+                return cell.final, cells, notes
+            cells.append(cell)
+            if cell.error:
+                break  # later blocks usually build on this one
+        tag = parsed.final
+        if tag is None:
+            return None, cells, notes
+        if tag.is_variable:
+            cell = await self._run_cell(repl, f"FINAL_VAR({tag.argument!r})", iteration)
+            if cell.final is not None:
+                return cell.final, cells, notes
+            cells.append(cell)
+        elif not parsed.code:
+            return tag.argument, cells, notes
+        else:
+            notes.append(prompts.HELD_FINAL_NOTE)
+        return None, cells, notes
 
     async def _force_final(self, repl: REPL, messages: list[Message]) -> RunOutcome:
         messages.append({"role": "user", "content": prompts.forced_final_message()})

@@ -77,8 +77,10 @@ text into chunks and send them through llm_batch, then combine the answers in co
 intermediate results in variables."""
 
 # Small models copy a worked example far better than they follow a list of rules, and lose
-# the thread in long prompts: they get one short prompt of their own. The example's topic is
-# deliberately unlike any benchmark task.
+# the thread in long prompts: they get one short prompt of their own. One example only: a
+# second one (labelling lines through llm_batch, for counting questions) made the 1.5B model
+# mix the two and cost it needles it had found before (5/5 -> 3/5 at 100K characters). The
+# example's topic is deliberately unlike any benchmark task.
 _SMALL = """You answer a question about a long text. The text is in the Python variable \
 `context`, too long to read whole. Write Python in a ```repl block and you will see what it \
 prints (at most {max_output_chars:,} characters, so print short pieces).
@@ -227,6 +229,12 @@ def no_code_message() -> str:
 HELD_FINAL_NOTE = (
     "Note: your FINAL(...) was not accepted, because it came in the same reply as code whose "
     "output you had not seen. If the output above confirms it, reply with FINAL(...) again."
+)
+
+
+REPEATED_NOTE = (
+    "Note: this is the same code as your last turn, with the same output. Running it again "
+    "will not help: change the code, or give FINAL(answer) if the output already answers."
 )
 
 

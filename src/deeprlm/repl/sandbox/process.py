@@ -252,7 +252,8 @@ def write_context(fd: int, context: Any) -> None:
     """The context reaches the worker once, through a memory file, never through the
     channel. One text (the common, large case) is written as UTF-8 a slice at a time, so
     the host never holds a second whole copy; lists and dicts are pickled."""
-    with os.fdopen(os.dup(fd), "wb", buffering=0) as f:
+    # Buffered: a raw file may write part of a chunk, and pickle does not check for that.
+    with os.fdopen(os.dup(fd), "wb") as f:
         if isinstance(context, str):
             f.write(b"S")
             for start in range(0, len(context), CONTEXT_SLICE):
