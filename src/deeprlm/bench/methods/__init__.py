@@ -1,0 +1,36 @@
+"""The method registry: every name `deeprlm bench run --methods` accepts."""
+
+from __future__ import annotations
+
+from deeprlm.bench.methods.base import Base
+from deeprlm.bench.methods.codeact import CodeAct
+from deeprlm.bench.methods.common import Limits, Method, Outcome, Setup
+from deeprlm.bench.methods.oracle import Oracle
+from deeprlm.bench.methods.rlm import RLMMethod
+from deeprlm.bench.methods.summary import Summary
+from deeprlm.errors import InputError
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Base(),
+        Summary(),
+        CodeAct(),
+        RLMMethod("rlm", sub_calls=True),
+        RLMMethod("rlm-nosub", sub_calls=False),
+        Oracle(),
+    )
+}
+
+# Methods that need no model at all.
+MODEL_FREE = frozenset({"oracle"})
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise InputError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+__all__ = ["METHODS", "MODEL_FREE", "Limits", "Method", "Outcome", "Setup", "get_method"]

@@ -1,0 +1,31 @@
+"""`base`: the whole input in one prompt, the question after it, one model call.
+
+When the prompt cannot fit the model's window the method does not call the model: it
+records why and scores 0, as the paper does for inputs beyond a base model's window.
+"""
+
+from __future__ import annotations
+
+from deeprlm.bench.example import Example
+from deeprlm.bench.methods.common import Caller, Outcome, Setup, TooLong
+
+SYSTEM = "You are a helpful assistant. Answer the question about the text you are given."
+
+
+def prompt(example: Example) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"{example.text()}\n\n{example.query}"},
+    ]
+
+
+class Base:
+    name = "base"
+
+    def run(self, example: Example, setup: Setup) -> Outcome:
+        caller = Caller(setup)
+        try:
+            answer = caller.complete(prompt(example))
+        except TooLong as err:
+            return Outcome("", caller.usage.report(), error=str(err))
+        return Outcome(answer, caller.usage.report(), iterations=1)

@@ -1,0 +1,33 @@
+"""`rlm` and `rlm-nosub`: the engine itself, with and without sub-calls (the paper's
+ablation: the input still lives in the REPL, but the root must do everything in code)."""
+
+from __future__ import annotations
+
+from deeprlm.bench.example import Example
+from deeprlm.bench.methods.common import Outcome, Setup
+from deeprlm.errors import LimitError
+from deeprlm.rlm import RLM
+
+
+class RLMMethod:
+    def __init__(self, name: str, *, sub_calls: bool) -> None:
+        self.name = name
+        self.sub_calls = sub_calls
+
+    def run(self, example: Example, setup: Setup) -> Outcome:
+        rlm = RLM(
+            setup.model,
+            setup.sub_model,
+            sub_calls=self.sub_calls,
+            trace_path=setup.trace_path,
+            **setup.engine_settings(),
+        )
+        try:
+            result = rlm.run(example.query, example.context)
+        except LimitError as err:
+            if err.result is None:
+                raise
+            # A run stopped by the budget is scored on its partial answer.
+            r = err.result
+            return Outcome(r.answer, r.usage, r.iterations, r.sub_calls, error=str(err))
+        return Outcome(result.answer, result.usage, result.iterations, result.sub_calls)
