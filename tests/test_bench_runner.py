@@ -125,6 +125,8 @@ def test_command_runs_and_reports(tmp_path, capsys):
         (["--tasks", "niah,haystack"], "unknown task haystack"),
         (["--methods", "rag"], "unknown method rag"),
         (["--lengths", "8q"], "bad length '8q'"),
+        (["--methods", "base", "--model", "gpt4"], "unknown model spec 'gpt4'"),
+        (["--methods", "rlm", "--model", "local", "--sub-model", "x"], "unknown model spec 'x'"),
         (["--tasks", "codeqa", "--lengths", "1k"], "codeqa needs lengths of at least 2k"),
     ],
 )

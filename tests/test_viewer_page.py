@@ -213,3 +213,17 @@ def test_a_forced_answer_is_its_own_turn_and_the_run_says_forced(tmp_path):
     turns = [tree.nodes[i] for i in run["c"]]
     assert [t.get("forced", False) for t in turns] == [False, True]
     assert tree.nodes[turns[1]["c"][0]]["role"] == "forced"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty"), (b"\x00\x01\x02garbage\n\xff\xfe", "is not a deeprlm trace")],
+    ids=["empty", "binary"],
+)
+def test_view_command_refuses_a_file_with_no_trace_in_it(tmp_path, capsys, content, message):
+    path = tmp_path / "wrong.jsonl"
+    path.write_bytes(content)
+    assert main(["view", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("deeprlm: error:") and err.count("\n") == 1
+    assert not path.with_suffix(".html").exists()

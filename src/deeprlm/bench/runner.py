@@ -27,7 +27,7 @@ from deeprlm.bench.tokens import format_length
 from deeprlm.errors import InputError
 from deeprlm.lm.base import LM
 from deeprlm.lm.scripted import ScriptedLM
-from deeprlm.lm.specs import resolve_lm
+from deeprlm.lm.specs import check_spec, resolve_lm
 from deeprlm.usage import UsageReport
 
 RESULTS = "results.jsonl"
@@ -269,6 +269,11 @@ def run(
     """Runs every pending cell of the grid, appending each result as it finishes.
     `models` (root, sub) replaces resolving `config.model`, for callers holding LM objects."""
     config.check()
+    if models is None and config.needs_model():
+        # Only the spec's form: making the model may load weights, and a finished grid
+        # resumed needs none.
+        for spec in filter(None, (config.model, config.sub_model)):
+            check_spec(spec)
     _prepare_folder(out, config)
     todo = pending(config, out)
     if on_start is not None:

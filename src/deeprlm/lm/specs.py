@@ -71,14 +71,24 @@ def resolve_lm(spec: str | LM, *, base_url: str | None = None, api_key: str | No
         if not (hasattr(spec, "acomplete") and hasattr(spec, "complete")):
             raise InputError(f"not a model: {spec!r} (give a model spec or an LM object)")
         return spec
-    options = SpecOptions(base_url=base_url, api_key=api_key)
+    factory, argument = _parse(spec)
+    return factory(argument, SpecOptions(base_url=base_url, api_key=api_key))
+
+
+def check_spec(spec: str) -> None:
+    """Raises InputError when `spec` names no known kind of model, without making the model
+    (which may mean loading weights): for checking arguments before long work starts."""
+    _parse(spec)
+
+
+def _parse(spec: str) -> tuple[Factory, str]:
     spec = spec.strip()
     for key, factory in SCHEMES.items():
         if key.endswith((":", "/")):
             if spec.startswith(key):
-                return factory(spec[len(key) :], options)
+                return factory, spec[len(key) :]
         elif spec == key:
-            return factory("", options)
+            return factory, ""
     raise InputError(
         f"unknown model spec {spec!r}: use local, gguf:PATH, hf:REPO/FILE, openai/NAME "
         "or anthropic/NAME"

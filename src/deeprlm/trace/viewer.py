@@ -31,6 +31,11 @@ def read_trace(path: str | Path) -> TraceTree:
         events, bad_lines = read_jsonl(path)
     except OSError as err:
         raise InputError(f"cannot read trace {path}: {err.strerror or err}") from err
+    # Nothing to show at all is an error, not an empty page: a wrong file was given.
+    if not events:
+        if not bad_lines:
+            raise InputError(f"the trace {path} is empty")
+        raise InputError(f"{path} is not a deeprlm trace: none of its lines is a trace event")
     problems = []
     if bad_lines:
         problems.append(f"{len(bad_lines)} line(s) of the file could not be read")
@@ -113,10 +118,10 @@ def run_view(args: argparse.Namespace) -> int:
     try:
         out = build_page(args.trace, args.output)
     except InputError as err:
-        print(f"deeprlm view: {err}", file=sys.stderr)
+        print(f"deeprlm: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"deeprlm view: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        print(f"deeprlm: error: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
     print(out)
     if args.open:
