@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 from deeprlm.errors import InputError, SubCallLimitError
 from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
+from deeprlm.repl.sandbox.process import WORKSPACE_PREFIX, Workspace, sweep_abandoned
 
 FAST = SandboxSettings(stop_grace_s=0.5)
 
@@ -298,6 +302,47 @@ def test_close_kills_the_worker_and_removes_its_folder():
             os.kill(pid, 0)
 
     asyncio.run(main())
+
+
+KILLED_HOST = """
+import asyncio, os, signal
+from deeprlm.repl.base import REPLSettings
+from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
+
+async def main():
+    sandbox = SandboxREPL(SandboxSettings())
+    await sandbox.start("c", None, REPLSettings())
+    cell = await sandbox.run("import os\\nopen('notes.txt', 'w').write('x')\\nos.getcwd()")
+    print(eval(cell.output), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no finally, no finalizer, no atexit
+
+asyncio.run(main())
+"""
+
+
+def test_a_workspace_left_by_a_killed_host_is_swept_by_the_next_one(tmp_path):
+    host = subprocess.run(
+        [sys.executable, "-c", KILLED_HOST],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert host.returncode == -signal.SIGKILL, host.stderr
+    left = os.path.dirname(host.stdout.strip())
+    assert os.path.exists(os.path.join(left, "work", "notes.txt"))
+    unmarked = tmp_path / f"{WORKSPACE_PREFIX}unmarked"  # no lock file: not known to be ours
+    unmarked.mkdir()
+
+    live = Workspace()  # in this process's default temp folder, held by this live host
+    try:
+        assert sweep_abandoned(str(tmp_path)) == [left]
+        assert not os.path.exists(left) and unmarked.exists()
+        assert os.path.dirname(live.root) != str(tmp_path)
+        assert live.root not in sweep_abandoned()  # a live host's workspace stays
+        assert os.path.exists(live.work)
+    finally:
+        live.remove()
 
 
 def test_isolation_is_reported():

@@ -1,16 +1,20 @@
 """The host's handle on one sandbox worker: its folders, its start, its channel, its end.
 
 `Workspace` is the private folder tree of one REPL (kept across the workers that replace
-each other, removed at close). `WorkerProcess.spawn` writes the context once into a memory
-file, starts the worker with a clean environment, sends its config and waits until it is
-ready. Killing a worker kills everything it started: the first process of its pid
-namespace takes the namespace with it, and the process group covers the fallback.
+each other, removed at close; a host killed outright cannot remove its own, so each new
+workspace sweeps away those whose host is gone). `WorkerProcess.spawn` writes the context
+once into a memory file, starts the worker with a clean environment, sends its config and
+waits until it is ready. Killing a worker kills everything it started: the first process
+of its pid namespace takes the namespace with it, and the process group covers the
+fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import glob
 import os
 import pickle
 import shutil
@@ -31,6 +35,10 @@ from deeprlm.repl.sandbox.protocol import ProtocolError, encode, read_frame
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 LOG_TAIL_CHARS = 2_000
 CONTEXT_SLICE = 1 << 20
+WORKSPACE_PREFIX = "deeprlm-sandbox-"
+# Held locked by the host for the workspace's life; the kernel drops the lock when the
+# host dies, however it dies, which is what marks a folder as abandoned.
+HOST_LOCK = ".host-lock"
 
 
 class Workspace:
@@ -38,7 +46,9 @@ class Workspace:
     snapshot of its variables; `worker.log` takes its stderr, for errors at start-up."""
 
     def __init__(self) -> None:
-        self.root = tempfile.mkdtemp(prefix="deeprlm-sandbox-")
+        sweep_abandoned()
+        self.root = tempfile.mkdtemp(prefix=WORKSPACE_PREFIX)
+        self._lock = _hold_lock(self.root)
         self.work = os.path.join(self.root, "work")
         self.state = os.path.join(self.root, "state")
         self.log = os.path.join(self.root, "worker.log")
@@ -59,6 +69,42 @@ class Workspace:
 
     def remove(self) -> None:
         remove_tree(self.root)
+        with contextlib.suppress(OSError):
+            os.close(self._lock)
+
+
+def _hold_lock(root: str) -> int:
+    """Creates the host lock already locked: it is locked under another name and renamed,
+    so a sweep never sees it unlocked."""
+    fd, path = tempfile.mkstemp(dir=root, prefix=".lock-")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(path, os.path.join(root, HOST_LOCK))
+    return fd
+
+
+def sweep_abandoned(tempdir: str | None = None) -> list[str]:
+    """Removes the workspaces, of this user, whose host no longer holds their lock; returns
+    them. Folders without a lock file are left alone: nothing says whose they are."""
+    removed = []
+    pattern = os.path.join(tempdir or tempfile.gettempdir(), WORKSPACE_PREFIX + "*")
+    for root in glob.glob(pattern):
+        try:
+            if os.lstat(root).st_uid != os.geteuid():
+                continue
+            fd = os.open(os.path.join(root, HOST_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live host holds it
+        try:
+            remove_tree(root)
+            removed.append(root)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def remove_tree(path: str) -> None:
