@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from deeprlm.bench import cli as bench_cli
 from deeprlm.bench.methods import Limits
 from deeprlm.bench.report import p95, std, write_report
 from deeprlm.bench.runner import RESULTS, RunConfig, read_results, run
@@ -144,7 +143,7 @@ def test_report_of_a_missing_folder_is_an_input_error(tmp_path, capsys):
 
 
 def test_example_command_prints_query_and_gold(capsys):
-    assert bench_cli.main(["bench", "example", "niah", "--length", "2k"]) == 0
+    assert main(["bench", "example", "niah", "--length", "2k"]) == 0
     out = capsys.readouterr().out
     assert "special magic number" in out and '"gold"' in out
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -222,20 +221,3 @@ def _example(args: argparse.Namespace) -> int:
     print(f"\nQuery:\n{example.query}\n\nContext ({len(text):,} characters) begins:\n")
     print(text[: args.chars])
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m deeprlm.bench.cli`: the bench command on its own, for when the main
-    `deeprlm` command does not have it."""
-    parser = argparse.ArgumentParser(prog="deeprlm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except InputError as err:
-        print(f"deeprlm: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

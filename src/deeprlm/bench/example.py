@@ -15,8 +15,7 @@ from typing import Any, Protocol
 
 from deeprlm.bench.tokens import count_tokens, format_length
 from deeprlm.errors import InputError
-
-ContextValue = str | list[str] | dict[str, str]
+from deeprlm.repl.base import ContextValue
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from deeprlm.bench.methods import MODEL_FREE
-from deeprlm.bench.runner import RESULTS, RUN_INFO, read_results
+from deeprlm.bench.runner import RESULTS, read_results, read_run_info
 from deeprlm.bench.tokens import format_length
 from deeprlm.errors import InputError
 
@@ -26,26 +27,19 @@ PLOT = "score_vs_length.png"
 
 
 def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
+    return statistics.fmean(values) if values else 0.0
 
 
 def std(values: Sequence[float]) -> float:
     """Sample standard deviation; 0 for fewer than two values."""
-    if len(values) < 2:
-        return 0.0
-    m = mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return statistics.stdev(values) if len(values) >= 2 else 0.0
 
 
 def p95(values: Sequence[float]) -> float:
     """The 95th percentile, interpolated between order statistics."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = 0.95 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    if len(values) < 2:
+        return float(values[0]) if values else 0.0
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -161,8 +155,7 @@ def write_report(out: Path) -> list[dict[str, Any]]:
     if not (out / RESULTS).exists():
         raise InputError(f"{out} has no {RESULTS}: run `deeprlm bench run --out {out}` first")
     rows = read_results(out)
-    info_path = out / RUN_INFO
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    info = read_run_info(out)
     cells = summarize(rows)
     (out / SUMMARY_JSON).write_text(
         json.dumps({"run": info, "cells": cells}, indent=2) + "\n", encoding="utf-8"

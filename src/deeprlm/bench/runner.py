@@ -157,24 +157,19 @@ def _prepare_folder(out: Path, config: RunConfig) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    info_path = out / RUN_INFO
     fixed = config.fixed()
-    if info_path.exists():
-        try:
-            previous = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            previous = {}
-        for key in FIXED_FIELDS:
-            if key in previous and previous[key] != fixed[key]:
-                raise InputError(
-                    f"{out} holds results run with {key}={previous[key]!r}, not "
-                    f"{fixed[key]!r}; use another --out to compare"
-                )
-    tasks = list(dict.fromkeys([*_previous(info_path, "tasks"), *config.tasks]))
-    lengths = sorted({*_previous(info_path, "lengths"), *config.lengths})
-    methods = list(dict.fromkeys([*_previous(info_path, "methods"), *config.methods]))
+    previous = read_run_info(out)
+    for key in FIXED_FIELDS:
+        if key in previous and previous[key] != fixed[key]:
+            raise InputError(
+                f"{out} holds results run with {key}={previous[key]!r}, not "
+                f"{fixed[key]!r}; use another --out to compare"
+            )
+    tasks = list(dict.fromkeys([*previous.get("tasks", []), *config.tasks]))
+    lengths = sorted({*previous.get("lengths", []), *config.lengths})
+    methods = list(dict.fromkeys([*previous.get("methods", []), *config.methods]))
     info = {**fixed, "tasks": tasks, "lengths": lengths, "methods": methods}
-    info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     results = out / RESULTS
     # An interrupted write may have left a partial last line; start the next one afresh.
     if results.exists() and results.stat().st_size:
@@ -186,13 +181,13 @@ def _prepare_folder(out: Path, config: RunConfig) -> None:
                 handle.write("\n")
 
 
-def _previous(info_path: Path, key: str) -> list[Any]:
-    if not info_path.exists():
-        return []
+def read_run_info(out: Path) -> dict[str, Any]:
+    """The folder's run.json; empty when it is missing or unreadable."""
     try:
-        return list(json.loads(info_path.read_text(encoding="utf-8")).get(key, []))
-    except (json.JSONDecodeError, AttributeError):
-        return []
+        info = json.loads((out / RUN_INFO).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def pending(config: RunConfig, out: Path) -> list[Cell]:

@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import re
-import sys
 import webbrowser
 from pathlib import Path
 from typing import Any
@@ -114,15 +113,11 @@ def add_view_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_view(args: argparse.Namespace) -> int:
-    """Runs `deeprlm view`; returns the exit status (2 when the trace cannot be read)."""
+    """Runs `deeprlm view`; a trace it cannot read or a page it cannot write is an InputError."""
     try:
         out = build_page(args.trace, args.output)
-    except InputError as err:
-        print(f"deeprlm: error: {err}", file=sys.stderr)
-        return 2
     except OSError as err:
-        print(f"deeprlm: error: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
-        return 2
+        raise InputError(f"cannot write {err.filename}: {err.strerror}") from err
     print(out)
     if args.open:
         webbrowser.open(out.resolve().as_uri())

@@ -95,8 +95,7 @@ class CodeAct:
     def run(self, example: Example, setup: Setup) -> Outcome:
         return asyncio.run(self._run(example, setup))
 
-    def _messages(self, example: Example, setup: Setup, n_chunks: int) -> list[Message]:
-        text = example.text()
+    def _messages(self, example: Example, text: str, setup: Setup, n_chunks: int) -> list[Message]:
         frame = SYSTEM.format(output_chars=OUTPUT_CHARS, chunks=n_chunks, shown="")
         fixed = count_tokens(frame) + count_tokens(example.query) + REPLY_RESERVE + TURN_ROOM
         shown = _SHOWN_ALL
@@ -110,7 +109,8 @@ class CodeAct:
 
     async def _run(self, example: Example, setup: Setup) -> Outcome:
         caller = Caller(setup)
-        pieces = chunks(example.text(), CHUNK_CHARS)
+        text = example.text()
+        pieces = chunks(text, CHUNK_CHARS)
         index = await asyncio.to_thread(BM25Index, pieces)
         repl = InProcessREPL()
         await repl.start(
@@ -118,7 +118,7 @@ class CodeAct:
             _NoSubCalls(),
             REPLSettings(max_output_chars=OUTPUT_CHARS, tools={"search": index.search}),
         )
-        messages = self._messages(example, setup, len(pieces))
+        messages = self._messages(example, text, setup, len(pieces))
         last = ""
         try:
             for turn in range(1, setup.limits.max_iterations + 1):

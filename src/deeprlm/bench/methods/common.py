@@ -9,7 +9,7 @@ spends them, and `max_iterations` bounds the turns of every agent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,13 +36,7 @@ class Limits:
     max_reply_tokens: int | None = None
 
     def engine_settings(self) -> dict[str, Any]:
-        return {
-            "max_iterations": self.max_iterations,
-            "max_tokens": self.max_tokens,
-            "max_usd": self.max_usd,
-            "timeout_s": self.timeout_s,
-            "max_reply_tokens": self.max_reply_tokens,
-        }
+        return asdict(self)  # each field is the engine setting of the same name
 
 
 @dataclass(frozen=True)
