@@ -7,10 +7,13 @@ EXTRAS := dev,local,bench,anthropic
 
 .PHONY: setup test lint format run clean
 
-# Reinstalled whenever pyproject.toml changes; the stamp keeps repeat runs instant.
-$(VENV)/.installed: pyproject.toml
+# Reinstalled whenever pyproject.toml or the llama.cpp build changes; the stamp keeps repeat
+# runs instant. llama-cpp-python is installed first, from a wheel built with portable flags
+# (no -march=native, no AMX) that is never taken from pip's cache: see scripts/llama_wheel.sh.
+$(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install --force-reinstall --no-deps "$$(scripts/llama_wheel.sh $(PY))"
 	$(PY) -m pip install -e '.[$(EXTRAS)]'
 	touch $@
 
