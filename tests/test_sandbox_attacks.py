@@ -167,7 +167,10 @@ def test_files_are_readable_only_where_allowed(tmp_path):
     _, cell = attack(code, allow_read=[str(allowed)])
     assert cell.output.startswith("allowed data\n")
     assert "read " not in cell.output
-    assert cell.output.count("denied PermissionError") == 4
+    # Hidden (not in the worker's root) or refused (Landlock): never read.
+    assert cell.output.count("denied PermissionError") + cell.output.count(
+        "denied FileNotFoundError"
+    ) == 4
     assert "the user's secret" not in shown(cell)
 
 
@@ -193,7 +196,8 @@ def test_nothing_is_written_outside_the_working_folder(tmp_path):
         "print(open('mine.txt').read())"
     )
     _, cell = attack(code, allow_read=[str(tmp_path)])
-    assert cell.output.count("denied PermissionError") == 5
+    # Refused by Landlock, read-only (an allowed folder is mounted so), or not there at all.
+    assert cell.output.count("denied ") == 5
     assert cell.output.endswith("in my folder\n")
     assert keep.read_text() == "original"
     assert not planted.exists()
@@ -334,7 +338,8 @@ def test_a_prompt_injection_in_the_context_gains_nothing(monkeypatch, tmp_path, 
     assert "sk-injected-target" not in everything_the_model_saw
     assert "sk-injected-target" not in result.answer
     assert "key None" in result.answer
-    assert "write PermissionError" in result.answer and "send PermissionError" in result.answer
+    assert "write PermissionError" in result.answer or "write FileNotFoundError" in result.answer
+    assert "send PermissionError" in result.answer
     assert not loot.exists()
     assert accepted == []
 
@@ -356,7 +361,8 @@ def test_without_namespaces_the_fallback_is_said_and_landlock_still_holds(
     assert result.answer == "survived: ctx:"
     notes = [n.message for n in result.trace.of_type(Note)]
     assert any(n.startswith("no namespaces") for n in notes)
-    assert any("Landlock denies TCP, but not UDP" in n for n in notes)
+    # The seccomp filter refuses TCP/IP sockets where there is no network namespace.
+    assert not any("network is open" in n or "not UDP" in n for n in notes)
     assert result.notes == tuple(dict.fromkeys(notes))  # said in the result, not only the trace
     assert result.to_dict()["notes"] == list(result.notes)
     connected, killed, _ = result.trace.of_type(CellEnded)
