@@ -258,3 +258,30 @@ def test_json_prints_one_object_even_for_bad_input(tmp_path):
     assert done.returncode == 2
     data = json.loads(done.stdout)
     assert data["status"] == "error" and "context file not found" in data["error"]
+
+
+def test_sub_models_are_named_repeatable_and_comma_separated():
+    from deeprlm.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["ask", "q", "--sub-models", "fast=openai/a,big=anthropic/b", "--sub-models", "z=local"]
+    )
+    assert args.sub_models == [{"fast": "openai/a", "big": "anthropic/b"}, {"z": "local"}]
+    bad = subprocess.run(
+        [sys.executable, "-m", "deeprlm", "ask", "q", "--sub-models", "fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "expected NAME=SPEC" in bad.stderr
+
+
+def test_a_named_model_must_be_a_known_spec_and_not_root_or_sub():
+    from deeprlm import RLM, ScriptedLM
+    from deeprlm.errors import InputError
+
+    with pytest.raises(InputError, match="taken"):
+        RLM(ScriptedLM(["x"]), models={"root": "openai/a"})
+    with pytest.raises(InputError):
+        RLM(ScriptedLM(["x"]), models={"fast": "nonsense:spec"})

@@ -802,3 +802,43 @@ def test_cleanup_names_what_it_cannot_remove(nobody_folder):
     left = as_nobody(scenario)
     assert left == [os.path.join(workspace, "theirs", "file")]
     assert not os.path.exists(os.path.join(workspace, "mine"))
+
+
+@pytest.mark.parametrize("kind", ["sandbox", "inprocess"])
+def test_the_code_picks_only_among_the_models_the_user_configured(kind, monkeypatch, tmp_path):
+    """A model spec from the code would make the host call a model of the code's choosing
+    with the user's key, or open and parse a file (gguf:PATH) in the host process."""
+    import deeprlm.rlm
+
+    planted = tmp_path / "planted.gguf"
+    planted.write_bytes(b"GGUF")
+    code = (
+        f"print(llm_query('hi', model='gguf:{planted}'))\n"
+        "print(llm_query('hi', model='openai/gpt-4o'))\n"
+        "print(llm_batch(['a', 'b'], model={'spec': 'local'}))\n"
+        "print(llm_query('hi', model='fast'), llm_query('hi', model='root'), llm_query('hi'))"
+    )
+
+    def root_replies(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:  # a sub-call
+            return "root says"
+        return repl(code) if len(messages) == 2 else repl(SURVIVED)
+
+    root = ScriptedLM(root_replies)
+    sub = ScriptedLM(lambda messages: "sub says")
+    fast = ScriptedLM(lambda messages: "fast says")
+    rlm = RLM(root, sub, models={"fast": fast}, repl=kind, max_sub_calls=3)
+    resolved: list[Any] = []
+    real = deeprlm.rlm.resolve_lm
+    monkeypatch.setattr(
+        deeprlm.rlm, "resolve_lm", lambda spec, **kw: resolved.append(spec) or real(spec, **kw)
+    )
+    result = rlm.run("q", "ctx: data")
+    assert result.answer == "survived: ctx:"
+    lines = result.trace.of_type(CellEnded)[0].output.splitlines()
+    assert lines[0].startswith("Error: no model named 'gguf:")
+    assert lines[1].startswith("Error: no model named 'openai/gpt-4o'; choose one of root, sub")
+    assert lines[2].startswith('["Error: no model named {')
+    assert lines[3] == "fast says root says sub says"
+    assert all(not isinstance(spec, str) for spec in resolved)  # no spec from the code
+    assert result.sub_calls == 3  # refused names cost nothing

@@ -47,6 +47,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _named_models(text: str) -> dict[str, str]:
+    models = {}
+    for item in text.split(","):
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=SPEC, got {item!r}")
+        models[name.strip()] = spec.strip()
+    return models
+
+
 def _add_ask(subparsers: Any) -> None:
     defaults = Settings()
     ask = subparsers.add_parser("ask", help="answer a query over a context")
@@ -70,6 +80,15 @@ def _add_ask(subparsers: Any) -> None:
     )
     models.add_argument(
         "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
+    )
+    models.add_argument(
+        "--sub-models",
+        action="append",
+        default=[],
+        type=_named_models,
+        metavar="NAME=SPEC[,NAME=SPEC]",
+        help="more models the code may pick by name, as llm_query(p, model=NAME); "
+        "repeatable (the code can name only these, root and sub)",
     )
     models.add_argument(
         "--base-url",
@@ -143,6 +162,7 @@ def _ask(args: argparse.Namespace) -> int:
     rlm = RLM(
         args.model,
         args.sub_model,
+        models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
         trace_path=args.trace,
         on_event=progress,

@@ -13,7 +13,7 @@ Everything here is async; the sync API runs it on a private event loop (see `dee
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,8 @@ class Tree:
         settings: Settings,
         root_lm: LM,
         sub_lm: LM,
-        resolve_lm: Callable[[str], LM],
+        resolve_lm: Callable[[str | LM], LM],
+        models: Mapping[str, str | LM],
         tools: dict[str, Callable[..., Any]],
         sub_tools: dict[str, Callable[..., Any]],
         trace: Trace,
@@ -83,6 +84,8 @@ class Tree:
         self.budget = Budget(settings, usage)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._resolve_lm = resolve_lm
+        self._models = dict(models)
+        self.declared_models = tuple(self._models)
         self._named_lms: dict[str, LM] = {}
 
     def root_lm_at(self, depth: int) -> LM:
@@ -92,12 +95,28 @@ class Tree:
             return self.root_lm
         return self.root_lm.for_role(f"depth{depth}")
 
-    def sub_lm_named(self, model: str | None) -> LM:
-        if model is None:
+    def model_names(self) -> list[str]:
+        return ["root", "sub", *self._models]
+
+    def sub_lm_named(self, model: Any) -> LM | None:
+        """The model the code named for a sub-call, among those the user configured; None
+        for any other name. The code's string is a name, never a spec: the host makes no
+        model (and opens no file) on the code's say."""
+        if model is None or model == "sub":
             return self.sub_lm
+        if model == "root":
+            return self.root_lm
+        if not isinstance(model, str) or model not in self._models:
+            return None
         if model not in self._named_lms:
-            self._named_lms[model] = self._resolve_lm(model)
+            self._named_lms[model] = self._resolve_lm(self._models[model])
         return self._named_lms[model]
+
+    def unknown_model(self, model: Any) -> str:
+        return (
+            f"Error: no model named {clip(repr(model), 100)}; choose one of "
+            f"{', '.join(self.model_names())}, or leave `model` out for the sub model"
+        )
 
     async def call_lm(
         self,
@@ -285,6 +304,7 @@ class Run:
             sub_window_chars=window * CHARS_PER_TOKEN if window else None,
             tools={name: _first_line(fn) for name, fn in tree.tools.items()},
             family=self.family,
+            models=tree.declared_models,
         )
 
     async def _loop(self, repl: REPL) -> RunOutcome:
@@ -421,16 +441,22 @@ class Run:
 
     async def llm_query(self, prompt: str, model: str | None = None) -> str:
         self._require_sub_calls()
+        lm = self.tree.sub_lm_named(model)
+        if lm is None:
+            return self.tree.unknown_model(model)
         self._take_sub_call()
-        return await self._sub_call(_prompt_text(prompt), model, self._cell_id or self.id)
+        return await self._sub_call(_prompt_text(prompt), lm, self._cell_id or self.id)
 
     async def llm_batch(self, prompts_: Sequence[Any], model: str | None = None) -> list[str]:
         self._require_sub_calls()
+        lm = self.tree.sub_lm_named(model)
+        if lm is None:
+            return [self.tree.unknown_model(model)] * len(prompts_)
         texts = [_prompt_text(p) for p in prompts_]
 
         async def one(text: str, parent: str) -> str:
             self._take_sub_call()
-            return await self._sub_call(text, model, parent)
+            return await self._sub_call(text, lm, parent)
 
         return await self._batch("llm", [(one, (text,)) for text in texts])
 
@@ -498,9 +524,8 @@ class Run:
                 )
             )
 
-    async def _sub_call(self, prompt: str, model: str | None, parent: str) -> str:
+    async def _sub_call(self, prompt: str, lm: LM, parent: str) -> str:
         tree = self.tree
-        lm = tree.sub_lm_named(model)
 
         async def call(messages: list[Message], tools: Sequence[ToolSpec] | None) -> Completion:
             return await tree.call_lm(
@@ -540,7 +565,7 @@ class Run:
                 )
             )
             prompt = prompts.sub_query_prompt(query, _context_text(context))
-            return await self._sub_call(prompt, None, parent)
+            return await self._sub_call(prompt, tree.sub_lm, parent)
         child = Run(tree, query, context, depth=self.depth + 1, parent_id=parent)
         outcome = await child.execute()
         return outcome.answer
