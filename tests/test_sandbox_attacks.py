@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from deeprlm import RLM, RLMResult, ScriptedLM, TimeLimitError
+from deeprlm.errors import SubCallLimitError
 from deeprlm.repl import REPL_KINDS
 from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
 from deeprlm.repl.sandbox.process import WORKER_SCRIPT
-from deeprlm.trace.events import CellEnded, Note
+from deeprlm.trace.events import BatchStarted, CellEnded, Note, RunEnded, RunStarted
 
 from conftest import repl
 
@@ -842,3 +843,57 @@ def test_the_code_picks_only_among_the_models_the_user_configured(kind, monkeypa
     assert lines[3] == "fast says root says sub says"
     assert all(not isinstance(spec, str) for spec in resolved)  # no spec from the code
     assert result.sub_calls == 3  # refused names cost nothing
+
+
+@pytest.mark.parametrize("kind", ["sandbox", "inprocess"])
+def test_a_huge_batch_is_refused_before_anything_is_made(kind):
+    code = "try:\n    llm_batch(['x'] * 1_000_000)\nexcept ValueError as exc:\n    print(exc)"
+    sub = ScriptedLM(lambda messages: "sub says")
+    root = ScriptedLM([repl(code), repl(SURVIVED)])
+    result = RLM(root, sub, repl=kind).run("q", "ctx: data")
+    assert result.answer == "survived: ctx:"
+    cell = result.trace.of_type(CellEnded)[0]
+    assert cell.output == "llm_batch: 1,000,000 items is over the limit of 1,000; split it\n"
+    assert not result.trace.of_type(BatchStarted) and sub.calls == []
+
+
+@pytest.mark.parametrize("kind", ["sandbox", "inprocess"])
+def test_a_batch_over_the_budget_makes_no_call(kind):
+    sub = ScriptedLM(lambda messages: "sub says")
+    root = ScriptedLM([repl("llm_batch(['x'] * 20)"), repl(SURVIVED)])
+    with pytest.raises(SubCallLimitError, match="a batch of 20 needs more than the 10"):
+        RLM(root, sub, repl=kind, max_sub_calls=10).run("q", "ctx: data")
+    assert sub.calls == []
+
+
+def test_rlm_batch_from_threads_stays_within_one_tree_wide_worker_limit():
+    """Threads in one cell each start a batch of child runs: the REPLs alive at once (a
+    sandbox worker each) stay within max_repls, whatever max_concurrency says."""
+    code = (
+        "import threading\n"
+        "def work():\n"
+        "    rlm_batch([('child', 'c')] * 4)\n"
+        "threads = [threading.Thread(target=work) for _ in range(3)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]"
+    )
+
+    def replies(messages: list[dict[str, Any]]) -> str:
+        first = str(messages[1]["content"])
+        if first.startswith("Query: child"):
+            return repl("FINAL('done')")
+        return repl(code) if len(messages) == 2 else repl(SURVIVED)
+
+    result = RLM(
+        ScriptedLM(replies), repl="sandbox", max_repls=3, max_concurrency=16, cell_timeout_s=60
+    ).run("q", "ctx: data")
+    assert result.answer == "survived: ctx:"
+    started = {e.run_id: e.t for e in result.trace.of_type(RunStarted)}
+    ended = {e.run_id: e.t for e in result.trace.of_type(RunEnded)}
+    assert len(started) == 13
+    moments = sorted([(t, 1) for t in started.values()] + [(t, -1) for t in ended.values()])
+    alive = peak = 0
+    for _, step in moments:
+        alive += step
+        peak = max(peak, alive)
+    assert peak <= 3

@@ -25,6 +25,7 @@ from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
 from deeprlm.replies import Reply, parse_reply
 from deeprlm.settings import Settings
+from deeprlm.slots import ReplSlots
 from deeprlm.textutil import clip
 from deeprlm.tools import answer_with_tools, tool_spec
 from deeprlm.trace.events import (
@@ -83,6 +84,7 @@ class Tree:
         self.usage = usage
         self.budget = Budget(settings, usage)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self.repl_slots = ReplSlots(settings.max_repls, settings.max_depth)
         self._resolve_lm = resolve_lm
         self._models = dict(models)
         self.declared_models = tuple(self._models)
@@ -244,6 +246,7 @@ class Run:
             )
         )
         status, error, outcome = "error", None, None
+        shown = 0
         try:
             await repl.start(
                 self.context,
@@ -254,6 +257,7 @@ class Run:
                     allow_read=settings.allow_read,
                 ),
             )
+            shown = len(getattr(repl, "notes", ()))
             if self.depth == 0:
                 # Isolation the kernel refused (the sandbox's fallbacks) is said, not hidden.
                 for message in getattr(repl, "notes", ()):
@@ -275,6 +279,9 @@ class Run:
             raise
         finally:
             await repl.close()
+            # What closing could not clean up, at any depth.
+            for message in getattr(repl, "notes", ())[shown:]:
+                trace.emit(Note(trace.now(), trace.new_id("note"), self.id, self.id, message))
             trace.emit(
                 RunEnded(
                     trace.now(),
@@ -435,6 +442,13 @@ class Run:
         if not self.tree.settings.sub_calls:
             raise RuntimeError("sub-calls are disabled in this run")
 
+    def _check_batch(self, name: str, size: int) -> None:
+        """Before a batch creates anything: its size, and the budget for all of it."""
+        limit = self.tree.settings.max_batch
+        if size > limit:
+            raise ValueError(f"{name}: {size:,} items is over the limit of {limit:,}; split it")
+        self.tree.budget.check_sub_calls(size)
+
     def _take_sub_call(self) -> None:
         self.tree.budget.take_sub_call()
         self.sub_calls += 1
@@ -449,6 +463,7 @@ class Run:
 
     async def llm_batch(self, prompts_: Sequence[Any], model: str | None = None) -> list[str]:
         self._require_sub_calls()
+        self._check_batch("llm_batch", len(prompts_))
         lm = self.tree.sub_lm_named(model)
         if lm is None:
             return [self.tree.unknown_model(model)] * len(prompts_)
@@ -467,6 +482,7 @@ class Run:
 
     async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]:
         self._require_sub_calls()
+        self._check_batch("rlm_batch", len(pairs))
         items = [_query_pair(pair) for pair in pairs]
 
         async def one(query: str, context: Any, parent: str) -> str:
@@ -486,19 +502,18 @@ class Run:
         parent = self._cell_id or self.id
         trace.emit(BatchStarted(start, batch_id, self.id, parent, kind, len(jobs)))
         errors = 0
-        # Child runs each hold a REPL (a process, in the sandbox), so bound them per batch.
-        gate = asyncio.Semaphore(self.tree.settings.max_concurrency)
 
+        # Model calls wait for the tree's semaphore, child runs for a REPL slot: both bounds
+        # are tree-wide, whatever mix of batches and threads asks.
         async def guarded(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
             nonlocal errors
-            async with gate:
-                try:
-                    return await fn(*args, batch_id)
-                except LimitError:
-                    raise
-                except Exception as err:
-                    errors += 1
-                    return f"Error: {type(err).__name__}: {err}"
+            try:
+                return await fn(*args, batch_id)
+            except LimitError:
+                raise
+            except Exception as err:
+                errors += 1
+                return f"Error: {type(err).__name__}: {err}"
 
         tasks = [asyncio.ensure_future(guarded(fn, args)) for fn, args in jobs]
         try:
@@ -567,7 +582,8 @@ class Run:
             prompt = prompts.sub_query_prompt(query, _context_text(context))
             return await self._sub_call(prompt, tree.sub_lm, parent)
         child = Run(tree, query, context, depth=self.depth + 1, parent_id=parent)
-        outcome = await child.execute()
+        async with tree.repl_slots.hold(child.depth):
+            outcome = await child.execute()
         return outcome.answer
 
 

@@ -159,7 +159,7 @@ class RLM:
         # there, with the partial answer; this outer bound is the backstop for the rest.
         backstop = None if self.settings.timeout_s is None else self.settings.timeout_s + 5.0
         try:
-            async with asyncio.timeout(backstop) as deadline:
+            async with asyncio.timeout(backstop) as deadline, tree.repl_slots.hold(0):
                 outcome = await root.execute()
         except TimeoutError:
             if not deadline.expired():
