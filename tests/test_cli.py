@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -285,3 +286,36 @@ def test_a_named_model_must_be_a_known_spec_and_not_root_or_sub():
         RLM(ScriptedLM(["x"]), models={"root": "openai/a"})
     with pytest.raises(InputError):
         RLM(ScriptedLM(["x"]), models={"fast": "nonsense:spec"})
+
+
+def test_in_process_code_stuck_in_c_ends_the_command_with_status_3(chat_server, tmp_path):
+    """A catastrophic regex holds Python's lock: no timeout inside the process can act, so
+    the command's watchdog ends it, with the trace written up to the stuck cell."""
+    stuck = "import re\nre.match(r'(a+)+$', 'a' * 40 + 'b')"
+
+    def responder(body):
+        return repl(stuck) if "Query:" in last_user_text(body) else "FINAL(never)"
+
+    server = chat_server(responder)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("the context")
+    trace = tmp_path / "trace.jsonl"
+    args = ["ask", "what?", "--context", str(doc), "--model", "openai/m", "--repl", "inprocess"]
+    args += ["--base-url", server.url]
+    args += ["--cell-timeout", "1", "--json", "--quiet", "--trace", str(trace)]
+    env = {**os.environ, "OPENAI_API_KEY": "x"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "deeprlm", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 30
+    assert "cannot be interrupted in process" in done.stderr
+    data = json.loads(done.stdout)
+    assert data["status"] == "limit" and "1s timeout" in data["error"]
+    events = [json.loads(line)["type"] for line in trace.read_text().splitlines()]
+    assert events[-1] == "cell_started"

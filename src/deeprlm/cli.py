@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from deeprlm import watchdog
 from deeprlm.bench.cli import register as add_bench_command
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
@@ -22,6 +23,7 @@ from deeprlm.repl import REPL_KINDS
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
+from deeprlm.trace.events import Event
 from deeprlm.trace.viewer import add_view_command
 from deeprlm.usage import UsageReport
 
@@ -103,7 +105,9 @@ def _add_ask(subparsers: Any) -> None:
     limits.add_argument("--max-tokens", type=_positive_int, help="tokens across the run tree")
     limits.add_argument("--max-usd", type=float, help="USD across the run tree")
     limits.add_argument("--timeout", type=float, metavar="SECONDS", help="wall clock for the run")
-    limits.add_argument("--cell-timeout", type=float, metavar="SECONDS")
+    limits.add_argument(
+        "--cell-timeout", type=float, metavar="SECONDS", help="wall clock for one cell"
+    )
     limits.add_argument(
         "--max-output-chars",
         type=_positive_int,
@@ -112,7 +116,15 @@ def _add_ask(subparsers: Any) -> None:
     limits.add_argument(
         "--no-sub-calls", action="store_true", help="no llm_query/rlm_query in the REPL (ablation)"
     )
-    ask.add_argument("--repl", choices=sorted(REPL_KINDS), default=defaults.repl)
+    ask.add_argument(
+        "--repl",
+        choices=sorted(REPL_KINDS),
+        default=defaults.repl,
+        help="where the model's code runs (default: %(default)s). inprocess is not isolated, "
+        "and C code that holds Python's lock (a catastrophic regex) cannot be interrupted "
+        "there: --timeout and --cell-timeout then end the whole command, with status 3, "
+        "some seconds late",
+    )
     ask.add_argument(
         "--allow-read",
         action="append",
@@ -150,22 +162,28 @@ def _print_result(result: RLMResult, as_json: bool) -> None:
         print(result.answer)
 
 
-def _print_failure(message: str) -> None:
+def _print_failure(message: str, status: str = "error") -> None:
     """`--json` prints exactly one object, also when nothing ran (bad input, say)."""
-    data = {"answer": "", "status": "error", "error": message, "usage": UsageReport().to_dict()}
+    data = {"answer": "", "status": status, "error": message, "usage": UsageReport().to_dict()}
     print(json.dumps(data, ensure_ascii=False))
 
 
 def _ask(args: argparse.Namespace) -> int:
     context, skipped = load_paths(args.context)
     progress = console_sink(quiet=args.quiet)
+    sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
+
+    def on_event(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
     rlm = RLM(
         args.model,
         args.sub_model,
         models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
         trace_path=args.trace,
-        on_event=progress,
+        on_event=on_event if sinks else None,
         **_settings(args),
     )
     try:
@@ -195,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "repl", None) == "inprocess" and (args.timeout or args.cell_timeout):
+        # In-process code can hold Python's lock past any timeout: see deeprlm.watchdog.
+        outcome = watchdog.guarded(
+            lambda reporter: _handle(args, reporter), args.timeout, args.cell_timeout
+        )
+        if isinstance(outcome, watchdog.Stuck):
+            _fail(outcome.message)
+            if args.json:
+                _print_failure(outcome.message, status="limit")
+            return EXIT_LIMIT
+        return outcome
+    return _handle(args, None)
+
+
+def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) -> int:
+    args.reporter = reporter
     as_json = bool(getattr(args, "json", False))
     try:
         return args.handler(args)
