@@ -24,7 +24,15 @@ from deeprlm.errors import SubCallLimitError
 from deeprlm.repl import REPL_KINDS
 from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
 from deeprlm.repl.sandbox.process import WORKER_SCRIPT
-from deeprlm.trace.events import BatchStarted, CellEnded, Note, RunEnded, RunStarted
+from deeprlm.trace.events import (
+    BatchStarted,
+    CellEnded,
+    LMCallStarted,
+    Note,
+    RunEnded,
+    RunStarted,
+)
+from deeprlm.trace.recorder import read_jsonl
 
 from conftest import repl
 
@@ -572,16 +580,21 @@ def test_unix_sockets_on_the_host_are_out_of_reach(unix_servers, allowed):
     assert received == []
 
 
-def test_io_uring_and_new_namespaces_are_refused():
+def test_io_uring_keyrings_and_new_namespaces_are_refused():
+    """io_uring would open sockets behind the filter's back; the session keyring is the
+    host's; a new user namespace gives the code capabilities again (in it)."""
     code = (
-        "import ctypes, os\n"
+        "import ctypes, os, platform\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "params = ctypes.create_string_buffer(120)\n"
         "print('io_uring', libc.syscall(425, 8, params), ctypes.get_errno())\n"
-        "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())"
+        "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
+        "keyctl = {'x86_64': 250, 'aarch64': 219}[platform.machine()]\n"
+        "# KEYCTL_GET_KEYRING_ID of the session keyring (-3)\n"
+        "print('keyctl', libc.syscall(keyctl, 0, -3, 0), ctypes.get_errno())"
     )
     _, cell = attack(code)
-    assert cell.output == "io_uring -1 1\nunshare -1 1\n"
+    assert cell.output == "io_uring -1 1\nunshare -1 1\nkeyctl -1 1\n"
 
 
 def test_host_files_and_processes_cannot_even_be_seen(tmp_path):
@@ -897,3 +910,38 @@ def test_rlm_batch_from_threads_stays_within_one_tree_wide_worker_limit():
         alive += step
         peak = max(peak, alive)
     assert peak <= 3
+
+
+@pytest.mark.parametrize("kind", ["sandbox", "inprocess"])
+def test_a_lone_surrogate_in_the_output_does_not_end_the_run(kind, tmp_path):
+    """Bytes read with surrogateescape print as lone surrogates; the trace file must take
+    them."""
+    code = "print('a\\udcffb')\nanswer['content'] = 'x\\ud800'"
+    root = ScriptedLM([repl(code), repl(SURVIVED)])
+    trace = tmp_path / "trace.jsonl"
+    result = RLM(root, repl=kind, trace_path=trace).run("q", "ctx: data")
+    assert result.answer == "survived: ctx:"
+    events, bad = read_jsonl(trace)
+    assert bad == []
+    assert next(e.output for e in events if isinstance(e, CellEnded)) == "a\udcffb\n"
+
+
+def test_requests_the_host_holds_for_a_worker_are_bounded():
+    """Many large requests at once, to a slow model: the host stops reading the worker's
+    requests (it waits for room) instead of holding them all."""
+    code = FORGE + (
+        "import time\n"
+        "prompt = 'p' * (4 << 20)\n"
+        "for n in range(1, 41):\n"
+        "    forge({'op': 'call', 'id': n, 'fn': 'llm_query', 'args': [prompt, None]})\n"
+        "time.sleep(30)"
+    )
+    sub = ScriptedLM(lambda messages: "late", delay=30)
+    root = ScriptedLM([repl(code), repl(SURVIVED)])
+    result = RLM(root, sub, repl="sandbox", max_concurrency=64, cell_timeout_s=4.0).run(
+        "q", "ctx: data"
+    )
+    assert result.answer == "survived: ctx:"
+    started = [e for e in result.trace.of_type(LMCallStarted) if e.role == "sub"]
+    # 64 MiB of 4 MiB prompts, and the one read when the bound was crossed.
+    assert 0 < len(started) <= 17

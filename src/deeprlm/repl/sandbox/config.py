@@ -26,7 +26,7 @@ class SandboxSettings:
     file_size_mb: int = 1024  # the largest file the code may write
     # The workspace (files and saved variables together), a tmpfs the kernel holds to these;
     # where namespaces are refused, only the per-file limit holds (said in the notes).
-    workspace_mb: int = 1024
+    workspace_mb: int = 512
     workspace_files: int = 10_000
     open_files: int = 256
     # Wall clock per cell when the engine gives none; a cell never runs unbounded.

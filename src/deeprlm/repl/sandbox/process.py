@@ -391,7 +391,7 @@ class WorkerProcess:
 
     async def _wait_ready(self) -> Ready:
         try:
-            message = await read_frame(self.reader)
+            message, _ = await read_frame(self.reader)
         except asyncio.IncompleteReadError:
             await self.wait(5.0)
             raise EOFError from None
@@ -427,7 +427,8 @@ class WorkerProcess:
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> tuple[dict[str, Any], int]:
+        """The next frame and its size in bytes."""
         return await read_frame(self.reader)
 
     def alive(self) -> bool:

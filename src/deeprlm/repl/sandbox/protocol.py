@@ -88,10 +88,11 @@ def frame_length(header: bytes | bytearray) -> int:
     return length
 
 
-async def read_frame(reader: Any) -> dict[str, Any]:
-    """Reads one frame from an asyncio StreamReader (host side)."""
+async def read_frame(reader: Any) -> tuple[dict[str, Any], int]:
+    """Reads one frame from an asyncio StreamReader (host side): the message and its size
+    in bytes."""
     length = frame_length(await reader.readexactly(HEADER.size))
-    return decode(await reader.readexactly(length))
+    return decode(await reader.readexactly(length)), length
 
 
 class SyncChannel:

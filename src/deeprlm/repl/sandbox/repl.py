@@ -30,12 +30,15 @@ from deeprlm.errors import SandboxError
 from deeprlm.repl.base import Cell, ContextValue, Host, REPLSettings
 from deeprlm.repl.sandbox.config import SandboxSettings
 from deeprlm.repl.sandbox.process import Ready, WorkerProcess, Workspace
-from deeprlm.repl.sandbox.protocol import ProtocolError, error_payload
+from deeprlm.repl.sandbox.protocol import MAX_FRAME, ProtocolError, error_payload
 from deeprlm.repl.session import TRACEBACK_CHARS
 from deeprlm.textutil import clip
 
 # A hostile worker could ask for calls faster than they finish; past this many, refuse.
 MAX_CALLS_IN_FLIGHT = 1024
+# Requests (their frames' bytes) the host holds at once for one worker: past this, it reads
+# no more until some are answered, and the worker's sends wait (backpressure).
+MAX_CALL_BYTES = 2 * MAX_FRAME
 # What the host keeps of a cell's texts, whatever size the worker reports: the error (a
 # traceback is clipped to TRACEBACK_CHARS in the worker), and the final answer and the
 # answer's content (which end the run, or stand in for it when a limit stops it).
@@ -84,6 +87,8 @@ class SandboxREPL:
         self._worker: WorkerProcess | None = None
         self._reader: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
+        self._call_bytes = 0  # the frames of the calls in flight
+        self._room: asyncio.Future[None] | None = None  # set when _call_bytes drops
         self._cleanup: set[asyncio.Task[Any]] = set()
         self._seq = 0
         self._waiting: tuple[int, asyncio.Future[Any]] | None = None
@@ -315,7 +320,10 @@ class SandboxREPL:
         try:
             while True:
                 await worker.drain()
-                message = await worker.receive()
+                while self._call_bytes > MAX_CALL_BYTES:
+                    self._room = asyncio.get_running_loop().create_future()
+                    await self._room
+                message, size = await worker.receive()
                 op = message["op"]
                 if op in ("cell", "restored"):
                     waiting = self._waiting
@@ -324,7 +332,7 @@ class SandboxREPL:
                         if not waiting[1].done():
                             waiting[1].set_result(message)
                 elif op == "call":
-                    self._start_call(worker, message)
+                    self._start_call(worker, message, size)
                 else:
                     raise ProtocolError(f"unexpected frame {op!r}")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -343,7 +351,7 @@ class SandboxREPL:
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(_Died(reason))
 
-    def _start_call(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+    def _start_call(self, worker: WorkerProcess, message: dict[str, Any], size: int) -> None:
         call_id = message.get("id")
         if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
             error = RuntimeError(f"more than {MAX_CALLS_IN_FLIGHT} sub-calls at once")
@@ -351,7 +359,15 @@ class SandboxREPL:
             return
         task = asyncio.ensure_future(self._answer(worker, call_id, message))
         self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+        self._call_bytes += size
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._calls.discard(task)
+            self._call_bytes -= size
+            if self._room is not None and not self._room.done():
+                self._room.set_result(None)
+
+        task.add_done_callback(done)
 
     async def _answer(self, worker: WorkerProcess, call_id: Any, message: dict[str, Any]) -> None:
         try:

@@ -11,6 +11,9 @@ do not see. The filter denies (EPERM):
   multiprocessing use them): a connected pair of those kinds cannot be pointed anywhere
   else. The worker's own channel was made before the filter and keeps working.
 - io_uring, whose queued operations (socket, connect, open) would bypass this filter;
+- the kernel's keyrings (`keyctl`, `add_key`, `request_key`): the worker inherits the
+  host's session keyring, and possessing it grants access to the keys in it whatever the
+  uid; and `bpf`, `perf_event_open`, `userfaultfd`, kernel surface no cell needs;
 - new namespaces (`unshare`, `setns`, `clone` with a namespace flag; `clone3`, whose flags
   seccomp cannot read, says ENOSYS so that the C library falls back to `clone`);
 - `prctl(PR_SET_PDEATHSIG)`: the worker's first process dies with its supervisor, which is
@@ -91,6 +94,12 @@ ARCHES = {
             "io_uring_enter": 426,
             "io_uring_register": 427,
             "clone3": 435,
+            "add_key": 248,
+            "request_key": 249,
+            "keyctl": 250,
+            "perf_event_open": 298,
+            "bpf": 321,
+            "userfaultfd": 323,
         },
     ),
     "aarch64": Arch(
@@ -107,9 +116,28 @@ ARCHES = {
             "io_uring_enter": 426,
             "io_uring_register": 427,
             "clone3": 435,
+            "add_key": 217,
+            "request_key": 218,
+            "keyctl": 219,
+            "perf_event_open": 241,
+            "bpf": 280,
+            "userfaultfd": 282,
         },
     ),
 }
+DENIED = (
+    "unshare",
+    "setns",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "add_key",
+    "request_key",
+    "keyctl",
+    "perf_event_open",
+    "bpf",
+    "userfaultfd",
+)
 
 
 class _Program:
@@ -153,7 +181,7 @@ def program(arch: Arch, inet: bool) -> bytes:
     p.op(JEQ_K, n["clone"], "clone", 0)
     p.op(JEQ_K, n["prctl"], "prctl", 0)
     p.op(JEQ_K, n["clone3"], "nosys", 0)
-    for name in ("unshare", "setns", "io_uring_setup", "io_uring_enter", "io_uring_register"):
+    for name in DENIED:
         p.op(JEQ_K, n[name], "deny", 0)
     p.op(RET_K, RET_ALLOW)
 
