@@ -64,10 +64,12 @@ class Keeper:
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
         self.pidfd = os.pidfd_open(process.pid)
+        self.confirmed = False
 
     @classmethod
-    def start(cls, root: str, size_bytes: int, files: int) -> Keeper:
-        """Raises SandboxError, with the kernel's reason, when the tmpfs cannot be made."""
+    def launch(cls, root: str, size_bytes: int, files: int) -> Keeper:
+        """Starts the keeper without waiting for it: the first worker starts meanwhile, and
+        `confirm` is called before it needs the keeper's namespaces."""
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", KEEPER_SCRIPT, root, str(size_bytes), str(files)],
             stdin=subprocess.PIPE,
@@ -77,14 +79,20 @@ class Keeper:
             env=clean_environment("/"),
             start_new_session=True,
         )
-        keeper = cls(process)
-        assert process.stdout is not None
-        ready = select.select([process.stdout], [], [], KEEPER_START_S)[0]
-        answer = process.stdout.readline().decode("utf-8", "replace").strip() if ready else ""
+        return cls(process)
+
+    def confirm(self) -> None:
+        """Waits for the keeper's answer. Raises SandboxError, with the kernel's reason,
+        when it could not make the tmpfs."""
+        if self.confirmed:
+            return
+        stdout = self.process.stdout
+        assert stdout is not None
+        ready = select.select([stdout], [], [], KEEPER_START_S)[0]
+        answer = stdout.readline().decode("utf-8", "replace").strip() if ready else ""
         if answer != "ok":
-            keeper.stop()
             raise SandboxError(clip(answer, NOTE_CHARS) or "the keeper did not start")
-        return keeper
+        self.confirmed = True
 
     def stop(self) -> None:
         if self.process.returncode is None:
@@ -128,12 +136,26 @@ class Workspace:
             return
         try:
             size = settings.workspace_mb << 20
-            self.keeper = Keeper.start(self.root, size, settings.workspace_files)
+            self.keeper = Keeper.launch(self.root, size, settings.workspace_files)
+        except OSError as exc:
+            self._no_quota(exc)
+
+    def confirm_keeper(self) -> None:
+        """Makes sure the keeper holds the workspace, or drops it (and says so)."""
+        if self.keeper is None or self.keeper.confirmed:
+            return
+        try:
+            self.keeper.confirm()
         except (SandboxError, OSError) as exc:
-            self.notes.append(
-                f"no workspace quota ({exc}): the code may fill the disk, one file of at "
-                "most the file size limit at a time"
-            )
+            self.keeper.stop()
+            self.keeper = None
+            self._no_quota(exc)
+
+    def _no_quota(self, reason: Exception) -> None:
+        self.notes.append(
+            f"no workspace quota ({reason}): the code may fill the disk, one file of at "
+            "most the file size limit at a time"
+        )
 
     def log_tail(self) -> str:
         try:
@@ -338,9 +360,9 @@ class WorkerProcess:
         host_end, worker_end = socket.socketpair()
         memory = os.memfd_create("deeprlm-context", os.MFD_CLOEXEC)
         passed = [worker_end.fileno(), memory]
-        if workspace.keeper is not None:
-            passed.append(workspace.keeper.pidfd)
-            config = {**config, "keeper_fd": workspace.keeper.pidfd}
+        keeper = workspace.keeper
+        if keeper is not None:
+            passed.append(keeper.pidfd)
         try:
             write_context(memory, context)
             with open(workspace.log, "ab") as log:
@@ -366,6 +388,14 @@ class WorkerProcess:
             reader, writer = await asyncio.open_unix_connection(sock=host_end)
             worker = cls(process, reader, writer)
             try:
+                if keeper is not None:
+                    # The keeper started with the workspace; its start overlaps this one's.
+                    await asyncio.to_thread(workspace.confirm_keeper)
+                    config = {
+                        **config,
+                        "keeper_fd": keeper.pidfd,
+                        "join_keeper": workspace.keeper is not None,
+                    }
                 worker.send({**config, "op": "config", "context_fd": memory})
                 worker.ready = await asyncio.wait_for(worker._wait_ready(), timeout)
             except BaseException as exc:

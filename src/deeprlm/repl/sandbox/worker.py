@@ -376,6 +376,9 @@ def _lock_down(config: dict[str, Any], inherited: list[int]) -> tuple[isolation.
     effect and the Landlock ABI in force (0: none)."""
     applied = isolation.Applied()
     keeper_fd = config.get("keeper_fd")
+    if keeper_fd is not None and not config.get("join_keeper"):
+        os.close(keeper_fd)  # the keeper failed: the host said so in its notes
+        keeper_fd = None
     if config["namespaces"]:
         isolation.enter_namespaces(applied, keeper_fd)
     else:
