@@ -95,6 +95,9 @@ class Keeper:
         self.confirmed = True
 
     def stop(self) -> None:
+        """Ends the keeper, and with it the tmpfs and all in it. Safe to call again."""
+        if self.pidfd < 0:
+            return
         if self.process.returncode is None:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
@@ -103,8 +106,8 @@ class Keeper:
                 pipe.close()  # type: ignore[union-attr]
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
-        with contextlib.suppress(OSError):
-            os.close(self.pidfd)
+        os.close(self.pidfd)
+        self.pidfd = -1
 
 
 class Workspace:
