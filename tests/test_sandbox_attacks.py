@@ -945,3 +945,23 @@ def test_requests_the_host_holds_for_a_worker_are_bounded():
     started = [e for e in result.trace.of_type(LMCallStarted) if e.role == "sub"]
     # 64 MiB of 4 MiB prompts, and the one read when the bound was crossed.
     assert 0 < len(started) <= 17
+
+
+def test_writing_to_the_worker_stderr_costs_the_host_disk_nothing():
+    """The worker's stderr is a log file on the host's disk, outside the workspace quota."""
+    code = (
+        "import os\nchunk = b'x' * (1 << 20)\nfor _ in range(64):\n    os.write(2, chunk)\n"
+        "print('cwd', os.getcwd())"
+    )
+    seen: list[int] = []
+
+    def replies(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 2:
+            return repl(code)
+        cwd = str(messages[-1]["content"]).split("cwd ", 1)[1].split()[0]
+        seen.append(os.path.getsize(os.path.join(os.path.dirname(cwd), "worker.log")))
+        return repl(SURVIVED)
+
+    result = RLM(ScriptedLM(replies), repl="sandbox").run("q", "ctx: data")
+    assert result.answer == "survived: ctx:"
+    assert seen and seen[0] < (1 << 20)

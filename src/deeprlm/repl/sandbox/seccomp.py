@@ -13,7 +13,9 @@ do not see. The filter denies (EPERM):
 - io_uring, whose queued operations (socket, connect, open) would bypass this filter;
 - the kernel's keyrings (`keyctl`, `add_key`, `request_key`): the worker inherits the
   host's session keyring, and possessing it grants access to the keys in it whatever the
-  uid; and `bpf`, `perf_event_open`, `userfaultfd`, kernel surface no cell needs;
+  uid; `open_by_handle_at`, which opens a file by its inode rather than its path (past the
+  mount namespace's view); and `bpf`, `perf_event_open`, `userfaultfd`, kernel surface no
+  cell needs;
 - new namespaces (`unshare`, `setns`, `clone` with a namespace flag; `clone3`, whose flags
   seccomp cannot read, says ENOSYS so that the C library falls back to `clone`);
 - `prctl(PR_SET_PDEATHSIG)`: the worker's first process dies with its supervisor, which is
@@ -98,6 +100,7 @@ ARCHES = {
             "request_key": 249,
             "keyctl": 250,
             "perf_event_open": 298,
+            "open_by_handle_at": 304,
             "bpf": 321,
             "userfaultfd": 323,
         },
@@ -120,6 +123,7 @@ ARCHES = {
             "request_key": 218,
             "keyctl": 219,
             "perf_event_open": 241,
+            "open_by_handle_at": 265,
             "bpf": 280,
             "userfaultfd": 282,
         },
@@ -134,6 +138,7 @@ DENIED = (
     "add_key",
     "request_key",
     "keyctl",
+    "open_by_handle_at",
     "perf_event_open",
     "bpf",
     "userfaultfd",

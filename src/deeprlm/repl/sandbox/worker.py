@@ -487,6 +487,11 @@ def main() -> None:
     signal.signal(signal.SIGXCPU, _on_cpu_limit)
     os.register_at_fork(after_in_child=_after_fork_in_child)
     threading.Thread(target=worker.read_forever, name="deeprlm-channel", daemon=True).start()
+    # stderr is the host's log file, outside the workspace and its quota: it is for start-up
+    # errors, which are over now. The cells' output is captured in the session.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     # Nothing the model wrote has run yet: saved variables are loaded after this, on the
     # host's request, as a cell (see `Worker.serve`).
     channel.send(
