@@ -965,3 +965,20 @@ def test_writing_to_the_worker_stderr_costs_the_host_disk_nothing():
     result = RLM(ScriptedLM(replies), repl="sandbox").run("q", "ctx: data")
     assert result.answer == "survived: ctx:"
     assert seen and seen[0] < (1 << 20)
+
+
+def test_memory_the_address_space_limit_does_not_count_is_refused():
+    """Pages of a memfd or a System V segment outlive their mapping: with them the code
+    could fill the host's memory a limited mapping at a time."""
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "try:\n"
+        "    os.memfd_create('fill')\n"
+        "    print('memfd made')\n"
+        "except OSError as exc:\n"
+        "    print('memfd', type(exc).__name__)\n"
+        "print('shmget', libc.shmget(0, 1 << 20, 0o1600), ctypes.get_errno())"
+    )
+    _, cell = attack(code)
+    assert cell.output == "memfd PermissionError\nshmget -1 1\n"

@@ -11,6 +11,9 @@ do not see. The filter denies (EPERM):
   multiprocessing use them): a connected pair of those kinds cannot be pointed anywhere
   else. The worker's own channel was made before the filter and keeps working.
 - io_uring, whose queued operations (socket, connect, open) would bypass this filter;
+- memory outside the address-space limit: a memfd or a System V shared memory segment
+  keeps its pages when unmapped, so `memfd_create` and `shmget` would let the code fill
+  the host's memory one limited mapping at a time;
 - the kernel's keyrings (`keyctl`, `add_key`, `request_key`): the worker inherits the
   host's session keyring, and possessing it grants access to the keys in it whatever the
   uid; `open_by_handle_at`, which opens a file by its inode rather than its path (past the
@@ -99,8 +102,10 @@ ARCHES = {
             "add_key": 248,
             "request_key": 249,
             "keyctl": 250,
+            "shmget": 29,
             "perf_event_open": 298,
             "open_by_handle_at": 304,
+            "memfd_create": 319,
             "bpf": 321,
             "userfaultfd": 323,
         },
@@ -122,8 +127,10 @@ ARCHES = {
             "add_key": 217,
             "request_key": 218,
             "keyctl": 219,
+            "shmget": 194,
             "perf_event_open": 241,
             "open_by_handle_at": 265,
+            "memfd_create": 279,
             "bpf": 280,
             "userfaultfd": 282,
         },
@@ -138,6 +145,8 @@ DENIED = (
     "add_key",
     "request_key",
     "keyctl",
+    "memfd_create",
+    "shmget",
     "open_by_handle_at",
     "perf_event_open",
     "bpf",
