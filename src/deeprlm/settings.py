@@ -54,9 +54,9 @@ class Settings:
                 raise InputError(f"{name} must be positive, got {value}")
         if self.max_depth < 0:
             raise InputError(f"max_depth must be 0 or more, got {self.max_depth}")
-        paths = self.allow_read
+        paths: tuple[str, ...] = self.allow_read
         if isinstance(paths, (str, os.PathLike)):
-            paths = (paths,)
+            paths = (os.fspath(paths),)
         for path in paths:
             if not os.path.exists(path):
                 raise InputError(f"allow_read: no such file or folder: {path}")

@@ -47,9 +47,12 @@ def render_context(context: ContextValue) -> str:
 class Task(Protocol):
     """A task family (or one variant of it): a deterministic generator and its scorer."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
+
     # What the family measures, for `deeprlm bench run --help` and the report.
-    description: str
+    @property
+    def description(self) -> str: ...
 
     def generate(self, seed: int, length: int) -> Example: ...
 

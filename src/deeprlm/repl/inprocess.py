@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import ctypes
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from deeprlm.repl.base import Cell, ContextValue, Host, REPLSettings
@@ -50,7 +50,7 @@ class InProcessREPL:
         def rlm_batch(pairs: Sequence[Any]) -> list[str]:
             return self._call(host.rlm_batch(list(pairs)))
 
-        functions = {
+        functions: dict[str, Callable[..., Any]] = {
             "llm_query": llm_query,
             "llm_batch": llm_batch,
             "llm_query_batched": llm_batch,
@@ -83,7 +83,12 @@ class InProcessREPL:
 
         def work() -> None:
             cell = session.execute(code)
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(cell))
+
+            def settle() -> None:
+                if not done.done():
+                    done.set_result(cell)
+
+            loop.call_soon_threadsafe(settle)
 
         thread = threading.Thread(target=work, name="deeprlm-cell", daemon=True)
         thread.start()

@@ -9,7 +9,9 @@ the console's business and happens elsewhere, at its own pace.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from deeprlm.trace.events import (
     BatchEnded,
@@ -190,7 +192,7 @@ class Progress:
         self.notes.append(e.message)
 
 
-_HANDLERS = {
+_HANDLERS: dict[type[Event], Callable[[Progress, Any], None]] = {
     RunStarted: Progress._run_started,
     RunEnded: Progress._run_ended,
     LMCallStarted: Progress._lm_started,

@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
 from typing import Any
 
 from deeprlm.trace.events import (
+    EVENT_TYPES,
     BatchEnded,
     BatchStarted,
     CellEnded,
@@ -278,7 +278,7 @@ def _flaw(e: Event) -> str | None:
         return "id is not a string"
     if e.parent_id is not None and not isinstance(e.parent_id, str):
         return "parent id is not a string"
-    for name, kind in _field_kinds(type(e)):
+    for name, kind in _FIELD_KINDS[type(e)]:
         value = getattr(e, name)
         if kind == "dict":
             ok = isinstance(value, dict)
@@ -291,7 +291,6 @@ def _flaw(e: Event) -> str | None:
     return None
 
 
-@cache
 def _field_kinds(cls: type[Event]) -> tuple[tuple[str, str], ...]:
     """Each field past the ids and what it must hold, judged by its default."""
     kinds = []
@@ -305,6 +304,10 @@ def _field_kinds(cls: type[Event]) -> tuple[tuple[str, str], ...]:
         else:
             kinds.append((f.name, "str?" if f.default is None else "str"))
     return tuple(kinds)
+
+
+# Looked up once per class, not once per event.
+_FIELD_KINDS = {cls: _field_kinds(cls) for cls in EVENT_TYPES.values()}
 
 
 def _is_error(n: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ import functools
 import inspect
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from deeprlm.bench.banks.questions import label_of
 from deeprlm.bench.example import Example
@@ -79,7 +80,7 @@ class Oracle:
     def run(self, example: Example, setup: Setup) -> Outcome:
         root = ScriptedLM(root_policy(example), name="oracle-root")
         sub = ScriptedLM(lambda messages: sub_reply(_last_user_text(messages)), name="oracle-sub")
-        repl = {} if setup.repl is None else {"repl": setup.repl}
+        repl: dict[str, Any] = {} if setup.repl is None else {"repl": setup.repl}
         rlm = RLM(root, sub, max_iterations=2, trace_path=setup.trace_path, **repl)
         result = rlm.run(example.query, example.context)
         return Outcome(result.answer, result.usage, result.iterations, result.sub_calls)
