@@ -196,7 +196,6 @@ class Run:
         self.last_reply = ""
         self.answer_content = ""
         self._cell_id: str | None = None
-        self._repl: REPL | None = None
 
     def partial(self) -> str:
         """The best answer available if the run has to stop early."""
@@ -239,7 +238,6 @@ class Run:
                 # Isolation the kernel refused (the sandbox's fallbacks) is said, not hidden.
                 for message in getattr(repl, "notes", ()):
                     trace.emit(Note(trace.now(), trace.new_id("note"), self.id, self.id, message))
-            self._repl = repl
             outcome = await self._loop(repl)
             status = "forced" if outcome.forced else "answered"
             return outcome

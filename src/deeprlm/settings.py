@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from deeprlm.errors import InputError
@@ -69,9 +69,6 @@ class Settings:
         if unknown:
             raise InputError(f"unknown setting(s): {', '.join(unknown)}")
         return cls(**kwargs)
-
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

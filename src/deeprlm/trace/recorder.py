@@ -11,7 +11,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,11 +51,6 @@ class Trace:
     def of_type(self, cls: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, cls)]
 
-    def write_jsonl(self, path: str | Path) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            for event in self.events:
-                f.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
-
 
 class JsonlSink:
     """Writes each event as one JSON line as it happens, so a crashed run leaves a trace."""
@@ -86,13 +81,3 @@ def read_jsonl(path: str | Path) -> tuple[list[Event], list[str]]:
             except (ValueError, TypeError) as err:
                 problems.append(f"line {number}: {clip(str(err), 200)}")
     return events, problems
-
-
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yields each line of a trace as a dict, skipping lines that do not parse."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
