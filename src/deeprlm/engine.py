@@ -25,7 +25,7 @@ from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
 from deeprlm.replies import Reply, parse_reply
 from deeprlm.settings import Settings
-from deeprlm.textutil import clip
+from deeprlm.textutil import CHARS_PER_TOKEN, clip
 from deeprlm.tools import answer_with_tools, tool_spec
 from deeprlm.trace.events import (
     BatchEnded,
@@ -48,8 +48,9 @@ from deeprlm.trace.recorder import (
 )
 from deeprlm.usage import UsageMeter
 
-# Characters per token assumed when telling the root how much one sub-call can read.
-CHARS_PER_TOKEN = 3
+# Of a sub-model's window, the share the root is told one sub-call can read: the rest is
+# headroom for the prompt's own words and for text denser than prose (code, non-English).
+SUB_WINDOW_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,7 @@ class Run:
             max_iterations=settings.max_iterations,
             max_output_chars=self.output_chars,
             sub_calls=settings.sub_calls,
-            sub_window_chars=window * CHARS_PER_TOKEN if window else None,
+            sub_window_chars=int(window * CHARS_PER_TOKEN * SUB_WINDOW_SHARE) if window else None,
             tools={name: _first_line(fn) for name, fn in tree.tools.items()},
             family=self.family,
         )

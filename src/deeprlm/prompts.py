@@ -37,11 +37,15 @@ def family_of(lm: Any) -> str:
 # How much of a cell's output the model reads per turn, unless the user says otherwise. A
 # small model on a CPU pays for every character in prompt time, and long outputs bury the
 # one line that matters to it.
-OUTPUT_CHARS = {"default": 8_000, "small": 2_000}
+CELL_OUTPUT_CHARS = {"default": 8_000, "small": 2_000}
 
 
 def output_chars(family: str, setting: int | None) -> int:
-    return setting if setting is not None else OUTPUT_CHARS.get(family, OUTPUT_CHARS["default"])
+    return (
+        setting
+        if setting is not None
+        else CELL_OUTPUT_CHARS.get(family, CELL_OUTPUT_CHARS["default"])
+    )
 
 
 # --- system prompt ------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from deeprlm.bench.tokens import count_tokens, format_length
+from deeprlm.bench.tokens import format_length
 from deeprlm.errors import InputError
 from deeprlm.repl.base import ContextValue
+from deeprlm.textutil import estimate_tokens
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Example:
         return render_context(self.context)
 
     def tokens(self) -> int:
-        return count_tokens(self.text())
+        return estimate_tokens(self.text())
 
 
 def render_context(context: ContextValue) -> str:

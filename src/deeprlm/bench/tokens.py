@@ -1,29 +1,22 @@
 """How the benchmarks count tokens and spell lengths.
 
 Generators must hit a target length without a tokenizer (none can be downloaded here, and
-each model splits text its own way), so a token is defined as four characters of text: the
-usual rate for English prose under BPE tokenizers. Every length in `deeprlm bench` — the
-target a generator aims for, the `--lengths` grid, the lengths in reports — uses this count.
+each model splits text its own way), so a token is the library's estimate, four characters
+(`deeprlm.textutil.estimate_tokens`). Every length in `deeprlm bench` — the target a generator
+aims for, the `--lengths` grid, the lengths in reports — uses this count.
 Lengths are spelled with binary suffixes, as the paper's grid is powers of two: `8k` is 8,192
 tokens, `1m` is 1,048,576.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
 from deeprlm.errors import InputError
-
-CHARS_PER_TOKEN = 4
+from deeprlm.textutil import CHARS_PER_TOKEN
 
 _SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
-
-
-def count_tokens(text: str) -> int:
-    """Tokens in `text` by the benchmark's estimate (characters / 4, rounded up)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def chars_for(tokens: int) -> int:

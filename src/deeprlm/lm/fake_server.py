@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from deeprlm.lm.scripted import approx_tokens
+from deeprlm.textutil import estimate_tokens
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,8 @@ class FakeChatServer:
         self.stop()
 
 
-def _prompt_chars(body: dict[str, Any]) -> int:
-    return sum(len(json.dumps(m.get("content", ""))) for m in body.get("messages", []))
+def _prompt_text(body: dict[str, Any]) -> str:
+    return "".join(json.dumps(m.get("content", "")) for m in body.get("messages", []))
 
 
 def _openai_completion(body: dict[str, Any], reply: FakeReply) -> dict[str, Any]:
@@ -146,8 +146,8 @@ def _openai_completion(body: dict[str, Any], reply: FakeReply) -> dict[str, Any]
             for i, (name, args) in enumerate(reply.tool_calls)
         ]
     usage: dict[str, Any] = {
-        "prompt_tokens": approx_tokens("x" * _prompt_chars(body)),
-        "completion_tokens": approx_tokens(reply.text),
+        "prompt_tokens": estimate_tokens(_prompt_text(body)),
+        "completion_tokens": estimate_tokens(reply.text),
     }
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     if reply.cost_usd is not None:
@@ -181,8 +181,8 @@ def _anthropic_message(body: dict[str, Any], reply: FakeReply) -> dict[str, Any]
         "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
         "stop_sequence": None,
         "usage": {
-            "input_tokens": approx_tokens("x" * _prompt_chars(body)),
-            "output_tokens": approx_tokens(reply.text),
+            "input_tokens": estimate_tokens(_prompt_text(body)),
+            "output_tokens": estimate_tokens(reply.text),
             "cache_read_input_tokens": 0,
             "cache_creation_input_tokens": 0,
         },

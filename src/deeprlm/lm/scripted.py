@@ -13,14 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.textutil import estimate_tokens
 
 Reply = str | Completion
 Policy = Callable[[Sequence[Message]], Reply]
-
-
-def approx_tokens(text: str) -> int:
-    """A provider-free token estimate (about four characters a token)."""
-    return max(1, len(text) // 4) if text else 0
 
 
 class ScriptedLM:
@@ -53,12 +49,12 @@ class ScriptedLM:
                 self._next += 1
         if isinstance(reply, Completion):
             return reply
-        prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+        prompt = "".join(str(m.get("content") or "") for m in messages)
         return Completion(
             text=reply,
             model=self.name,
-            input_tokens=approx_tokens("x" * prompt_chars),
-            output_tokens=approx_tokens(reply),
+            input_tokens=estimate_tokens(prompt),
+            output_tokens=estimate_tokens(reply),
             finish_reason="stop",
         )
 

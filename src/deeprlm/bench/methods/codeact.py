@@ -16,15 +16,15 @@ from typing import Any
 from deeprlm.bench.example import Example
 from deeprlm.bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
 from deeprlm.bench.methods.summary import chunks
-from deeprlm.bench.tokens import CHARS_PER_TOKEN, count_tokens
 from deeprlm.errors import LimitError
 from deeprlm.lm.base import Message
 from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.inprocess import InProcessREPL
 from deeprlm.replies import parse_reply
+from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
 CHUNK_CHARS = 1_500
-OUTPUT_CHARS = 4_000
+AGENT_OUTPUT_CHARS = 4_000
 CELL_TIMEOUT_S = 120.0
 # Tokens kept free for the turns of the loop when the text fills the prompt.
 TURN_ROOM = 4_096
@@ -96,14 +96,14 @@ class CodeAct:
         return asyncio.run(self._run(example, setup))
 
     def _messages(self, example: Example, text: str, setup: Setup, n_chunks: int) -> list[Message]:
-        frame = SYSTEM.format(output_chars=OUTPUT_CHARS, chunks=n_chunks, shown="")
-        fixed = count_tokens(frame) + count_tokens(example.query) + REPLY_RESERVE + TURN_ROOM
+        frame = SYSTEM.format(output_chars=AGENT_OUTPUT_CHARS, chunks=n_chunks, shown="")
+        fixed = estimate_tokens(frame) + estimate_tokens(example.query) + REPLY_RESERVE + TURN_ROOM
         shown = _SHOWN_ALL
-        if setup.window is not None and count_tokens(text) + fixed > setup.window:
+        if setup.window is not None and estimate_tokens(text) + fixed > setup.window:
             keep = max(0, setup.window // 2) * CHARS_PER_TOKEN
             shown = _SHOWN_HEAD.format(shown=min(keep, len(text)), total=len(text))
             text = text[:keep]
-        system = SYSTEM.format(output_chars=OUTPUT_CHARS, chunks=n_chunks, shown=shown)
+        system = SYSTEM.format(output_chars=AGENT_OUTPUT_CHARS, chunks=n_chunks, shown=shown)
         user = f"Text:\n<<<\n{text}\n>>>\n\nQuestion: {example.query}"
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -116,7 +116,7 @@ class CodeAct:
         await repl.start(
             "",
             _NoSubCalls(),
-            REPLSettings(max_output_chars=OUTPUT_CHARS, tools={"search": index.search}),
+            REPLSettings(max_output_chars=AGENT_OUTPUT_CHARS, tools={"search": index.search}),
         )
         messages = self._messages(example, text, setup, len(pieces))
         last = ""

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deeprlm.bench.example import Example
-from deeprlm.bench.tokens import count_tokens
 from deeprlm.budget import Budget
 from deeprlm.errors import LMError
 from deeprlm.lm.base import LM, Message
 from deeprlm.settings import Settings
+from deeprlm.textutil import estimate_tokens
 from deeprlm.usage import UsageMeter, UsageReport
 
 # Tokens kept free in a model's window for its reply, when deciding whether a prompt fits.
@@ -78,7 +78,7 @@ def window_of(lm: LM) -> int | None:
 
 def prompt_tokens(messages: Sequence[Message]) -> int:
     """The benchmark's token estimate of a prompt (see `deeprlm.bench.tokens`)."""
-    return sum(count_tokens(str(m.get("content") or "")) for m in messages)
+    return sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
 
 
 class TooLong(Exception):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from deeprlm.bench.example import Example
 from deeprlm.bench.methods import base
 from deeprlm.bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
-from deeprlm.bench.tokens import CHARS_PER_TOKEN, count_tokens
 from deeprlm.errors import LimitError
+from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
 # When the window is unknown, chunks are this many tokens.
 DEFAULT_CHUNK_TOKENS = 32_000
@@ -61,7 +61,7 @@ class Summary:
         # Half the window for the chunk leaves room for the notes, the prompt and the reply.
         chunk_tokens = (window - REPLY_RESERVE) // 2 if window else DEFAULT_CHUNK_TOKENS
         try:
-            if count_tokens(text) <= chunk_tokens:
+            if estimate_tokens(text) <= chunk_tokens:
                 answer = caller.complete(base.prompt(example))
                 return Outcome(answer, caller.usage.report(), iterations=1)
             parts = chunks(text, chunk_tokens * CHARS_PER_TOKEN)
