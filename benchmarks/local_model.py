@@ -91,7 +91,7 @@ def speed(lm: LlamaCppLM) -> dict[str, float]:
 
 @dataclass
 class Turn:
-    role: str
+    purpose: str
     input_tokens: int
     cached_tokens: int
     output_tokens: int
@@ -111,8 +111,8 @@ class Case:
     status: str = ""
     turns: list[Turn] = field(default_factory=list)
 
-    def tokens(self, *roles: str) -> tuple[int, int]:
-        picked = [t for t in self.turns if t.role in roles]
+    def tokens(self, *purposes: str) -> tuple[int, int]:
+        picked = [t for t in self.turns if t.purpose in purposes]
         return sum(t.input_tokens for t in picked), sum(t.output_tokens for t in picked)
 
 
@@ -124,7 +124,7 @@ def run_case(lm: LlamaCppLM, chars: int, depth: float, seed: int, settings: dict
         if isinstance(event, LMCallEnded) and event.error is None:
             case.turns.append(
                 Turn(
-                    event.role,
+                    event.purpose,
                     event.input_tokens,
                     event.cached_tokens,
                     event.output_tokens,
@@ -190,7 +190,7 @@ def cache_table(cases: list[Case]) -> None:
     its reply): 100% means the turn evaluated only what was new."""
     by_turn: dict[int, list[tuple[Turn, Turn | None]]] = {}
     for c in cases:
-        roots = [t for t in c.turns if t.role in ("root", "forced")]
+        roots = [t for t in c.turns if t.purpose in ("root", "forced")]
         for number, turn in enumerate(roots, 1):
             before = roots[number - 2] if number > 1 else None
             by_turn.setdefault(number, []).append((turn, before))

@@ -298,7 +298,7 @@ def test_cells_and_calls_are_traced_in_order():
     result = RLM(root, echo_sub()).run("q", "ctx")
     cells = result.trace.of_type(CellEnded)
     calls = result.trace.of_type(LMCallEnded)
-    assert [c.role for c in calls] == ["root", "sub", "root"]
+    assert [c.purpose for c in calls] == ["root", "sub", "root"]
     assert calls[1].parent_id == cells[0].id
     assert cells[0].output.strip() == "sub:hi"
 

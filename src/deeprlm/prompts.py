@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deeprlm.context import ContextInfo
+from deeprlm.lm.base import Message
 from deeprlm.repl.base import Cell
 
 
@@ -252,3 +253,34 @@ def forced_final_message() -> str:
 def sub_query_prompt(query: str, context_text: str) -> str:
     """The prompt of an rlm_query that fell back to a plain model call at the depth limit."""
     return f"{query}\n\nContext:\n{context_text}"
+
+
+class RootWording:
+    """The turn loop's words for a run's root model (`deeprlm.engine.loop.Wording`)."""
+
+    def __init__(self, setup: PromptSetup, query: str, info: ContextInfo) -> None:
+        self.setup = setup
+        self.query = query
+        self.info = info
+
+    def opening(self) -> list[Message]:
+        return [
+            {"role": "system", "content": system_prompt(self.setup)},
+            {"role": "user", "content": first_message(self.query, self.info)},
+        ]
+
+    def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:
+        return cells_message(
+            cells,
+            iteration,
+            self.setup.max_iterations,
+            notes,
+            family=self.setup.family,
+            query=self.query,
+        )
+
+    def no_code(self) -> str:
+        return no_code_message()
+
+    def forced_final(self) -> str:
+        return forced_final_message()

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from deeprlm.context import describe, normalize
-from deeprlm.engine import Run, Tree
+from deeprlm.engine import Run, SharedState
 from deeprlm.errors import InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, resolve_lm
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
-from deeprlm.trace.recorder import JsonlSink, Trace
+from deeprlm.trace.jsonl import JsonlSink
+from deeprlm.trace.recorder import Recorder, Trace
 from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport
 
 
@@ -117,25 +118,25 @@ class RLM:
         if self.on_event is not None:
             sinks.append(self.on_event)
         trace = Trace(sinks)
-        tree = Tree(
+        shared = SharedState(
             self.settings,
             self.model,
             self.sub_model,
-            self._resolve,
-            self.tools,
-            self.sub_tools,
-            trace,
-            UsageMeter(self.prices),
+            recorder=Recorder(trace),
+            usage=UsageMeter(self.prices),
+            resolve_lm=self._resolve,
+            tools=self.tools,
+            sub_tools=self.sub_tools,
         )
-        root = Run(tree, query, context, info=info)
+        root = Run(shared, query, context, info=info)
         started = time.perf_counter()
 
         def result(answer: str, status: str, forced: bool = False) -> RLMResult:
             return RLMResult(
                 answer=answer,
-                usage=tree.usage.report(),
+                usage=shared.usage.report(),
                 iterations=root.iterations,
-                sub_calls=tree.budget.sub_calls,
+                sub_calls=shared.budget.sub_calls,
                 wall_s=time.perf_counter() - started,
                 forced=forced,
                 status=status,
@@ -153,7 +154,7 @@ class RLM:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            limit: LimitError = tree.budget.trip(tree.budget.time_error())
+            limit: LimitError = shared.budget.trip(shared.budget.time_error())
         except LimitError as err:
             limit = err
         else:
@@ -163,6 +164,6 @@ class RLM:
             if jsonl is not None:
                 jsonl.close()
         limit.partial_answer = root.partial()
-        limit.usage = tree.usage.report()
+        limit.usage = shared.usage.report()
         limit.result = result(limit.partial_answer, "limit")
         raise limit

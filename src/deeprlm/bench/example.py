@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from deeprlm.bench.tokens import format_length
+from deeprlm.context import as_text
 from deeprlm.errors import InputError
 from deeprlm.repl.base import ContextValue
 from deeprlm.textutil import estimate_tokens
@@ -31,18 +32,10 @@ class Example:
 
     def text(self) -> str:
         """The context as one text, the way a prompt-based method shows it to a model."""
-        return render_context(self.context)
+        return as_text(self.context)
 
     def tokens(self) -> int:
         return estimate_tokens(self.text())
-
-
-def render_context(context: ContextValue) -> str:
-    if isinstance(context, str):
-        return context
-    if isinstance(context, dict):
-        return "\n\n".join(f"# file: {path}\n{source}" for path, source in context.items())
-    return "\n\n".join(context)
 
 
 class Task(Protocol):

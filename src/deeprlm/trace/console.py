@@ -211,9 +211,9 @@ class LiveConsole:
     def _activity_label(self, a: Activity, now: float) -> Text | None:
         elapsed = Text(f" {short_seconds(max(0.0, now - a.t))}", "cyan")
         if a.kind == "lm":
-            if a.role == "sub":
+            if a.purpose == "sub":
                 return None  # counted on the sub-calls line or on its batch
-            what = "final answer (forced)" if a.role == "forced" else "model call"
+            what = "final answer (forced)" if a.purpose == "forced" else "model call"
             return Text.assemble(f"{what} ", (a.model, "magenta"), elapsed)
         if a.kind == "cell":
             return Text.assemble(f"cell {a.iteration} running", elapsed)
@@ -285,10 +285,10 @@ class LogLines:
         if isinstance(e, RunStarted):
             kind = "run" if e.run_id == p.root_id else f"child run (depth {e.depth})"
             text = f"{kind} started · {e.model or '?'} · {_one_line(e.query, QUERY_PREVIEW)}"
-        elif isinstance(e, LMCallEnded) and e.role != "sub":
+        elif isinstance(e, LMCallEnded) and e.purpose != "sub":
             run = p.runs.get(e.run_id)
             turn = run.turn if run else 0
-            what = "forced final answer" if e.role == "forced" else f"turn {turn}"
+            what = "forced final answer" if e.purpose == "forced" else f"turn {turn}"
             text = (
                 f"{what} · {e.model} replied in {short_seconds(e.duration_s)}"
                 f" · {short_tokens(e.input_tokens + e.output_tokens)} tok"

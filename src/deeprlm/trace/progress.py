@@ -49,7 +49,7 @@ class Activity:
     run_id: str
     parent_id: str | None
     t: float
-    role: str = ""  # for lm: root | sub | forced | tool
+    purpose: str = ""  # for lm: root | sub | forced
     model: str = ""
     iteration: int = 0  # for cells
     batch_kind: str = ""  # for batches: llm | rlm
@@ -107,7 +107,10 @@ class Progress:
         return sum(
             1
             for a in self.active.values()
-            if a.run_id == run_id and a.kind == "lm" and a.role == "sub" and not self._in_batch(a)
+            if a.run_id == run_id
+            and a.kind == "lm"
+            and a.purpose == "sub"
+            and not self._in_batch(a)
         )
 
     def parent_run(self, run: RunProgress) -> str | None:
@@ -144,9 +147,9 @@ class Progress:
 
     def _lm_started(self, e: LMCallStarted) -> None:
         self.active[e.id] = Activity(
-            e.id, "lm", e.run_id, e.parent_id, e.t, role=e.role, model=e.model
+            e.id, "lm", e.run_id, e.parent_id, e.t, purpose=e.purpose, model=e.model
         )
-        if e.role in ("root", "forced"):
+        if e.purpose in ("root", "forced"):
             run = self.runs.get(e.run_id)
             if run is not None:
                 run.turn += 1
@@ -159,7 +162,7 @@ class Progress:
         tally.output_tokens += e.output_tokens
         tally.usd += e.usd
         tally.errors += e.error is not None
-        if e.role != "sub":
+        if e.purpose != "sub":
             return
         self.sub_calls_done += 1
         batch = self.active.get(e.parent_id or "")

@@ -32,8 +32,8 @@ from deeprlm.trace.events import (
     RunStarted,
 )
 
-# Roles of a run's own model calls; each opens a turn. Sub-calls hang from cells instead.
-TURN_ROLES = ("root", "forced")
+# Purposes of a run's own model calls; each opens a turn. Sub-calls hang from cells instead.
+TURN_PURPOSES = ("root", "forced")
 
 
 @dataclass
@@ -112,12 +112,12 @@ class _Builder:
                 _set(n, key, getattr(e, key))
         elif isinstance(e, LMCallStarted):
             n = self.node("lm", e, e.t)
-            n["role"] = e.role
+            n["purpose"] = e.purpose
             _set(n, "model", e.model)
             _set(n, "prompt_chars", e.prompt_chars)
         elif isinstance(e, LMCallEnded):
             n = self.ended("lm", e, e.start or e.t - e.duration_s)
-            n["role"] = e.role
+            n["purpose"] = e.purpose
             for key in ("model", "prompt", "prompt_chars", "reply", "error"):
                 _set(n, key, getattr(e, key))
             _set(n, "in", e.input_tokens)
@@ -216,7 +216,7 @@ class _Builder:
         number = 0
         for c in kids:
             kid = nodes[c]
-            opens = kid["k"] == "lm" and kid.get("role") in TURN_ROLES
+            opens = kid["k"] == "lm" and kid.get("purpose") in TURN_PURPOSES
             if kid["k"] == "run" or (turn is None and not opens and kid["k"] == "note"):
                 out.append(c)
                 continue
@@ -231,7 +231,7 @@ class _Builder:
                     "e": kid["e"],
                     "c": [],
                 }
-                if kid.get("role") == "forced":
+                if kid.get("purpose") == "forced":
                     turn["forced"] = True
                 nodes.append(turn)
                 children.append([])

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from deeprlm.bench import scoring
 from deeprlm.bench.banks import words
-from deeprlm.bench.example import Example, render_context, too_short
+from deeprlm.bench.example import Example, too_short
 from deeprlm.bench.tokens import chars_for
+from deeprlm.context import as_text
 
 MIN_TOKENS = 2048
 LETTERS = "ABCD"
@@ -297,11 +298,11 @@ def build_repo(rng: random.Random, target_chars: int) -> tuple[dict[str, str], _
         module = repo.new_module()
         for _ in range(rng.randrange(6, 14)):
             repo.add_block(module)
-        text = render_context({module.path: module.source()})
+        text = as_text({module.path: module.source()})
         sep = 2 if done else 0
         if done_chars + sep + len(text) > target_chars:
             _trim_to_fit(repo, module, target_chars - done_chars - sep)
-            text = render_context({module.path: module.source()})
+            text = as_text({module.path: module.source()})
             done[module.path] = module.source()
             return done, repo
         done[module.path] = module.source()
@@ -313,12 +314,12 @@ def _trim_to_fit(repo: _Repo, module: Module, room: int) -> None:
     lines to the exact room. Only blocks nothing else depends on are dropped: this module
     is the newest, so nothing calls into it from outside."""
     dropped = False
-    while module.blocks and len(render_context({module.path: module.source()})) > room:
+    while module.blocks and len(as_text({module.path: module.source()})) > room:
         module.blocks.pop()
         dropped = True
     if dropped:
         _forget_dropped(repo, module)
-    gap = room - len(render_context({module.path: module.source()}))
+    gap = room - len(as_text({module.path: module.source()}))
     joint = 3 if module.blocks else 2  # blocks are joined by two blank lines
     if gap > joint + 1:
         pad = "# " + "-" * 70 + "\n"
