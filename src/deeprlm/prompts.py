@@ -15,6 +15,7 @@ from typing import Any
 from deeprlm.context import ContextInfo
 from deeprlm.lm.base import Message
 from deeprlm.repl.base import Cell
+from deeprlm.repl.functions import REPL_FUNCTIONS
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,10 @@ Work by writing Python in ```repl blocks: the REPL runs them in order, keeps var
 turns, and shows you what they print (at most {max_output_chars:,} characters per turn, so \
 print slices and summaries, never the whole context)."""
 
-_SUB_CALLS = """Functions in the REPL:
-- llm_query(prompt) -> str: asks a sub-model{window}. Use it to read or judge pieces of text.
-- llm_batch(prompts) -> list[str]: many llm_query calls at once, run concurrently, answers in \
-order (a failed item comes back as a string starting with "Error:"). Prefer it to a loop.
-- rlm_query(query, context) -> str: hands a sub-question and its own context to a child RLM \
-like you{depth_note}; rlm_batch([(query, context), ...]) runs several.
-- SHOW_VARS() -> the variables you have made."""
+_SHOW_VARS = "- SHOW_VARS() -> the variables you have made."
 
-_NO_SUB_CALLS = """Functions in the REPL: SHOW_VARS() -> the variables you have made. There is \
-no sub-model here: inspect the context with code (slicing, `re`, counting, parsing)."""
+_NO_SUB_CALLS = """There is no sub-model here: inspect the context with code (slicing, `re`, \
+counting, parsing)."""
 
 _FINISH = """When you know the answer, end with FINAL(your answer) on its own line outside \
 code, or FINAL_VAR("name") to return a variable's value; inside code, FINAL(value) and \
@@ -85,7 +80,8 @@ intermediate results in variables."""
 # the thread in long prompts: they get one short prompt of their own. One example only: a
 # second one (labelling lines through llm_batch, for counting questions) made the 1.5B model
 # mix the two and cost it needles it had found before (5/5 -> 3/5 at 100K characters). The
-# example's topic is deliberately unlike any benchmark task.
+# example's topic is deliberately unlike any benchmark task. For the same reason this prompt
+# names llm_query alone of the REPL functions, in words of its own.
 _SMALL = """You answer a question about a long text. The text is in the Python variable \
 `context`, too long to read whole. Write Python in a ```repl block and you will see what it \
 prints (at most {max_output_chars:,} characters, so print short pieces).
@@ -151,10 +147,13 @@ def system_prompt(setup: PromptSetup) -> str:
         " (here a plain llm_query, since recursion is at its depth limit)" if at_limit else ""
     )
     parts = [_INTRO.format(max_output_chars=setup.max_output_chars)]
-    if setup.sub_calls:
-        parts.append(_SUB_CALLS.format(window=window, depth_note=depth_note))
-    else:
-        parts.append(_NO_SUB_CALLS)
+    functions = [
+        function.prompt_line(window=window, depth_note=depth_note)
+        for function in REPL_FUNCTIONS
+        if setup.sub_calls or not function.sub_call
+    ]
+    listed = "Functions in the REPL:\n" + "\n".join([*functions, _SHOW_VARS])
+    parts.append(listed if setup.sub_calls else f"{listed}\n{_NO_SUB_CALLS}")
     if setup.tools:
         listed = "\n".join(f"- {name}: {doc}" for name, doc in setup.tools.items())
         parts.append(f"Your own tools, callable in the REPL:\n{listed}")

@@ -1,15 +1,18 @@
-"""The `REPL` protocol, the `Cell` record it returns, and the `Host` it calls back.
+"""The `REPL` protocol and the `Cell` record it returns.
 
 A REPL keeps Python state across cells. The code it runs may ask the host (the engine) for
-sub-calls through `Host`; how a request travels (a direct call in process, a pipe from a
-sandboxed worker) is the REPL's business. The engine only sees `start`, `run`, `close`.
+sub-calls through `Host` (declared with the table of REPL functions, `deeprlm.repl.functions`);
+how a request travels (a direct call in process, a pipe from a sandboxed worker) is the
+REPL's business. The engine only sees `start`, `run`, `close`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from deeprlm.repl.functions import Host
 
 # What a context may be once loaded: one text, many texts, or named texts.
 ContextValue = str | list[str] | dict[str, str]
@@ -27,18 +30,6 @@ class Cell:
     output_chars: int = 0  # size of the output before truncation
     # The REPL's progress on `answer["content"]`, even when `ready` is still false.
     answer_content: str = ""
-
-
-class Host(Protocol):
-    """What code in a REPL may ask of the engine. All calls are made on the engine's loop."""
-
-    async def llm_query(self, prompt: str, model: str | None = None) -> str: ...
-
-    async def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]: ...
-
-    async def rlm_query(self, query: str, context: Any = None) -> str: ...
-
-    async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -63,3 +54,6 @@ class REPL(Protocol):
     async def run(self, code: str, timeout: float | None = None) -> Cell: ...
 
     async def close(self) -> None: ...
+
+
+__all__ = ["REPL", "Cell", "ContextValue", "Host", "REPLSettings"]

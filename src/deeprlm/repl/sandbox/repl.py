@@ -19,12 +19,12 @@ import signal
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from deeprlm.errors import SandboxError
 from deeprlm.repl.base import Cell, ContextValue, Host, REPLSettings
+from deeprlm.repl.functions import host_served, serve
 from deeprlm.repl.sandbox.config import SandboxSettings
 from deeprlm.repl.sandbox.process import WorkerProcess, Workspace
 from deeprlm.repl.sandbox.protocol import ProtocolError, error_payload
@@ -32,7 +32,6 @@ from deeprlm.textutil import clip
 
 # A hostile worker could ask for calls faster than they finish; past this many, refuse.
 MAX_CALLS_IN_FLIGHT = 1024
-HOST_FUNCTIONS = frozenset({"llm_query", "llm_batch", "rlm_query", "rlm_batch"})
 
 
 @dataclass(frozen=True)
@@ -306,13 +305,11 @@ class SandboxREPL:
         host = self._host
         assert host is not None
         fn, args = message.get("fn"), message.get("args")
+        function = host_served(fn)
+        if function is not None:
+            return await serve(host, function, function.from_wire(args))
         if not isinstance(args, list):
             raise TypeError("the arguments must be a list")
-        if fn in HOST_FUNCTIONS:
-            if fn in ("llm_batch", "rlm_batch") and not isinstance(args[0], list):
-                raise TypeError(f"{fn} takes a list")
-            call: Callable[..., Awaitable[Any]] = getattr(host, fn)
-            return await call(*args)
         if fn == "tool":
             name, kwargs = message.get("tool"), message.get("kwargs") or {}
             tool = self._repl_settings.tools.get(name) if isinstance(name, str) else None

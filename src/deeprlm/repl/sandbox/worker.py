@@ -6,7 +6,8 @@ of the model's code: namespaces (it forks here, and its child, the first process
 pid namespace, carries on while the parent waits for it), identity, Landlock, limits. It
 loads the context once from the memory file the host wrote, restores the variables of a
 worker it replaces, says `ready`, and serves cells: each runs in a `Session` whose sub-call
-and tool functions are stubs that ask the host over the channel.
+and tool functions are stubs that ask the host over the channel (the REPL functions are
+built from their table, `deeprlm.repl.functions`, with the channel as their transport).
 
 A reader thread owns the channel's incoming side: it hands `run` frames to the main thread,
 routes `reply` frames to the threads waiting on them, and turns an `interrupt` frame into a
@@ -54,6 +55,7 @@ from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 from deeprlm.repl.base import Cell  # noqa: E402
+from deeprlm.repl.functions import REPLFunction  # noqa: E402
 from deeprlm.repl.sandbox import isolation, landlock  # noqa: E402
 from deeprlm.repl.sandbox.protocol import SyncChannel, rebuild_error  # noqa: E402
 from deeprlm.repl.sandbox.snapshot import Snapshot  # noqa: E402
@@ -148,7 +150,7 @@ class Worker:
 
     # --- calls to the host -----------------------------------------------------------------
 
-    def call(self, fn: str, args: list[Any], **extra: Any) -> Any:
+    def call(self, fn: str, args: Any, **extra: Any) -> Any:
         """Asks the host to run `fn` and waits for the answer. Tools pass strict JSON; the
         model's prompts are turned into text as the engine would."""
         if _state.forked:
@@ -178,26 +180,9 @@ class Worker:
             raise rebuild_error(slot.error)
         return slot.value
 
-    def functions(self) -> dict[str, Callable[..., Any]]:
-        def llm_query(prompt: str, model: str | None = None) -> str:
-            return self.call("llm_query", [prompt, model])
-
-        def llm_batch(prompts: Any, model: str | None = None) -> list[str]:
-            return self.call("llm_batch", [list(prompts), model])
-
-        def rlm_query(query: str, context: Any = None) -> str:
-            return self.call("rlm_query", [query, context])
-
-        def rlm_batch(pairs: Any) -> list[str]:
-            return self.call("rlm_batch", [list(pairs)])
-
-        return {
-            "llm_query": llm_query,
-            "llm_batch": llm_batch,
-            "llm_query_batched": llm_batch,
-            "rlm_query": rlm_query,
-            "rlm_batch": rlm_batch,
-        }
+    def transport(self, function: REPLFunction, arguments: dict[str, Any]) -> Any:
+        """Carries a REPL function's call to the host (see `deeprlm.repl.functions`)."""
+        return self.call(function.name, arguments)
 
     def tool(self, name: str, doc: str | None) -> Callable[..., Any]:
         def tool(*args: Any, **kwargs: Any) -> Any:
@@ -379,7 +364,7 @@ def main() -> None:
 
     worker = Worker(channel)
     tools = {name: worker.tool(name, doc) for name, doc in config["tools"].items()}
-    session = Session(context, worker.functions(), tools, int(config["max_output_chars"]))
+    session = Session(context, worker.transport, tools, int(config["max_output_chars"]))
     del context
     snapshot = Snapshot(config["state"])
     restored, lost = snapshot.restore(session.globals) if config["restore"] else ([], {})
