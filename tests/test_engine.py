@@ -388,3 +388,22 @@ def test_repeating_code_whose_output_changes_gets_no_note():
     root = ScriptedLM([step, step, "FINAL(x)"])
     RLM(root).run("q", "abc")
     assert "same code" not in root.calls[2][-1]["content"]
+
+
+def test_a_model_is_checked_against_the_lm_protocol_and_its_window_reaches_the_prompt():
+    class Windowed(ScriptedLM):
+        context_window = 1_000  # tokens
+
+    root = ScriptedLM(["FINAL(x)"])
+    RLM(root, Windowed(["sub"])).run("q", "ctx")
+    # Three quarters of the window, at four characters a token.
+    assert "it can read about 3,000 characters at once" in root.calls[0][0]["content"]
+
+    class Bare:  # name and acomplete, but none of the rest of the protocol
+        name = "bare"
+
+        async def acomplete(self, messages, **kwargs):
+            raise AssertionError("never called")
+
+    with pytest.raises(InputError, match="not a model.*for_role"):
+        RLM(Bare())

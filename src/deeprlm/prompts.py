@@ -1,16 +1,15 @@
 """What the root model is told: the system prompt, the context description, and the short
 messages of the loop (cell outputs, nudges, the forced final answer).
 
-Prompts differ by model family. An LM may carry a `prompt_family` attribute; "small" models
-(a 1.5B coder, say) get a worked example and fewer words, since they copy patterns far
-better than they follow instructions. Everything else gets the default.
+Prompts differ by model family (`LM.prompt_family`): "small" models (a 1.5B coder, say) get
+a worked example and fewer words, since they copy patterns far better than they follow
+instructions. Everything else gets the default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from deeprlm.context import ContextInfo
 from deeprlm.lm.base import Message
@@ -30,10 +29,6 @@ class PromptSetup:
     sub_window_chars: int | None = None  # how much text one sub-call can take
     tools: Mapping[str, str] = field(default_factory=dict)  # name -> one-line description
     family: str = "default"
-
-
-def family_of(lm: Any) -> str:
-    return getattr(lm, "prompt_family", None) or "default"
 
 
 # How much of a cell's output the model reads per turn, unless the user says otherwise. A

@@ -8,13 +8,13 @@ other or concurrently. The sync `run` drives the same async core on a private ev
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deeprlm.blocking import run_blocking
 from deeprlm.context import describe, normalize
 from deeprlm.engine import Run, SharedState
 from deeprlm.errors import InputError, LimitError
@@ -84,9 +84,9 @@ class RLM:
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
         self.model = self._resolve(model)
         self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
-        if self.sub_model is self.model and hasattr(self.model, "for_role"):
+        if self.sub_model is self.model:
             # An in-process model keeps one cache per role, so sub-calls leave the root's
-            # growing conversation cached (see `deeprlm.lm.llama`).
+            # growing conversation cached (see `LM.for_role`).
             self.sub_model = self.model.for_role("sub")
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")
@@ -97,14 +97,7 @@ class RLM:
     def run(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
         """Answers `query` over `context` (str, list of str, or dict of str -> str).
         `skipped` names files left out of the context (binary), for its description."""
-        coro = self.arun(query, context, skipped=skipped)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        # Called from inside a running loop (a notebook): use a private loop in a thread.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, coro).result()
+        return run_blocking(self.arun(query, context, skipped=skipped))
 
     async def arun(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
         if not isinstance(query, str) or not query.strip():

@@ -46,7 +46,7 @@ class Run:
         self.parent_id = parent_id
         self.info = info or describe(context)
         self.lm = shared.root_lm_at(depth)
-        self.family = prompts.family_of(self.lm)
+        self.family = self.lm.prompt_family
         self.output_chars = prompts.output_chars(self.family, shared.settings.max_output_chars)
         self.id = shared.recorder.new_id("run")
         self.host = RunHost(
@@ -80,7 +80,7 @@ class Run:
             query=self.query,
             model=self.lm.name,
             sub_model=shared.sub_lm.name,
-            repl=getattr(repl, "kind", settings.repl),
+            repl=repl.kind,
             context=self.info.to_dict(),
             settings=settings.to_dict() if self.depth == 0 else {},
         )
@@ -97,7 +97,7 @@ class Run:
             )
             if self.depth == 0:
                 # Isolation the kernel refused (the sandbox's fallbacks) is said, not hidden.
-                for message in getattr(repl, "notes", ()):
+                for message in repl.notes:
                     recorder.note(run_id=self.id, parent_id=self.id, message=message)
             self._repl = repl
             outcome = await self.loop.run()
@@ -130,7 +130,7 @@ class Run:
     def _root_wording(self) -> prompts.RootWording:
         shared = self.shared
         settings = shared.settings
-        window = getattr(shared.sub_lm, "context_window", None)
+        window = shared.sub_lm.context_window
         setup = prompts.PromptSetup(
             depth=self.depth,
             max_depth=settings.max_depth,

@@ -50,11 +50,9 @@ class SharedState:
         self._named_lms: dict[str, LM] = {}
 
     def root_lm_at(self, depth: int) -> LM:
-        """The model driving runs at `depth`. An in-process model keeps a cache per role, so
-        child runs get their own and leave the root's growing conversation cached."""
-        if depth == 0 or not hasattr(self.root_lm, "for_role"):
-            return self.root_lm
-        return self.root_lm.for_role(f"depth{depth}")
+        """The model driving runs at `depth`: a role of its own per depth (see
+        `LM.for_role`), so child runs leave the root's growing conversation cached."""
+        return self.root_lm if depth == 0 else self.root_lm.for_role(f"depth{depth}")
 
     def sub_lm_named(self, model: str | None) -> LM:
         if model is None:

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Sequence
 
-from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.lm.base import Completion, LMDefaults, Message, ToolSpec
 from deeprlm.textutil import estimate_tokens
 
 Reply = str | Completion
 Policy = Callable[[Sequence[Message]], Reply]
 
 
-class ScriptedLM:
-    supports_tools = False
-
+class ScriptedLM(LMDefaults):
     def __init__(
         self,
         replies: Sequence[Reply] | Policy,
@@ -57,17 +54,6 @@ class ScriptedLM:
             output_tokens=estimate_tokens(reply),
             finish_reason="stop",
         )
-
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tokens: int | None = None,
-    ) -> Completion:
-        if self.delay:
-            time.sleep(self.delay)
-        return self._reply(messages)
 
     async def acomplete(
         self,

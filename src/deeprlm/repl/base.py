@@ -47,7 +47,13 @@ class REPLSettings:
 class REPL(Protocol):
     """A persistent Python session holding `context` and the RLM functions."""
 
-    kind: str
+    kind: str  # "inprocess", "sandbox": what the trace records
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What a user should know about how the code runs here (isolation the kernel
+        refused, say); the engine writes each into the trace."""
+        ...
 
     async def start(self, context: ContextValue, host: Host, settings: REPLSettings) -> None: ...
 

@@ -29,6 +29,7 @@ WAKE_S = 0.05
 
 class InProcessREPL:
     kind = "inprocess"
+    notes: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._session: Session | None = None

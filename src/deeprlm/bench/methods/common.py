@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from deeprlm.bench.example import Example
 from deeprlm.budget import Budget
 from deeprlm.errors import LMError
-from deeprlm.lm.base import LM, Message
+from deeprlm.lm.base import LM, Message, complete_sync
 from deeprlm.settings import Settings
 from deeprlm.textutil import estimate_tokens
 from deeprlm.usage import UsageMeter, UsageReport
@@ -123,7 +123,7 @@ class Caller:
         self.budget.check()
         lm = lm or self.setup.model
         try:
-            completion = lm.complete(messages, max_tokens=self.setup.limits.max_reply_tokens)
+            completion = complete_sync(lm, messages, max_tokens=self.setup.limits.max_reply_tokens)
         except LMError as err:
             # The model's own count is the real one; it may disagree with the estimate.
             if "does not fit" in str(err):
