@@ -9,7 +9,10 @@ import sys
 
 import pytest
 
+from deeprlm.cli import build_parser
+from deeprlm.flags import flag_of, settings_from_flags
 from deeprlm.lm.fake_server import last_user_text
+from deeprlm.settings import Settings, table
 
 from conftest import repl
 
@@ -177,7 +180,9 @@ def test_iteration_limit_forces_an_answer_with_exit_0(server, tmp_path):
         (None, [], "no context given"),
         ("ok", ["-c", "{tmp}/ok.txt", "--model", "gpt-5"], "unknown model spec 'gpt-5'"),
         ("ok", ["-c", "{tmp}/ok.txt", "--model", "openai/gpt-5"], "OPENAI_API_KEY is not set"),
-        ("ok", ["-c", "{tmp}/ok.txt", "--max-iterations", "0"], "must be a positive integer"),
+        ("ok", ["-c", "{tmp}/ok.txt", "--max-iterations", "0"], "max_iterations must be positive"),
+        ("ok", ["-c", "{tmp}/ok.txt", "--cell-timeout", "-1"], "cell_timeout_s must be positive"),
+        ("ok", ["-c", "{tmp}/ok.txt", "--max-usd", "lots"], "invalid float value: 'lots'"),
         ("ok", ["-c", "{tmp}/ok.txt", "--repl", "docker"], "invalid choice"),
     ],
 )
@@ -214,3 +219,55 @@ def test_a_server_that_fails_exits_1_with_one_line(chat_server, tmp_path):
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert "not a valid completion" in done.stderr or "not a chat completion" in done.stderr
+
+
+def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
+    given = {
+        "--max-iterations": "7",
+        "--max-output-chars": "900",
+        "--cell-timeout": "2.5",
+        "--max-reply-tokens": "64",
+        "--max-depth": "0",
+        "--max-concurrency": "3",
+        "--sub-tool-turns": "2",
+        "--max-sub-calls": "9",
+        "--max-tokens": "5000",
+        "--max-usd": "0.5",
+        "--timeout": "60",
+        "--repl": "inprocess",
+    }
+    argv = ["ask", "q", "--no-sub-calls", "--allow-read", str(tmp_path)]
+    for flag, value in given.items():
+        argv += [flag, value]
+    settings = Settings(**settings_from_flags(build_parser().parse_args(argv)))
+    assert settings == Settings(
+        max_iterations=7,
+        max_output_chars=900,
+        cell_timeout_s=2.5,
+        max_reply_tokens=64,
+        max_depth=0,
+        max_concurrency=3,
+        allow_sub_calls=False,
+        sub_tool_turns=2,
+        max_sub_calls=9,
+        max_tokens=5000,
+        max_usd=0.5,
+        timeout_s=60.0,
+        repl="inprocess",
+        allow_read=(str(tmp_path),),
+    )
+    flags = {flag_of(row) for row in table()} - {""}
+    assert flags == {*given, "--no-sub-calls", "--allow-read"}  # every flag-worthy setting
+    untouched = settings_from_flags(build_parser().parse_args(["ask", "q"]))
+    assert untouched == {}  # the library's defaults apply
+
+
+def test_max_reply_tokens_reaches_the_provider(server, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("text")
+    done = deeprlm(
+        "ask", "q", "-c", str(doc), "--model", "openai/m", "--base-url", server.url,
+        "--max-reply-tokens", "77", "--repl", "inprocess", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {r["max_tokens"] for r in server.requests} == {77}

@@ -236,7 +236,7 @@ def test_rlm_batch_returns_answers_in_order_and_errors_in_place():
 
 def test_sub_calls_disabled_removes_the_functions():
     root = ScriptedLM([repl("llm_query('x')"), "FINAL(x)"])
-    RLM(root, sub_calls=False).run("q", "ctx")
+    RLM(root, allow_sub_calls=False).run("q", "ctx")
     assert "sub-calls are disabled" in root.calls[1][-1]["content"]
     assert "no sub-model here" in root.calls[0][0]["content"]
 
@@ -405,5 +405,5 @@ def test_a_model_is_checked_against_the_lm_protocol_and_its_window_reaches_the_p
         async def acomplete(self, messages, **kwargs):
             raise AssertionError("never called")
 
-    with pytest.raises(InputError, match="not a model.*for_role"):
+    with pytest.raises(InputError, match=r"not a model.*for_role"):
         RLM(Bare())

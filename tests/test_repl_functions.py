@@ -186,7 +186,7 @@ def test_a_function_that_runs_inside_the_repl_needs_no_host(monkeypatch):
     assert cells[0].output == "2 1\n"
     assert host.calls == []
     # Listed for the model even where sub-calls are off, as it makes none.
-    text = prompts.system_prompt(prompts.PromptSetup(sub_calls=False))
+    text = prompts.system_prompt(prompts.PromptSetup(allow_sub_calls=False))
     assert "- word_count(word) -> int: how often a word occurs in `context`." in text
     assert "llm_query" not in text.split("How to work")[0]
 

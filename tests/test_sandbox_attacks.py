@@ -33,7 +33,7 @@ def small_sandbox(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 
     def use(**overrides: Any) -> None:
         settings = SandboxSettings(**{"stop_grace_s": 0.5, "processes": 24, **overrides})
-        monkeypatch.setitem(REPL_KINDS, "sandbox", lambda: SandboxREPL(settings))
+        monkeypatch.setitem(REPL_KINDS, "sandbox", lambda _: SandboxREPL(settings))
 
     use()
     return use

@@ -17,10 +17,9 @@ from typing import Any
 from deeprlm.bench.cli import register as add_bench_command
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
+from deeprlm.flags import add_setting_flags, settings_from_flags
 from deeprlm.lm.specs import DEFAULT_MODEL
-from deeprlm.repl import REPL_KINDS
 from deeprlm.rlm import RLM, RLMResult
-from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.viewer import add_view_command
 
@@ -39,15 +38,7 @@ def _fail(message: str) -> None:
     print(f"deeprlm: error: {message}", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _add_ask(subparsers: Any) -> None:
-    defaults = Settings()
     ask = subparsers.add_parser("ask", help="answer a query over a context")
     ask.add_argument("query", help="the question to answer")
     ask.add_argument(
@@ -75,52 +66,12 @@ def _add_ask(subparsers: Any) -> None:
         metavar="URL",
         help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
     )
-    limits = ask.add_argument_group("limits")
-    limits.add_argument("--max-iterations", type=_positive_int, default=defaults.max_iterations)
-    limits.add_argument("--max-depth", type=int, default=defaults.max_depth)
-    limits.add_argument("--max-concurrency", type=_positive_int, default=defaults.max_concurrency)
-    limits.add_argument("--max-sub-calls", type=_positive_int)
-    limits.add_argument("--max-tokens", type=_positive_int, help="tokens across the run tree")
-    limits.add_argument("--max-usd", type=float, help="USD across the run tree")
-    limits.add_argument("--timeout", type=float, metavar="SECONDS", help="wall clock for the run")
-    limits.add_argument("--cell-timeout", type=float, metavar="SECONDS")
-    limits.add_argument(
-        "--max-output-chars",
-        type=_positive_int,
-        help="cell output the model reads per turn (default: 8000; 2000 for small models)",
-    )
-    limits.add_argument(
-        "--no-sub-calls", action="store_true", help="no llm_query/rlm_query in the REPL (ablation)"
-    )
-    ask.add_argument("--repl", choices=sorted(REPL_KINDS), default=defaults.repl)
-    ask.add_argument(
-        "--allow-read",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a file or folder the sandboxed code may read (repeatable)",
-    )
-    ask.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
-    ask.add_argument("--json", action="store_true", help="print one JSON object")
-    ask.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    add_setting_flags(ask)
+    output = ask.add_argument_group("output")
+    output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     ask.set_defaults(handler=_ask)
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "max_iterations": args.max_iterations,
-        "max_depth": args.max_depth,
-        "max_concurrency": args.max_concurrency,
-        "max_sub_calls": args.max_sub_calls,
-        "max_tokens": args.max_tokens,
-        "max_usd": args.max_usd,
-        "timeout_s": args.timeout,
-        "cell_timeout_s": args.cell_timeout,
-        "max_output_chars": args.max_output_chars,
-        "sub_calls": not args.no_sub_calls,
-        "repl": args.repl,
-        "allow_read": tuple(args.allow_read),
-    }
 
 
 def _print_result(result: RLMResult, as_json: bool, error: str | None = None) -> None:
@@ -142,7 +93,7 @@ def _ask(args: argparse.Namespace) -> int:
         base_url=args.base_url,
         trace_path=args.trace,
         on_event=progress,
-        **_settings(args),
+        **settings_from_flags(args),
     )
     try:
         result = rlm.run(args.query, context, skipped=skipped)

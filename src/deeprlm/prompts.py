@@ -25,7 +25,7 @@ class PromptSetup:
     max_depth: int = 1
     max_iterations: int = 20
     max_output_chars: int = 8_000
-    sub_calls: bool = True
+    allow_sub_calls: bool = True
     sub_window_chars: int | None = None  # how much text one sub-call can take
     tools: Mapping[str, str] = field(default_factory=dict)  # name -> one-line description
     family: str = "default"
@@ -121,7 +121,7 @@ def _small_system_prompt(setup: PromptSetup) -> str:
         if setup.sub_window_chars
         else ""
     )
-    sub_call = _SMALL_SUB_CALL.format(window=window) if setup.sub_calls else ""
+    sub_call = _SMALL_SUB_CALL.format(window=window) if setup.allow_sub_calls else ""
     text = _SMALL.format(max_output_chars=setup.max_output_chars, sub_call=sub_call)
     if setup.tools:
         listed = "\n".join(f"- {name}: {doc}" for name, doc in setup.tools.items())
@@ -145,10 +145,10 @@ def system_prompt(setup: PromptSetup) -> str:
     functions = [
         function.prompt_line(window=window, depth_note=depth_note)
         for function in REPL_FUNCTIONS
-        if setup.sub_calls or not function.sub_call
+        if setup.allow_sub_calls or not function.sub_call
     ]
     listed = "Functions in the REPL:\n" + "\n".join([*functions, _SHOW_VARS])
-    parts.append(listed if setup.sub_calls else f"{listed}\n{_NO_SUB_CALLS}")
+    parts.append(listed if setup.allow_sub_calls else f"{listed}\n{_NO_SUB_CALLS}")
     if setup.tools:
         listed = "\n".join(f"- {name}: {doc}" for name, doc in setup.tools.items())
         parts.append(f"Your own tools, callable in the REPL:\n{listed}")

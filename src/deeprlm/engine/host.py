@@ -53,7 +53,7 @@ class RunHost:
         return self.cell_id or self.run_id
 
     def _require_sub_calls(self) -> None:
-        if not self.shared.settings.sub_calls:
+        if not self.shared.settings.allow_sub_calls:
             raise RuntimeError("sub-calls are disabled in this run")
 
     def _take_sub_call(self) -> None:

@@ -72,7 +72,7 @@ class Run:
     async def execute(self) -> Outcome:
         shared, recorder = self.shared, self.shared.recorder
         settings = shared.settings
-        repl = make_repl(settings.repl)
+        repl = make_repl(settings.repl, settings.sandbox)
         span = recorder.run_started(
             run_id=self.id,
             parent_id=self.parent_id,
@@ -136,7 +136,7 @@ class Run:
             max_depth=settings.max_depth,
             max_iterations=settings.max_iterations,
             max_output_chars=self.output_chars,
-            sub_calls=settings.sub_calls,
+            allow_sub_calls=settings.allow_sub_calls,
             sub_window_chars=int(window * CHARS_PER_TOKEN * SUB_WINDOW_SHARE) if window else None,
             tools={name: _first_line(fn) for name, fn in shared.tools.items()},
             family=self.family,

@@ -39,8 +39,9 @@ class REPLSettings:
     max_output_chars: int = 8_000
     # User functions callable from the code (`tools=`); they always run in the host process.
     tools: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    # Files and folders the code may read besides Python's own. Enforced by the sandbox;
-    # code in process can read whatever the user can.
+    # Files and folders the code may read besides Python's own, as absolute, resolved paths
+    # (`deeprlm.settings.resolve_read_paths`). Enforced by the sandbox; code in process can
+    # read whatever the user can.
     allow_read: tuple[str, ...] = ()
 
 
@@ -57,7 +58,10 @@ class REPL(Protocol):
 
     async def start(self, context: ContextValue, host: Host, settings: REPLSettings) -> None: ...
 
-    async def run(self, code: str, timeout: float | None = None) -> Cell: ...
+    async def run(self, code: str, timeout: float | None = None) -> Cell:
+        """Runs one cell; past `timeout` seconds (None: no limit) it is stopped, and the
+        returned cell says so."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -16,8 +16,8 @@ METHODS: dict[str, Method] = {
         Base(),
         Summary(),
         CodeAct(),
-        RLMMethod("rlm", sub_calls=True),
-        RLMMethod("rlm-nosub", sub_calls=False),
+        RLMMethod("rlm", allow_sub_calls=True),
+        RLMMethod("rlm-nosub", allow_sub_calls=False),
         Oracle(),
     )
 }

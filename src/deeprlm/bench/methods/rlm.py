@@ -10,15 +10,15 @@ from deeprlm.rlm import RLM
 
 
 class RLMMethod:
-    def __init__(self, name: str, *, sub_calls: bool) -> None:
+    def __init__(self, name: str, *, allow_sub_calls: bool) -> None:
         self.name = name
-        self.sub_calls = sub_calls
+        self.allow_sub_calls = allow_sub_calls
 
     def run(self, example: Example, setup: Setup) -> Outcome:
         rlm = RLM(
             setup.model,
             setup.sub_model,
-            sub_calls=self.sub_calls,
+            allow_sub_calls=self.allow_sub_calls,
             trace_path=setup.trace_path,
             **setup.engine_settings(),
         )

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from deeprlm.errors import SandboxError
@@ -90,9 +90,6 @@ class SandboxREPL:
         if not sys.platform.startswith("linux"):
             raise SandboxError("the sandbox needs Linux; use repl='inprocess' here")
         self._context, self._host, self._repl_settings = context, host, settings
-        if settings.allow_read:
-            extra = (*self.settings.allow_read, *settings.allow_read)
-            self.settings = replace(self.settings, allow_read=extra)
         self._workspace = Workspace()
         self._finalizer = weakref.finalize(self, _abandon, self._workspace, self._current)
         try:
@@ -118,9 +115,7 @@ class SandboxREPL:
         seq = self._seq
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting = (seq, future)
-        limit = self.settings.cell_timeout_s
-        if timeout is not None:
-            limit = min(limit, max(0.0, timeout))
+        limit = None if timeout is None else max(0.0, timeout)
         worker.send({"op": "run", "seq": seq, "code": code})
         try:
             result = await asyncio.wait_for(asyncio.shield(future), limit)
@@ -157,7 +152,7 @@ class SandboxREPL:
         config = {
             "namespaces": settings.namespaces,
             "landlock": settings.landlock,
-            "allow_read": list(settings.allow_read),
+            "allow_read": list(repl.allow_read),
             "work": self._workspace.work,
             "state": self._workspace.state,
             "restore": restore,
