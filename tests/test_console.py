@@ -352,3 +352,33 @@ def test_ask_draws_a_live_panel_on_a_terminal(ask):
     assert "\x1b[" in screen.decode()  # drawn with cursor moves, not lines
     assert "run · m · turn 2 · answered" in text
     assert re.search(r" m +5 ", text)  # the usage table
+
+
+def test_the_console_the_viewer_and_the_result_count_the_same_usage():
+    from deeprlm.trace.progress import Progress
+    from deeprlm.trace.tree import build_tree
+
+    def sub(messages):
+        if messages[-1]["content"] == "c":
+            raise RuntimeError("down")
+        return "s"
+
+    root = ScriptedLM([repl("print(llm_batch(['a', 'b', 'c']))"), "FINAL(x)"], name="root")
+    result = RLM(root, ScriptedLM(sub, name="sub")).run("q", "ctx")
+    progress = Progress()
+    for event in result.trace.events:
+        progress.apply(event)
+    viewer = build_tree(result.trace.events).usage
+    assert progress.usage.report().by_model["root"] == result.usage.by_model["root"]
+    # A failed call costs nothing but is counted, by both readers alike.
+    assert result.usage.by_model["sub"].calls == 2
+    assert progress.usage.by_model["sub"].calls == 3 and progress.failed["sub"] == 1
+    for model, usage in progress.usage.by_model.items():
+        assert viewer[model] == {
+            "calls": usage.calls,
+            "in": usage.input_tokens,
+            "out": usage.output_tokens,
+            "cached": usage.cached_tokens,
+            "usd": usage.usd,
+            "errors": progress.failed[model],
+        }

@@ -12,7 +12,8 @@ a trace never grows with it. Fields are keyword-only, so that adding one never s
 meaning of another.
 
 Adding an event kind: a class here, listed in `EVENT_TYPES`; a method that builds it on the
-`Recorder`; and, where the console or the viewer shows it, a handler in their fold.
+`Recorder`; and, where the live console or the viewer shows it, an `on_<type>` handler in
+their fold (`deeprlm.trace.progress`, `deeprlm.trace.tree`, both on `deeprlm.trace.fold`).
 """
 
 from __future__ import annotations
