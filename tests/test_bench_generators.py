@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from deeprlm.bench.example import Example, example_seed
-from deeprlm.bench.tasks import TASKS, get_task
 from deeprlm.errors import InputError
 from deeprlm.textutil import estimate_tokens
+from deeprlm_bench.example import Example, example_seed
+from deeprlm_bench.tasks import TASKS, get_task
 
 
 def as_bytes(example: Example) -> bytes:

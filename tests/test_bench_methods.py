@@ -3,11 +3,11 @@ stops, and how it fails."""
 
 import re
 
-from deeprlm.bench.methods import METHODS, Limits, Setup
-from deeprlm.bench.methods.codeact import BM25Index
-from deeprlm.bench.methods.summary import chunks
-from deeprlm.bench.tasks import TASKS
 from deeprlm.lm.scripted import ScriptedLM
+from deeprlm_bench.methods import METHODS, Limits, Setup
+from deeprlm_bench.methods.codeact import BM25Index
+from deeprlm_bench.methods.summary import chunks
+from deeprlm_bench.tasks import TASKS
 
 
 def niah(length=8192, seed=0):

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from deeprlm.bench.tasks.niah import Niah
+from deeprlm_bench.tasks.niah import Niah
 
 NEEDLE = re.compile(r"One of the special magic numbers for ([a-z]+-[a-z]+) is: (\d{7})\.")
 

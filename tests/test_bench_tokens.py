@@ -2,9 +2,9 @@
 
 import pytest
 
-from deeprlm.bench.tokens import format_length, parse_length
 from deeprlm.errors import InputError
 from deeprlm.textutil import estimate_tokens
+from deeprlm_bench.tokens import format_length, parse_length
 
 
 @pytest.mark.parametrize(

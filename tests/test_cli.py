@@ -271,3 +271,38 @@ def test_max_reply_tokens_reaches_the_provider(server, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert {r["max_tokens"] for r in server.requests} == {77}
+
+
+# Runs the command line as `deeprlm` does, then lists the benchmark modules it loaded.
+LOADED = """
+import atexit, sys
+atexit.register(lambda: print("LOADED", sorted(
+    m for m in sys.modules if m.split(".")[0] in ("deeprlm_bench", "bm25s", "matplotlib")
+), file=sys.stderr))
+from deeprlm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def loaded_by(*args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED, *args], capture_output=True, text=True, timeout=120
+    )
+    line = next(x for x in done.stderr.splitlines() if x.startswith("LOADED"))
+    return done, line
+
+
+def test_ask_imports_no_benchmark_module(server, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("text")
+    done, loaded = loaded_by(
+        "ask", "q", "-c", str(doc), "--model", "openai/m", "--base-url", server.url, "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    assert loaded == "LOADED []"
+    help_done, loaded = loaded_by("--help")
+    assert "bench" in help_done.stdout and loaded == "LOADED []"
+    # The check can see a benchmark module when one is loaded.
+    example, loaded = loaded_by("bench", "example", "niah", "--length", "1k")
+    assert example.returncode == 0, example.stderr
+    assert "'deeprlm_bench.cli'" in loaded

@@ -1,6 +1,11 @@
 """The `deeprlm` command: a thin layer over the library.
 
     deeprlm ask "QUERY" --context PATH [--context PATH ...] [--model SPEC] [--json] ...
+    deeprlm view TRACE.jsonl [--open]
+    deeprlm bench run|report|example ...
+
+`bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra): its
+parser is built, and its code imported, only when it is the command being run.
 
 Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on stderr),
 3 a limit was reached (the partial answer is still printed).
@@ -9,12 +14,12 @@ Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from deeprlm.bench.cli import register as add_bench_command
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.flags import add_setting_flags, settings_from_flags
@@ -24,6 +29,11 @@ from deeprlm.trace.console import console_sink
 from deeprlm.trace.viewer import add_view_command
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
+
+# Commands loaded when run: name -> (module with `register(subparsers)`, a line of help).
+LAZY_COMMANDS = {
+    "bench": ("deeprlm_bench.cli", "run the benchmarks and baselines (the bench extra)"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,17 +119,25 @@ def _ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `deeprlm` parser. A lazy command gets its real parser only when `command` names
+    it; otherwise it is a line in the help."""
     parser = _Parser(prog="deeprlm", description="Recursive Language Models over any chat model.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_ask(subparsers)
     add_view_command(subparsers)
-    add_bench_command(subparsers)
+    for name, (module, help_text) in LAZY_COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    args = build_parser(command).parse_args(argv)
     try:
         return args.handler(args)
     except InputError as err:

@@ -6,8 +6,8 @@ records why and scores 0, as the paper does for inputs beyond a base model's win
 
 from __future__ import annotations
 
-from deeprlm.bench.example import Example
-from deeprlm.bench.methods.common import Caller, Outcome, Setup, TooLong
+from deeprlm_bench.example import Example
+from deeprlm_bench.methods.common import Caller, Outcome, Setup, TooLong
 
 SYSTEM = "You are a helpful assistant. Answer the question about the text you are given."
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from deeprlm.bench import scoring
-from deeprlm.bench.banks import filler, words
-from deeprlm.bench.example import Example
-from deeprlm.bench.tokens import chars_for
+from deeprlm_bench import scoring
+from deeprlm_bench.banks import filler, words
+from deeprlm_bench.example import Example
+from deeprlm_bench.tokens import chars_for
 
 _BLOCK = 4096
 

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from deeprlm.bench.example import example_seed
-from deeprlm.bench.methods import METHODS, Limits
-from deeprlm.bench.report import PLOT, SUMMARY_MD, write_report
-from deeprlm.bench.runner import RunConfig, run
-from deeprlm.bench.tasks import TASKS, get_task
-from deeprlm.bench.tokens import format_length, parse_length
 from deeprlm.errors import InputError
 from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.repl import REPL_KINDS
 from deeprlm.settings import Settings
+from deeprlm_bench import extra
+from deeprlm_bench.example import example_seed
+from deeprlm_bench.methods import METHODS, Limits
+from deeprlm_bench.report import SUMMARY_MD, Report, write_report
+from deeprlm_bench.runner import RunConfig, run
+from deeprlm_bench.tasks import TASKS, get_task
+from deeprlm_bench.tokens import format_length, parse_length
 
 DEFAULT_TASKS = "niah,aggregate,pairs,multihop,codeqa"
 
@@ -159,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    extra.require()
     config = config_from_args(args)
     config.check()
     out = Path(args.out)
@@ -166,9 +169,16 @@ def _run(args: argparse.Namespace) -> int:
         run(config, out)
     else:
         _run_with_progress(config, out)
-    write_report(out)
-    print(f"{out / SUMMARY_MD}\n{out / PLOT}")
+    _print_report(write_report(out), out)
     return 0
+
+
+def _print_report(report: Report, out: Path) -> None:
+    print(out / SUMMARY_MD)
+    if report.plot is not None:
+        print(report.plot)
+    for note in report.notes:
+        print(f"deeprlm: note: {note}", file=sys.stderr)
 
 
 def _run_with_progress(config: RunConfig, out: Path) -> None:
@@ -204,8 +214,10 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not out.is_dir():
         raise InputError(f"no results folder at {out}")
-    write_report(out)
+    report = write_report(out)
     print((out / SUMMARY_MD).read_text(encoding="utf-8"), end="")
+    for note in report.notes:
+        print(f"deeprlm: note: {note}", file=sys.stderr)
     return 0
 
 

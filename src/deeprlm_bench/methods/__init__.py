@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from deeprlm.bench.methods.base import Base
-from deeprlm.bench.methods.codeact import CodeAct
-from deeprlm.bench.methods.common import Limits, Method, Outcome, Setup
-from deeprlm.bench.methods.oracle import Oracle
-from deeprlm.bench.methods.rlm import RLMMethod
-from deeprlm.bench.methods.summary import Summary
 from deeprlm.errors import InputError
+from deeprlm_bench.methods.base import Base
+from deeprlm_bench.methods.codeact import CodeAct
+from deeprlm_bench.methods.common import Limits, Method, Outcome, Setup
+from deeprlm_bench.methods.oracle import Oracle
+from deeprlm_bench.methods.rlm import RLMMethod
+from deeprlm_bench.methods.summary import Summary
 
 METHODS: dict[str, Method] = {
     method.name: method

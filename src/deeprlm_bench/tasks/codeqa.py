@@ -13,11 +13,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from deeprlm.bench import scoring
-from deeprlm.bench.banks import words
-from deeprlm.bench.example import Example, too_short
-from deeprlm.bench.tokens import chars_for
 from deeprlm.context import as_text
+from deeprlm_bench import scoring
+from deeprlm_bench.banks import words
+from deeprlm_bench.example import Example, too_short
+from deeprlm_bench.tokens import chars_for
 
 MIN_TOKENS = 2048
 LETTERS = "ABCD"

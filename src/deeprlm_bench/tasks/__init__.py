@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from deeprlm.bench.example import Task
-from deeprlm.bench.tasks.aggregate import Aggregate
-from deeprlm.bench.tasks.codeqa import CodeQA
-from deeprlm.bench.tasks.multihop import Multihop
-from deeprlm.bench.tasks.niah import Niah
-from deeprlm.bench.tasks.pairs import Pairs
 from deeprlm.errors import InputError
+from deeprlm_bench.example import Task
+from deeprlm_bench.tasks.aggregate import Aggregate
+from deeprlm_bench.tasks.codeqa import CodeQA
+from deeprlm_bench.tasks.multihop import Multihop
+from deeprlm_bench.tasks.niah import Niah
+from deeprlm_bench.tasks.pairs import Pairs
 
 TASKS: dict[str, Task] = {
     task.name: task

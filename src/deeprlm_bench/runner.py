@@ -17,18 +17,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deeprlm.bench.example import Example, example_seed
-from deeprlm.bench.methods import MODEL_FREE, Limits, Setup, get_method
-from deeprlm.bench.methods.common import Outcome, window_of
-from deeprlm.bench.tasks import get_task
-from deeprlm.bench.tasks.codeqa import MIN_TOKENS as CODEQA_MIN
-from deeprlm.bench.tasks.multihop import MIN_TOKENS as MULTIHOP_MIN
-from deeprlm.bench.tokens import format_length
 from deeprlm.errors import InputError
 from deeprlm.lm.base import LM
 from deeprlm.lm.scripted import ScriptedLM
 from deeprlm.lm.specs import check_spec, resolve_lm
 from deeprlm.usage import UsageReport
+from deeprlm_bench.example import Example, example_seed
+from deeprlm_bench.methods import MODEL_FREE, Limits, Setup, get_method
+from deeprlm_bench.methods.common import Outcome, window_of
+from deeprlm_bench.tasks import get_task
+from deeprlm_bench.tasks.codeqa import MIN_TOKENS as CODEQA_MIN
+from deeprlm_bench.tasks.multihop import MIN_TOKENS as MULTIHOP_MIN
+from deeprlm_bench.tokens import format_length
 
 RESULTS = "results.jsonl"
 RUN_INFO = "run.json"

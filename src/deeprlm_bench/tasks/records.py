@@ -18,7 +18,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from deeprlm.bench.banks import questions as qbank
+from deeprlm_bench.banks import questions as qbank
 
 FIRST_DAY = dt.date(2021, 1, 1)
 DAYS = (dt.date(2024, 12, 31) - FIRST_DAY).days + 1

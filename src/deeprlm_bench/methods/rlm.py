@@ -3,10 +3,10 @@ ablation: the input still lives in the REPL, but the root must do everything in 
 
 from __future__ import annotations
 
-from deeprlm.bench.example import Example
-from deeprlm.bench.methods.common import Outcome, Setup
 from deeprlm.errors import LimitError
 from deeprlm.rlm import RLM
+from deeprlm_bench.example import Example
+from deeprlm_bench.methods.common import Outcome, Setup
 
 
 class RLMMethod:

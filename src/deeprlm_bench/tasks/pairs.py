@@ -13,11 +13,11 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
-from deeprlm.bench import scoring
-from deeprlm.bench.banks import questions as qbank
-from deeprlm.bench.example import Example
-from deeprlm.bench.tasks import records as rec
-from deeprlm.bench.tokens import chars_for
+from deeprlm_bench import scoring
+from deeprlm_bench.banks import questions as qbank
+from deeprlm_bench.example import Example
+from deeprlm_bench.tasks import records as rec
+from deeprlm_bench.tokens import chars_for
 
 KINDS = ("either", "after", "exactly", "roles", "roles_dated")
 ORDERED = frozenset({"roles", "roles_dated"})

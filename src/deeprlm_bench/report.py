@@ -1,5 +1,7 @@
 """The report of a benchmark folder: `summary.json`, `summary.md` and `score_vs_length.png`,
 all rebuilt from `results.jsonl` (so `deeprlm bench report DIR` can redo them any time).
+The tables never depend on the plot: without matplotlib they are written all the same, and
+the report says the plot is missing and how to get it.
 
 Per task x length x method: the mean score (and its spread), and the mean, standard
 deviation and 95th percentile of cost — dollars, tokens and wall-clock seconds — since the
@@ -13,13 +15,15 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deeprlm.bench.methods import MODEL_FREE
-from deeprlm.bench.runner import RESULTS, read_results, read_run_info
-from deeprlm.bench.tokens import format_length
 from deeprlm.errors import InputError
+from deeprlm_bench import extra
+from deeprlm_bench.methods import MODEL_FREE
+from deeprlm_bench.runner import RESULTS, read_results, read_run_info
+from deeprlm_bench.tokens import format_length
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -150,17 +154,31 @@ def plot(cells: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path) -> list[dict[str, Any]]:
-    """Rebuilds the three report files in `out` from its results; returns the cells."""
+@dataclass(frozen=True)
+class Report:
+    cells: list[dict[str, Any]]
+    plot: Path | None  # None when none was drawn
+    notes: tuple[str, ...] = field(default=())  # what the reader should know (a missing plot)
+
+
+def write_report(out: Path) -> Report:
+    """Rebuilds the report files in `out` from its results."""
     if not (out / RESULTS).exists():
         raise InputError(f"{out} has no {RESULTS}: run `deeprlm bench run --out {out}` first")
     rows = read_results(out)
     info = read_run_info(out)
     cells = summarize(rows)
+    notes = []
+    if cells and extra.missing(("matplotlib",)):
+        notes.append(f"no {PLOT}: matplotlib is not installed ({extra.INSTALL})")
     (out / SUMMARY_JSON).write_text(
-        json.dumps({"run": info, "cells": cells}, indent=2) + "\n", encoding="utf-8"
+        json.dumps({"run": info, "cells": cells, "notes": notes}, indent=2) + "\n",
+        encoding="utf-8",
     )
-    (out / SUMMARY_MD).write_text(markdown(cells, info), encoding="utf-8")
-    if cells:
+    text = markdown(cells, info) + "".join(f"\nNote: {note}.\n" for note in notes)
+    (out / SUMMARY_MD).write_text(text, encoding="utf-8")
+    drawn = None
+    if cells and not notes:
         plot(cells, out / PLOT)
-    return cells
+        drawn = out / PLOT
+    return Report(cells, drawn, tuple(notes))

@@ -6,11 +6,11 @@ in one chunk is answered directly, as `base` would.
 
 from __future__ import annotations
 
-from deeprlm.bench.example import Example
-from deeprlm.bench.methods import base
-from deeprlm.bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
 from deeprlm.errors import LimitError
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
+from deeprlm_bench.example import Example
+from deeprlm_bench.methods import base
+from deeprlm_bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
 
 # When the window is unknown, chunks are this many tokens.
 DEFAULT_CHUNK_TOKENS = 32_000

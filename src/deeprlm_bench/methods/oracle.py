@@ -16,13 +16,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from deeprlm.bench.banks.questions import label_of
-from deeprlm.bench.example import Example
-from deeprlm.bench.methods import oracle_solvers
-from deeprlm.bench.methods.common import Outcome, Setup
 from deeprlm.lm.base import Message
 from deeprlm.lm.scripted import ScriptedLM
 from deeprlm.rlm import RLM
+from deeprlm_bench.banks.questions import label_of
+from deeprlm_bench.example import Example
+from deeprlm_bench.methods import oracle_solvers
+from deeprlm_bench.methods.common import Outcome, Setup
 
 # The fact a multihop document states, by the name the solver asks for it.
 _FACTS = {

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from deeprlm.bench.example import Example
 from deeprlm.budget import Budget
 from deeprlm.errors import LMError
 from deeprlm.lm.base import LM, Message, complete_sync
 from deeprlm.settings import Settings
 from deeprlm.textutil import estimate_tokens
 from deeprlm.usage import UsageMeter, UsageReport
+from deeprlm_bench.example import Example
 
 # Tokens kept free in a model's window for its reply, when deciding whether a prompt fits.
 REPLY_RESERVE = 1024
@@ -77,7 +77,7 @@ def window_of(lm: LM) -> int | None:
 
 
 def prompt_tokens(messages: Sequence[Message]) -> int:
-    """The benchmark's token estimate of a prompt (see `deeprlm.bench.tokens`)."""
+    """The benchmark's token estimate of a prompt (see `deeprlm_bench.tokens`)."""
     return sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
 
 

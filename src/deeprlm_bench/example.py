@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from deeprlm.bench.tokens import format_length
 from deeprlm.context import as_text
 from deeprlm.errors import InputError
 from deeprlm.repl.base import ContextValue
 from deeprlm.textutil import estimate_tokens
+from deeprlm_bench.tokens import format_length
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Question kinds: the most and least common class, the count of a class, class A against
 class B, the user with most records of a class, and a count and a comparison restricted to
-a date range. Answers are scored the OOLONG way (see `deeprlm.bench.scoring`). The labelled
+a date range. Answers are scored the OOLONG way (see `deeprlm_bench.scoring`). The labelled
 variant writes each record's class on its line, which leaves pure aggregation.
 """
 
@@ -12,11 +12,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from deeprlm.bench import scoring
-from deeprlm.bench.banks import questions as qbank
-from deeprlm.bench.example import Example
-from deeprlm.bench.tasks import records as rec
-from deeprlm.bench.tokens import chars_for
+from deeprlm_bench import scoring
+from deeprlm_bench.banks import questions as qbank
+from deeprlm_bench.example import Example
+from deeprlm_bench.tasks import records as rec
+from deeprlm_bench.tokens import chars_for
 
 KINDS = (
     "most_common",

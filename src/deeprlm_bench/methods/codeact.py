@@ -13,15 +13,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from deeprlm.bench.example import Example
-from deeprlm.bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
-from deeprlm.bench.methods.summary import chunks
 from deeprlm.errors import LimitError
 from deeprlm.lm.base import Message
 from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.inprocess import InProcessREPL
 from deeprlm.replies import parse_reply
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
+from deeprlm_bench.example import Example
+from deeprlm_bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
+from deeprlm_bench.methods.summary import chunks
 
 CHUNK_CHARS = 1_500
 AGENT_OUTPUT_CHARS = 4_000
