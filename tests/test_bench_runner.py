@@ -8,7 +8,7 @@ import pytest
 from deeprlm.cli import main
 from deeprlm.errors import InputError
 from deeprlm.lm.scripted import ScriptedLM
-from deeprlm_bench.methods import Limits
+from deeprlm.settings import Settings
 from deeprlm_bench.report import p95, std, write_report
 from deeprlm_bench.runner import RESULTS, RunConfig, read_results, run
 
@@ -63,7 +63,7 @@ def test_a_folder_of_another_model_or_seed_is_refused(tmp_path):
     with pytest.raises(InputError, match="seed"):
         run(config(tasks=("niah",), lengths=(2048,), seed=4), tmp_path)
     with pytest.raises(InputError, match="limits"):
-        run(config(tasks=("niah",), lengths=(2048,), limits=Limits(max_iterations=3)), tmp_path)
+        run(config(tasks=("niah",), lengths=(2048,), settings=Settings(max_iterations=3)), tmp_path)
 
 
 def test_base_scores_zero_without_calling_when_the_input_does_not_fit(tmp_path):

@@ -39,9 +39,11 @@ def add_setting_flags(
     parser: argparse.ArgumentParser,
     names: Iterable[str] | None = None,
     *,
+    title: str | None = None,
     help_overrides: dict[str, str] | None = None,
 ) -> None:
-    """Adds a flag for each setting in `names` (all of them by default), grouped by section."""
+    """Adds a flag for each setting in `names` (all of them by default), grouped by section,
+    or in one group called `title`."""
     wanted = set(names) if names is not None else None
     hints = typing.get_type_hints(Settings)
     defaults = Settings()
@@ -50,7 +52,7 @@ def add_setting_flags(
         flag = flag_of(row)
         if not flag or (wanted is not None and row.name not in wanted):
             continue
-        section = row.metadata["section"]
+        section = title or row.metadata["section"]
         if section not in groups:
             groups[section] = parser.add_argument_group(section)
         help_text = (help_overrides or {}).get(row.name, row.metadata["help"])

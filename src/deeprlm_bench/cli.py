@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from deeprlm.errors import InputError
+from deeprlm.flags import add_setting_flags, settings_from_flags
 from deeprlm.lm.specs import DEFAULT_MODEL
-from deeprlm.repl import REPL_KINDS
 from deeprlm.settings import Settings
 from deeprlm_bench import extra
 from deeprlm_bench.example import example_seed
-from deeprlm_bench.methods import METHODS, Limits
+from deeprlm_bench.methods import BUDGET, METHODS
 from deeprlm_bench.report import SUMMARY_MD, Report, write_report
 from deeprlm_bench.runner import RunConfig, run
 from deeprlm_bench.tasks import TASKS, get_task
@@ -95,28 +95,23 @@ def register(subparsers: Any) -> None:
     run_p.add_argument("--n", type=_positive(int), default=3, help="examples per task and length")
     run_p.add_argument("--seed", type=int, default=0)
     run_p.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
-    limits = run_p.add_argument_group("budget of each example, the same for every method")
-    limits.add_argument(
-        "--max-iterations",
-        type=_positive(int),
-        default=Settings().max_iterations,
-        help="agent turns",
-    )
-    limits.add_argument("--max-tokens", type=_positive(int), help="tokens, all calls together")
-    limits.add_argument("--max-usd", type=_positive(float))
-    limits.add_argument("--timeout", type=_positive(float), metavar="SECONDS")
-    limits.add_argument("--max-reply-tokens", type=_positive(int), help="per model call")
+    add_setting_flags(
+        run_p,
+        BUDGET,
+        title="budget of each example, the same for every method",
+        help_overrides={"max_iterations": "agent turns", "max_tokens": "tokens, all calls "
+                        "together", "max_usd": "USD, all calls together"},
+    )  # fmt: skip
     run_p.add_argument(
         "--window",
         type=_positive(int),
         metavar="TOKENS",
         help="the model's context window, when it does not report one",
     )
-    run_p.add_argument(
-        "--repl",
-        choices=sorted(REPL_KINDS),
-        help="where the engine runs code, for rlm, rlm-nosub and oracle (default: the "
-        "engine's default)",
+    add_setting_flags(
+        run_p,
+        ["repl"],
+        help_overrides={"repl": "where the engine runs code, for rlm, rlm-nosub and oracle"},
     )
     run_p.add_argument(
         "--traces", action="store_true", help="keep each engine run's trace in DIR/traces/"
@@ -147,15 +142,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model,
         sub_model=args.sub_model,
         base_url=args.base_url,
-        limits=Limits(
-            max_iterations=args.max_iterations,
-            max_tokens=args.max_tokens,
-            max_usd=args.max_usd,
-            timeout_s=args.timeout,
-            max_reply_tokens=args.max_reply_tokens,
-        ),
+        settings=Settings(**settings_from_flags(args)),
         window=args.window,
-        repl=args.repl,
         traces=args.traces,
     )
 

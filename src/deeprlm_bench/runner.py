@@ -21,10 +21,11 @@ from deeprlm.errors import InputError
 from deeprlm.lm.base import LM
 from deeprlm.lm.scripted import ScriptedLM
 from deeprlm.lm.specs import check_spec, resolve_lm
+from deeprlm.settings import Settings
 from deeprlm.usage import UsageReport
 from deeprlm_bench.example import Example, example_seed
-from deeprlm_bench.methods import MODEL_FREE, Limits, Setup, get_method
-from deeprlm_bench.methods.common import Outcome, window_of
+from deeprlm_bench.methods import MODEL_FREE, Setup, budget_of, get_method
+from deeprlm_bench.methods.common import Outcome
 from deeprlm_bench.tasks import get_task
 from deeprlm_bench.tasks.codeqa import MIN_TOKENS as CODEQA_MIN
 from deeprlm_bench.tasks.multihop import MIN_TOKENS as MULTIHOP_MIN
@@ -49,9 +50,10 @@ class RunConfig:
     model: str | None = None
     sub_model: str | None = None
     base_url: str | None = None
-    limits: Limits = field(default_factory=Limits)
+    # The budget of each example (the `BUDGET` fields, fixed for a results folder) and where
+    # the engine runs code.
+    settings: Settings = field(default_factory=Settings)
     window: int | None = None  # overrides the model's own window, in tokens
-    repl: str | None = None  # the engine's REPL kind; None: its default
     traces: bool = False  # keep each engine run's trace in DIR/traces/
 
     def check(self) -> None:
@@ -82,7 +84,7 @@ class RunConfig:
         return any(m not in MODEL_FREE for m in self.methods)
 
     def fixed(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {**asdict(self), "limits": budget_of(self.settings)}
         return {key: data[key] for key in FIXED_FIELDS}
 
 
@@ -276,7 +278,7 @@ def run(
     if not todo:
         return []
     model, sub = models or _models(config)
-    setup = Setup(model, sub, config.limits, config.window or window_of(model), config.repl)
+    setup = Setup(model, sub, config.settings, config.window or model.context_window)
     results = []
     with (out / RESULTS).open("a", encoding="utf-8") as handle:
         for cell, example in _with_examples(todo, config.seed):

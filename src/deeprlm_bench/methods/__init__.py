@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from deeprlm.errors import InputError
-from deeprlm_bench.methods.base import Base
 from deeprlm_bench.methods.codeact import CodeAct
-from deeprlm_bench.methods.common import Limits, Method, Outcome, Setup
+from deeprlm_bench.methods.common import BUDGET, Method, Outcome, Setup, budget_of
+from deeprlm_bench.methods.direct import Direct
 from deeprlm_bench.methods.oracle import Oracle
 from deeprlm_bench.methods.rlm import RLMMethod
 from deeprlm_bench.methods.summary import Summary
@@ -13,7 +13,7 @@ from deeprlm_bench.methods.summary import Summary
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Base(),
+        Direct(),
         Summary(),
         CodeAct(),
         RLMMethod("rlm", allow_sub_calls=True),
@@ -33,4 +33,13 @@ def get_method(name: str) -> Method:
         raise InputError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
 
 
-__all__ = ["METHODS", "MODEL_FREE", "Limits", "Method", "Outcome", "Setup", "get_method"]
+__all__ = [
+    "BUDGET",
+    "METHODS",
+    "MODEL_FREE",
+    "Method",
+    "Outcome",
+    "Setup",
+    "budget_of",
+    "get_method",
+]

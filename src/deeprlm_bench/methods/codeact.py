@@ -4,23 +4,27 @@ prompt, with a BM25 retriever over chunks of the input as a tool.
 Unlike an RLM it does not offload the input: the text is in the prompt. When the text is
 too long for the window, the prompt keeps as much of its beginning as fits (half the
 window, leaving the rest for the turns) and says so; `search` still reaches all of it.
-The agent's code runs in the same in-process REPL the engine uses, without sub-calls.
+
+It is the engine with other words: the same turn loop, metered calls and budget, and the
+same in-process REPL, with `search` as its one tool and no sub-calls. Only what the model
+is told differs (`CodeActWording`), and the loop ends on the last reply, without a forced
+final turn, when the turns run out.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
 
+from deeprlm.engine import Run
 from deeprlm.errors import LimitError
 from deeprlm.lm.base import Message
-from deeprlm.repl.base import REPLSettings
-from deeprlm.repl.inprocess import InProcessREPL
-from deeprlm.replies import parse_reply
+from deeprlm.repl.base import Cell
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
+from deeprlm.trace.jsonl import JsonlSink
 from deeprlm_bench.example import Example
-from deeprlm_bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
+from deeprlm_bench.methods.common import REPLY_RESERVE, Outcome, Setup, TooLong, shared_state
 from deeprlm_bench.methods.summary import chunks
 
 CHUNK_CHARS = 1_500
@@ -73,20 +77,25 @@ class BM25Index:
         return "\n\n".join(found) or "(no chunk matches)"
 
 
-class _NoSubCalls:
-    """The REPL's host: this agent has no sub-model."""
+class CodeActWording:
+    """What the agent is told: the text and the question first, then the plain output of
+    its code after each turn."""
 
-    async def llm_query(self, prompt: str, model: str | None = None) -> str:
-        raise RuntimeError("there is no sub-model here")
+    def __init__(self, opening: list[Message]) -> None:
+        self._opening = opening
 
-    async def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
-        raise RuntimeError("there is no sub-model here")
+    def opening(self) -> list[Message]:
+        return list(self._opening)
 
-    async def rlm_query(self, query: str, context: Any = None) -> str:
-        raise RuntimeError("there is no sub-model here")
+    def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:
+        outputs = [f"{c.output}\n{c.error or ''}".strip() or "(nothing printed)" for c in cells]
+        return "\n\n".join([*outputs, *notes])
 
-    async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]:
-        raise RuntimeError("there is no sub-model here")
+    def no_code(self) -> str:
+        return "Write ```python code to look further, or reply with FINAL(answer)."
+
+    def forced_final(self) -> None:
+        return None
 
 
 class CodeAct:
@@ -108,48 +117,31 @@ class CodeAct:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     async def _run(self, example: Example, setup: Setup) -> Outcome:
-        caller = Caller(setup)
         text = example.text()
         pieces = chunks(text, CHUNK_CHARS)
         index = await asyncio.to_thread(BM25Index, pieces)
-        repl = InProcessREPL()
-        await repl.start(
-            "",
-            _NoSubCalls(),
-            REPLSettings(max_output_chars=AGENT_OUTPUT_CHARS, tools={"search": index.search}),
+        settings = replace(
+            setup.settings,
+            repl="inprocess",
+            allow_sub_calls=False,
+            cell_timeout_s=CELL_TIMEOUT_S,
+            max_output_chars=AGENT_OUTPUT_CHARS,
         )
-        messages = self._messages(example, text, setup, len(pieces))
-        last = ""
+        trace = JsonlSink(setup.trace_path) if setup.trace_path is not None else None
+        shared = shared_state(setup, settings, trace, tools={"search": index.search})
+        wording = CodeActWording(self._messages(example, text, setup, len(pieces)))
+        # The text is in the prompt, not in the REPL: `context` there is empty.
+        run = Run(shared, example.query, "", wording=wording)
         try:
-            for turn in range(1, setup.limits.max_iterations + 1):
-                last = await asyncio.to_thread(caller.complete, messages)
-                messages.append({"role": "assistant", "content": last})
-                reply = parse_reply(last)
-                outputs = []
-                for code in reply.code:
-                    cell = await repl.run(code, self._cell_timeout(caller))
-                    if cell.final is not None:
-                        return Outcome(cell.final, caller.usage.report(), iterations=turn)
-                    outputs.append(f"{cell.output}\n{cell.error or ''}".strip())
-                    if cell.error:
-                        break
-                if reply.final is not None and not reply.code:
-                    return Outcome(reply.final.argument, caller.usage.report(), iterations=turn)
-                if not reply.code:
-                    note = "Write ```python code to look further, or reply with FINAL(answer)."
-                else:
-                    note = "\n\n".join(o or "(nothing printed)" for o in outputs)
-                messages.append({"role": "user", "content": note})
-            return Outcome(
-                last, caller.usage.report(), iterations=setup.limits.max_iterations,
-                error="no FINAL answer within the iteration limit",
-            )  # fmt: skip
+            outcome = await run.execute()
         except (TooLong, LimitError) as err:
-            return Outcome(last, caller.usage.report(), iterations=caller.calls, error=str(err))
+            usage = shared.usage.report()
+            return Outcome(run.partial(), usage, iterations=run.iterations, error=str(err))
         finally:
-            await repl.close()
-
-    @staticmethod
-    def _cell_timeout(caller: Caller) -> float:
-        left = caller.budget.remaining_s()
-        return CELL_TIMEOUT_S if left is None else max(1.0, min(CELL_TIMEOUT_S, left))
+            if trace is not None:
+                trace.close()
+        usage = shared.usage.report()
+        if outcome.forced:
+            error = "no FINAL answer within the iteration limit"
+            return Outcome(outcome.answer, usage, iterations=outcome.iterations, error=error)
+        return Outcome(outcome.answer, usage, iterations=outcome.iterations)

@@ -1,59 +1,51 @@
-"""What every method shares: the `Setup` it runs under (models, budget, window), the
-`Outcome` it returns, and the metered, budget-checked model call of the prompt-based ones.
+"""What every method shares: the `Setup` it runs under (models, settings, window), the
+`Outcome` it returns, and the model calls of the prompt-based ones.
 
 All methods get the same models and the same budget, so that the comparison is fair: the
-budget's token, dollar and time limits hold for the whole of one example, whichever method
-spends them, and `max_iterations` bounds the turns of every agent.
+budget is the engine's own `Settings` (the `BUDGET` fields: turns, tokens, dollars, time,
+reply length), holding for the whole of one example whichever method spends it, and every
+model call of every method goes through the engine's one metered call
+(`SharedState.call_lm`). The prompt-based methods add one rule of their own: a prompt that
+cannot fit the model's window is not sent (`TooLong`), and the method scores 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from deeprlm.budget import Budget
+from deeprlm.engine import SharedState
 from deeprlm.errors import LMError
-from deeprlm.lm.base import LM, Message, complete_sync
+from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.settings import Settings
 from deeprlm.textutil import estimate_tokens
+from deeprlm.trace.jsonl import JsonlSink
+from deeprlm.trace.recorder import Recorder, Trace
 from deeprlm.usage import UsageMeter, UsageReport
 from deeprlm_bench.example import Example
 
 # Tokens kept free in a model's window for its reply, when deciding whether a prompt fits.
 REPLY_RESERVE = 1024
+# The settings that make up one example's budget: what a results folder holds fixed.
+BUDGET = ("max_iterations", "max_tokens", "max_usd", "timeout_s", "max_reply_tokens")
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The budget of one example, the same for every method."""
-
-    max_iterations: int = 20
-    max_tokens: int | None = None
-    max_usd: float | None = None
-    timeout_s: float | None = None
-    max_reply_tokens: int | None = None
-
-    def engine_settings(self) -> dict[str, Any]:
-        return asdict(self)  # each field is the engine setting of the same name
+def budget_of(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in BUDGET}
 
 
 @dataclass(frozen=True)
 class Setup:
     model: LM
     sub_model: LM
-    limits: Limits = field(default_factory=Limits)
+    # The budget of each example and, for the methods on the engine, where code runs.
+    settings: Settings = field(default_factory=Settings)
     # The root model's window in tokens; None when unknown (then every prompt is tried).
     window: int | None = None
-    # The REPL kind of the engine-based methods; None: the engine's default.
-    repl: str | None = None
-    # Where an engine-based method writes the run's trace (JSONL), if anywhere.
+    # Where a method on the engine writes the run's trace (JSONL), if anywhere.
     trace_path: Path | None = None
-
-    def engine_settings(self) -> dict[str, Any]:
-        settings = self.limits.engine_settings()
-        return settings if self.repl is None else {**settings, "repl": self.repl}
 
 
 @dataclass(frozen=True)
@@ -71,17 +63,12 @@ class Method(Protocol):
     def run(self, example: Example, setup: Setup) -> Outcome: ...
 
 
-def window_of(lm: LM) -> int | None:
-    window = getattr(lm, "context_window", None)
-    return int(window) if window else None
-
-
 def prompt_tokens(messages: Sequence[Message]) -> int:
-    """The benchmark's token estimate of a prompt (see `deeprlm_bench.tokens`)."""
+    """The benchmark's token estimate of a prompt."""
     return sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
 
 
-class TooLong(Exception):
+class TooLong(LMError):
     """The prompt cannot fit the model's window: the method scores 0 on this example."""
 
 
@@ -96,39 +83,93 @@ def too_long_message(tokens: int, window: int | None) -> str:
     )
 
 
-class Caller:
-    """Model calls for the prompt-based methods, metered and held to the example's budget
-    exactly as the engine holds an RLM to it."""
+class WithinWindow:
+    """A model that refuses, before sending it, a prompt that cannot fit `window`; the
+    model's own refusal (its count is the real one) becomes `TooLong` too."""
 
-    def __init__(self, setup: Setup) -> None:
-        self.setup = setup
-        self.usage = UsageMeter()
-        limits = setup.limits
-        self.budget = Budget(
-            Settings(
-                max_tokens=limits.max_tokens,
-                max_usd=limits.max_usd,
-                timeout_s=limits.timeout_s,
-            ),
-            self.usage,
-        )
-        self.calls = 0
+    def __init__(self, lm: LM, window: int | None) -> None:
+        self.lm = lm
+        self.window = window
 
-    def complete(self, messages: list[Message], lm: LM | None = None) -> str:
-        """One call; raises TooLong before calling when the prompt cannot fit, and a
-        LimitError when the budget is spent."""
+    @property
+    def name(self) -> str:
+        return self.lm.name
+
+    @property
+    def supports_tools(self) -> bool:
+        return self.lm.supports_tools
+
+    @property
+    def context_window(self) -> int | None:
+        return self.lm.context_window
+
+    @property
+    def prompt_family(self) -> str:
+        return self.lm.prompt_family
+
+    def for_role(self, role: str) -> LM:
+        return WithinWindow(self.lm.for_role(role), self.window)
+
+    async def acomplete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion:
         tokens = prompt_tokens(messages)
-        if not fits(tokens, self.setup.window):
-            raise TooLong(too_long_message(tokens, self.setup.window))
-        self.budget.check()
-        lm = lm or self.setup.model
+        if not fits(tokens, self.window):
+            raise TooLong(too_long_message(tokens, self.window))
         try:
-            completion = complete_sync(lm, messages, max_tokens=self.setup.limits.max_reply_tokens)
+            return await self.lm.acomplete(messages, tools=tools, max_tokens=max_tokens)
         except LMError as err:
-            # The model's own count is the real one; it may disagree with the estimate.
             if "does not fit" in str(err):
                 raise TooLong(str(err)) from err
             raise
-        self.usage.record(completion)
-        self.calls += 1
+
+
+def shared_state(
+    setup: Setup,
+    settings: Settings,
+    trace: JsonlSink | None = None,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+) -> SharedState:
+    """The state one example's calls share: the setup's model held to its window, the
+    budget of `settings`, a fresh usage meter, the REPL's tools, and the trace file if one
+    is kept."""
+    model = WithinWindow(setup.model, setup.window)
+    return SharedState(
+        settings,
+        model,
+        model,
+        recorder=Recorder(Trace([trace] if trace is not None else [])),
+        usage=UsageMeter(),
+        tools=tools,
+    )
+
+
+class Calls:
+    """Model calls for the prompt-based methods: the engine's metered call, held to the
+    window. They are not traced to a file: only runs of the engine are."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.shared = shared_state(setup, setup.settings)
+        self.run_id = self.shared.recorder.new_id("run")
+        self.count = 0
+
+    def usage(self) -> UsageReport:
+        return self.shared.usage.report()
+
+    async def complete(self, messages: list[Message]) -> str:
+        """One call; raises TooLong before calling when the prompt cannot fit, and a
+        LimitError when the budget is spent."""
+        completion = await self.shared.call_lm(
+            self.shared.root_lm,
+            messages,
+            purpose="root",
+            run_id=self.run_id,
+            parent_id=self.run_id,
+            prompt=str(messages[-1].get("content") or ""),
+        )
+        self.count += 1
         return completion.text

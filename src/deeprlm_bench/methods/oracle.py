@@ -14,7 +14,6 @@ import functools
 import inspect
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from deeprlm.lm.base import Message
 from deeprlm.lm.scripted import ScriptedLM
@@ -80,7 +79,8 @@ class Oracle:
     def run(self, example: Example, setup: Setup) -> Outcome:
         root = ScriptedLM(root_policy(example), name="oracle-root")
         sub = ScriptedLM(lambda messages: sub_reply(_last_user_text(messages)), name="oracle-sub")
-        repl: dict[str, Any] = {} if setup.repl is None else {"repl": setup.repl}
-        rlm = RLM(root, sub, max_iterations=2, trace_path=setup.trace_path, **repl)
+        rlm = RLM(
+            root, sub, max_iterations=2, repl=setup.settings.repl, trace_path=setup.trace_path
+        )
         result = rlm.run(example.query, example.context)
         return Outcome(result.answer, result.usage, result.iterations, result.sub_calls)

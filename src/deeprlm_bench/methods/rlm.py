@@ -3,6 +3,8 @@ ablation: the input still lives in the REPL, but the root must do everything in 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from deeprlm.errors import LimitError
 from deeprlm.rlm import RLM
 from deeprlm_bench.example import Example
@@ -15,13 +17,8 @@ class RLMMethod:
         self.allow_sub_calls = allow_sub_calls
 
     def run(self, example: Example, setup: Setup) -> Outcome:
-        rlm = RLM(
-            setup.model,
-            setup.sub_model,
-            allow_sub_calls=self.allow_sub_calls,
-            trace_path=setup.trace_path,
-            **setup.engine_settings(),
-        )
+        settings = replace(setup.settings, allow_sub_calls=self.allow_sub_calls)
+        rlm = RLM(setup.model, setup.sub_model, trace_path=setup.trace_path, **settings.to_dict())
         try:
             result = rlm.run(example.query, example.context)
         except LimitError as err:

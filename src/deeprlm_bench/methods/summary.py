@@ -6,11 +6,13 @@ in one chunk is answered directly, as `base` would.
 
 from __future__ import annotations
 
+import asyncio
+
 from deeprlm.errors import LimitError
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 from deeprlm_bench.example import Example
-from deeprlm_bench.methods import base
-from deeprlm_bench.methods.common import REPLY_RESERVE, Caller, Outcome, Setup, TooLong
+from deeprlm_bench.methods import direct
+from deeprlm_bench.methods.common import REPLY_RESERVE, Calls, Outcome, Setup, TooLong
 
 # When the window is unknown, chunks are this many tokens.
 DEFAULT_CHUNK_TOKENS = 32_000
@@ -55,36 +57,32 @@ class Summary:
     name = "summary"
 
     def run(self, example: Example, setup: Setup) -> Outcome:
-        caller = Caller(setup)
+        return asyncio.run(self._run(example, setup))
+
+    async def _run(self, example: Example, setup: Setup) -> Outcome:
+        calls = Calls(setup)
         text = example.text()
         window = setup.window
         # Half the window for the chunk leaves room for the notes, the prompt and the reply.
         chunk_tokens = (window - REPLY_RESERVE) // 2 if window else DEFAULT_CHUNK_TOKENS
         try:
             if estimate_tokens(text) <= chunk_tokens:
-                answer = caller.complete(base.prompt(example))
-                return Outcome(answer, caller.usage.report(), iterations=1)
+                answer = await calls.complete(direct.prompt(example))
+                return Outcome(answer, calls.usage(), iterations=1)
             parts = chunks(text, chunk_tokens * CHARS_PER_TOKEN)
             notes = "(none yet)"
             for i, chunk in enumerate(parts, 1):
-                notes = caller.complete(
-                    [
-                        {
-                            "role": "user",
-                            "content": _NOTES.format(
-                                query=example.query,
-                                done=i - 1,
-                                total=len(parts),
-                                notes=notes,
-                                part=i,
-                                chunk=chunk,
-                            ),
-                        }
-                    ]
+                request = _NOTES.format(
+                    query=example.query,
+                    done=i - 1,
+                    total=len(parts),
+                    notes=notes,
+                    part=i,
+                    chunk=chunk,
                 )
-            answer = caller.complete(
-                [{"role": "user", "content": _ANSWER.format(query=example.query, notes=notes)}]
-            )
+                notes = await calls.complete([{"role": "user", "content": request}])
+            final = _ANSWER.format(query=example.query, notes=notes)
+            answer = await calls.complete([{"role": "user", "content": final}])
         except (TooLong, LimitError) as err:
-            return Outcome("", caller.usage.report(), iterations=caller.calls, error=str(err))
-        return Outcome(answer, caller.usage.report(), iterations=caller.calls)
+            return Outcome("", calls.usage(), iterations=calls.count, error=str(err))
+        return Outcome(answer, calls.usage(), iterations=calls.count)
