@@ -41,7 +41,7 @@ format: setup
 # tokens) with one fact hidden in it. The first run also assembles the model from its parts.
 DEMO := demo
 $(DEMO)/context.txt: | $(VENV)/.installed
-	$(PY) -m deeprlm.demo --chars 4000000 --out $@ --query-out $(DEMO)/query.txt
+	$(PY) -m deeprlm_bench.demo --chars 4000000 --out $@ --query-out $(DEMO)/query.txt
 
 run: setup $(DEMO)/context.txt
 	$(PY) -m deeprlm.local.weights

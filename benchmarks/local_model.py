@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from deeprlm import RLM
-from deeprlm.demo import haystack
 from deeprlm.errors import DeepRLMError, LimitError
 from deeprlm.lm.llama import LlamaCppLM, available_cores
 from deeprlm.local.models import local_lm
 from deeprlm.trace.events import LMCallEnded
+from deeprlm_bench.tasks.niah import hidden_fact
 
 DEPTHS = (0.05, 0.3, 0.5, 0.7, 0.95)
 
@@ -117,7 +117,7 @@ class Case:
 
 
 def run_case(lm: LlamaCppLM, chars: int, depth: float, seed: int, settings: dict[str, Any]) -> Case:
-    example = haystack(chars, depth, seed)
+    example = hidden_fact(chars, depth, seed)
     case = Case(chars, depth, example.query, example.answer)
 
     def on_event(event: object) -> None:

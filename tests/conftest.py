@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deeprlm.lm.fake_server import FakeChatServer, Responder
+from fake_server import FakeChatServer, Responder
 
 
 def repl(code: str, prose: str = "Let me look.") -> str:

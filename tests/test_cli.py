@@ -11,10 +11,10 @@ import pytest
 
 from deeprlm.cli import build_parser
 from deeprlm.flags import flag_of, settings_from_flags
-from deeprlm.lm.fake_server import last_user_text
 from deeprlm.settings import Settings, table
 
 from conftest import repl
+from fake_server import last_user_text
 
 
 def deeprlm(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
@@ -208,7 +208,7 @@ def test_a_file_that_cannot_be_read_as_text_exits_2(tmp_path):
 
 
 def test_a_server_that_fails_exits_1_with_one_line(chat_server, tmp_path):
-    from deeprlm.lm.fake_server import FakeReply
+    from fake_server import FakeReply
 
     server = chat_server(lambda body: FakeReply(raw=b"garbage"))
     doc = tmp_path / "doc.txt"

@@ -16,7 +16,6 @@ import pytest
 from rich.console import Console
 
 from deeprlm import RLM, ScriptedLM
-from deeprlm.lm.fake_server import FakeReply, last_user_text
 from deeprlm.trace.console import LiveConsole, LogLines, console_sink
 from deeprlm.trace.events import (
     BatchEnded,
@@ -31,6 +30,7 @@ from deeprlm.trace.events import (
 )
 
 from conftest import repl
+from fake_server import FakeReply, last_user_text
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

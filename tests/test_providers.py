@@ -11,10 +11,10 @@ import pytest
 from deeprlm import RLM, InputError, LMError, resolve_lm
 from deeprlm.lm.anthropic_lm import AnthropicLM
 from deeprlm.lm.base import complete_sync
-from deeprlm.lm.fake_server import FakeReply, last_user_text
 from deeprlm.lm.openai_compat import OpenAICompatibleLM
 
 from conftest import repl
+from fake_server import FakeReply, last_user_text
 
 
 def openai_lm(server, **kwargs) -> OpenAICompatibleLM:

@@ -3,6 +3,10 @@ depth in plain prose; the question asks for it back. Constant work whatever the 
 
 `niah-distract` adds needles for other keys, some sharing a word with the asked key, so that
 finding *a* magic number is not enough. Scored as RULER does: the value appears in the answer.
+
+The same haystack also hides a plain fact (`hidden_fact`: an access code, a ship, a hiding
+place, a password), for `make run`'s demo (`deeprlm_bench.demo`) and the embedded model's
+benchmark.
 """
 
 from __future__ import annotations
@@ -110,3 +114,75 @@ class Niah:
 
     def score(self, example: Example, answer: str) -> float:
         return scoring.contains(example.gold, answer)
+
+
+# --- a plain fact in the same prose -------------------------------------------------------
+
+# The fact's words are not in the filler's (`banks.filler`): it is findable, but only by
+# looking for it.
+_SITES = (
+    "Marlow Station", "Kestrel Point", "Ashford Depot", "Briar Lodge", "Coldwater Mine",
+    "Dunmore Tower", "Elmstead Yard", "Fenwick Dock", "Glenhollow Farm", "Harrow Keep",
+    "Ironbridge Works", "Juniper Hall", "Larkspur Camp", "Millbrook Vault", "Northgate Fort",
+)  # fmt: skip
+_SURNAMES = ("Okafor", "Lindqvist", "Marchetti", "Novak", "Haddad", "Tanaka", "Oyelaran")
+_CARGO = ("tin lanterns", "barley sacks", "glass bottles", "linen quilts", "clock parts")
+_SHIPS = ("Swift Heron", "Saltmarsh Queen", "Northern Wren", "Amber Wave", "Little Osprey")
+_HIDING = ("the blue flowerpot", "the loose floorboard", "the stone owl", "the green doormat")
+_COLOURS = ("crimson", "teal", "ochre", "violet", "silver")
+_ANIMALS = ("otter", "falcon", "badger", "heron", "lynx")
+
+
+def _fact(rng: random.Random) -> tuple[str, str, str]:
+    """(needle sentence, question, expected answer) of one of a few kinds, so that a run
+    cannot succeed by knowing one template."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        site, code = rng.choice(_SITES), str(rng.randint(10_000, 99_999))
+        return (
+            f"The access code for the vault at {site} is {code}.",
+            f"What is the access code for the vault at {site}?",
+            code,
+        )
+    if kind == 1:
+        cargo, site, ship = rng.choice(_CARGO), rng.choice(_SITES), rng.choice(_SHIPS)
+        return (
+            f"The {cargo} were shipped to {site} aboard the {ship}.",
+            f"Which ship carried the {cargo} to {site}?",
+            ship,
+        )
+    if kind == 2:
+        surname, spot = rng.choice(_SURNAMES), rng.choice(_HIDING)
+        return (
+            f"Dr. {surname} always hides the spare key under {spot}.",
+            f"Where does Dr. {surname} hide the spare key?",
+            spot.removeprefix("the "),
+        )
+    site = rng.choice(_SITES)
+    word = f"{rng.choice(_COLOURS)}-{rng.choice(_ANIMALS)}-{rng.randint(10, 99)}"
+    return (
+        f"The password of the radio hut at {site} is {word}.",
+        f"What is the password of the radio hut at {site}?",
+        word,
+    )
+
+
+@dataclass(frozen=True)
+class HiddenFact:
+    text: str
+    query: str
+    answer: str
+    needle: str
+    needle_at: int  # character offset of the needle in `text`
+
+
+def hidden_fact(chars: int, depth: float = 0.5, seed: int = 0) -> HiddenFact:
+    """About `chars` characters of prose with one fact at `depth` (0 = start, 1 = end)."""
+    if chars <= 0:
+        raise ValueError("chars must be positive")
+    rng = random.Random(seed)
+    needle, query, answer = _fact(rng)
+    pieces = haystack(rng, max(0, chars - len(needle) - 1))
+    pieces.insert(round(min(max(depth, 0.0), 1.0) * len(pieces)), needle + " ")
+    text = "".join(pieces).rstrip()
+    return HiddenFact(text, query, answer, needle, text.index(needle))

@@ -1,5 +1,5 @@
-"""A small chat server that speaks the OpenAI and Anthropic wire formats, for tests,
-benchmarks and offline demos.
+"""Test support: a small chat server that speaks the OpenAI and Anthropic wire formats, for
+the tests and for the benchmarks in benchmarks/ (which put this folder on their path).
 
 It is a real HTTP server on 127.0.0.1 (stdlib `ThreadingHTTPServer` in a thread), so the
 adapters under test go through their SDKs, sockets, retries and JSON parsing exactly as
