@@ -13,7 +13,7 @@ from deeprlm.cli import build_parser
 from deeprlm.flags import flag_of, settings_from_flags
 from deeprlm.settings import Settings, table
 
-from conftest import repl
+from conftest import outputs, repl
 from fake_server import last_user_text
 
 
@@ -73,7 +73,8 @@ def test_ask_answers_and_prints_json(server, tmp_path):
     assert data["trace"] == str(trace)
     types = [json.loads(line)["type"] for line in trace.read_text().splitlines()]
     assert types[0] == "run_started" and types[-1] == "run_ended"
-    assert "19 " in last_user_text(server.requests[2])  # len(context) was printed
+    # What the root's code printed: len(context) and the sub-call's answer.
+    assert outputs(last_user_text(server.requests[2])) == ["19 FINAL(the answer is 42)"]
 
 
 def test_ask_reads_stdin_and_folders(server, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from deeprlm import RLM, InputError, ScriptedLM
 from deeprlm.trace.events import CellEnded, LMCallEnded, RunEnded
 
-from conftest import repl
+from conftest import outputs, repl
 
 
 def echo_sub(prefix: str = "sub:") -> ScriptedLM:
@@ -97,14 +97,14 @@ def test_code_blocks_run_in_order_and_state_persists_across_turns():
         ]
     )
     RLM(root).run("q", "ctx")
-    assert "2" in root.calls[1][-1]["content"]
-    assert "3" in root.calls[2][-1]["content"]
+    assert outputs(root.calls[1][-1]["content"]) == ["(nothing printed)", "2"]
+    assert outputs(root.calls[2][-1]["content"]) == ["3"]
 
 
 def test_trailing_expression_is_shown_like_a_notebook():
     root = ScriptedLM([repl("len(context)"), "FINAL(x)"])
     RLM(root).run("q", "12345")
-    assert "5" in root.calls[1][-1]["content"]
+    assert outputs(root.calls[1][-1]["content"]) == ["5"]
 
 
 def test_show_vars_lists_user_variables_with_types():
@@ -183,9 +183,10 @@ def test_failed_batch_items_become_error_strings_and_the_rest_succeed():
 
     root = ScriptedLM([repl("print(llm_batch(['a', 'bad', 'c']))"), "FINAL(x)"])
     RLM(root, ScriptedLM(sub)).run("q", "ctx")
-    shown = root.calls[1][-1]["content"]
-    assert "'A'" in shown and "'C'" in shown
-    assert "Error: LMError" in shown and "provider exploded" in shown
+    (shown,) = outputs(root.calls[1][-1]["content"])
+    assert shown == (
+        "['A', 'Error: LMError: model scripted failed: RuntimeError: provider exploded', 'C']"
+    )
 
 
 def test_rlm_query_runs_a_child_with_its_own_repl_and_context():
