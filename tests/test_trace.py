@@ -87,3 +87,11 @@ def test_a_truncated_trace_file_is_read_up_to_the_damage(tmp_path):
     path.write_text(data[: len(data) // 2])
     events, problems = read_jsonl(path)
     assert events and len(problems) == 1
+
+
+def test_a_trace_written_before_role_became_purpose_reads_the_same(tmp_path):
+    path = tmp_path / "old.jsonl"
+    old = {"type": "lm_call_started", "t": 0.1, "id": "c1", "run_id": "r0", "parent_id": "r0"}
+    path.write_text(json.dumps({**old, "role": "sub", "model": "m"}) + "\n")
+    (event,), problems = read_jsonl(path)
+    assert problems == [] and event.purpose == "sub" and event.model == "m"
