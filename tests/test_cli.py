@@ -307,3 +307,47 @@ def test_ask_imports_no_benchmark_module(server, tmp_path):
     example, loaded = loaded_by("bench", "example", "niah", "--length", "1k")
     assert example.returncode == 0, example.stderr
     assert "'deeprlm_bench.cli'" in loaded
+
+
+def test_a_provider_failing_mid_run_keeps_the_answer_so_far_and_the_usage(chat_server, tmp_path):
+    """Two turns are answered, then the server breaks: --json still prints one object with
+    the error, the last reply as the partial answer and the usage of the calls made."""
+    from fake_server import FakeReply
+
+    def breaks_on_the_third_request():
+        def responder(body):
+            if len(server.requests) <= 2:
+                return repl("answer['content'] = 'half way'\nprint(llm_query('x'))")
+            return FakeReply(raw=b"{not json")
+
+        server = chat_server(responder)
+        return ["--model", "openai/m", "--base-url", server.url]
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("text")
+    trace = tmp_path / "trace.jsonl"
+    common = ["ask", "q", "-c", str(doc)]
+    args = [*breaks_on_the_third_request(), "--json", "--quiet", "--trace", str(trace)]
+    done = deeprlm(*common, *args)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    data = json.loads(done.stdout)
+    assert data["status"] == "error"
+    assert "not a valid completion" in data["error"] or "not a chat completion" in data["error"]
+    assert data["answer"] == "half way"
+    assert data["usage"]["by_model"]["m"]["calls"] == 2
+    assert data["iterations"] == 2
+    ended = json.loads(trace.read_text().splitlines()[-1])
+    assert ended["type"] == "run_ended" and ended["status"] == "error"
+
+    # Without --json: the partial answer on stdout.
+    done = deeprlm(*common, *breaks_on_the_third_request(), "--quiet")
+    assert done.returncode == 1
+    assert done.stdout.strip() == "half way"
+
+
+def test_json_prints_one_object_even_for_bad_input(tmp_path):
+    done = deeprlm("ask", "q", "-c", str(tmp_path / "missing.txt"), "--json")
+    assert done.returncode == 2
+    data = json.loads(done.stdout)
+    assert data["status"] == "error" and "context file not found" in data["error"]

@@ -27,6 +27,7 @@ from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.viewer import add_view_command
+from deeprlm.usage import UsageReport
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -84,14 +85,17 @@ def _add_ask(subparsers: Any) -> None:
     ask.set_defaults(handler=_ask)
 
 
-def _print_result(result: RLMResult, as_json: bool, error: str | None = None) -> None:
+def _print_result(result: RLMResult, as_json: bool) -> None:
     if as_json:
-        data = result.to_dict()
-        if error:
-            data["error"] = error
-        print(json.dumps(data, ensure_ascii=False))
-    else:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    elif result.answer:
         print(result.answer)
+
+
+def _print_failure(message: str) -> None:
+    """`--json` prints exactly one object, also when nothing ran (bad input, say)."""
+    data = {"answer": "", "status": "error", "error": message, "usage": UsageReport().to_dict()}
+    print(json.dumps(data, ensure_ascii=False))
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -107,11 +111,13 @@ def _ask(args: argparse.Namespace) -> int:
     )
     try:
         result = rlm.run(args.query, context, skipped=skipped)
-    except LimitError as err:
-        _fail(f"{err} (partial answer printed)")
-        if err.result is not None:
-            _print_result(err.result, args.json, str(err))
-        return EXIT_LIMIT
+    except DeepRLMError as err:
+        if err.result is None:
+            raise
+        printed = " (partial answer printed)" if err.result.answer or args.json else ""
+        _fail(f"{err}{printed}")
+        _print_result(err.result, args.json)
+        return EXIT_LIMIT if isinstance(err, LimitError) else EXIT_FAILED
     finally:
         if progress is not None:
             progress.close()
@@ -138,13 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else None
     args = build_parser(command).parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
         return args.handler(args)
     except InputError as err:
         _fail(str(err))
+        if as_json:
+            _print_failure(str(err))
         return EXIT_BAD_INPUT
     except DeepRLMError as err:
         _fail(str(err))
+        if as_json:
+            _print_failure(str(err))
         return EXIT_FAILED
     except KeyboardInterrupt:
         _fail("interrupted")

@@ -17,7 +17,7 @@ from typing import Any
 from deeprlm.blocking import run_blocking
 from deeprlm.context import describe, normalize
 from deeprlm.engine import Run, SharedState
-from deeprlm.errors import InputError, LimitError
+from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, resolve_lm
 from deeprlm.settings import Settings
@@ -36,12 +36,13 @@ class RLMResult:
     sub_calls: int  # llm_query / rlm_query calls across the whole tree
     wall_s: float
     forced: bool  # the iteration limit forced the answer
-    status: str  # answered | forced | limit
+    status: str  # answered | forced | limit | error
     trace: Trace = field(repr=False)
     trace_path: str | None = None
     # What a user should know about how the answer was reached: a sandbox that fell back,
     # a depth limit that turned rlm_query into a plain call.
     notes: tuple[str, ...] = ()
+    error: str | None = None  # why the run stopped early (status limit or error)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class RLMResult:
             "wall_s": round(self.wall_s, 3),
             "trace": self.trace_path,
             "notes": list(self.notes),
+            "error": self.error,
         }
 
 
@@ -124,7 +126,9 @@ class RLM:
         root = Run(shared, query, context, info=info)
         started = time.perf_counter()
 
-        def result(answer: str, status: str, forced: bool = False) -> RLMResult:
+        def result(
+            answer: str, status: str, forced: bool = False, error: str | None = None
+        ) -> RLMResult:
             return RLMResult(
                 answer=answer,
                 usage=shared.usage.report(),
@@ -136,6 +140,7 @@ class RLM:
                 trace=trace,
                 trace_path=str(self.trace_path) if self.trace_path else None,
                 notes=tuple(dict.fromkeys(note.message for note in trace.of_type(Note))),
+                error=error,
             )
 
         # Each call and cell is bounded by the time left, so the limit normally surfaces
@@ -147,16 +152,19 @@ class RLM:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            limit: LimitError = shared.budget.trip(shared.budget.time_error())
-        except LimitError as err:
-            limit = err
+            failure: DeepRLMError = shared.budget.trip(shared.budget.time_error())
+        except DeepRLMError as err:
+            # A limit, a provider that failed, a sandbox that could not start: the run ends
+            # either way, and what it produced travels with the error.
+            failure = err
         else:
             status = "forced" if outcome.forced else "answered"
             return result(outcome.answer, status, outcome.forced)
         finally:
             if jsonl is not None:
                 jsonl.close()
-        limit.partial_answer = root.partial()
-        limit.usage = shared.usage.report()
-        limit.result = result(limit.partial_answer, "limit")
-        raise limit
+        failure.partial_answer = root.partial()
+        failure.usage = shared.usage.report()
+        status = "limit" if isinstance(failure, LimitError) else "error"
+        failure.result = result(failure.partial_answer, status, error=str(failure))
+        raise failure
