@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 REQUIRED: Any = inspect.Parameter.empty
@@ -79,20 +79,24 @@ class REPLFunction:
     # It calls models: refused by the host, and left out of the prompt, when a run allows
     # no sub-calls.
     sub_call: bool = True
+    # Made once from `params`: every call of the function binds its arguments to it.
+    _signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.host_method is None) == (self.local is None):
             raise ValueError(f"{self.name}: give exactly one of host_method and local")
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        signature = inspect.Signature(
+            [inspect.Parameter(p.name, kind, default=p.default) for p in self.params]
+        )
+        object.__setattr__(self, "_signature", signature)
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 
     def signature(self) -> inspect.Signature:
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        return inspect.Signature(
-            [inspect.Parameter(p.name, kind, default=p.default) for p in self.params]
-        )
+        return self._signature
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The call's arguments by name, defaults filled in, lists made lists. Raises the
