@@ -13,6 +13,7 @@ from deeprlm.errors import (
     LimitError,
     LMError,
     SandboxError,
+    SessionError,
     SubCallLimitError,
     TimeLimitError,
     TokenLimitError,
@@ -20,6 +21,7 @@ from deeprlm.errors import (
 from deeprlm.lm import LM, Completion, LMDefaults, ScriptedLM, complete_sync, resolve_lm
 from deeprlm.repl.sandbox import SandboxSettings
 from deeprlm.rlm import RLM, RLMResult
+from deeprlm.session import QuestionRecord, Session
 from deeprlm.settings import Settings
 from deeprlm.usage import Price, UsageReport, register_price
 
@@ -37,10 +39,13 @@ __all__ = [
     "LMError",
     "LimitError",
     "Price",
+    "QuestionRecord",
     "RLMResult",
     "SandboxError",
     "SandboxSettings",
     "ScriptedLM",
+    "Session",
+    "SessionError",
     "Settings",
     "SubCallLimitError",
     "TimeLimitError",

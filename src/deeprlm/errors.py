@@ -43,6 +43,11 @@ class SandboxError(DeepRLMError):
     """The sandboxed REPL could not be started or kept alive."""
 
 
+class SessionError(DeepRLMError):
+    """A saved session that cannot be used: its file is damaged (it was moved aside), or
+    another process has it open."""
+
+
 class LimitError(DeepRLMError):
     """A budget ran out. Carries what the run had produced so far (see `DeepRLMError`)."""
 

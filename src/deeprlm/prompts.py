@@ -15,6 +15,7 @@ from deeprlm.context import ContextInfo
 from deeprlm.lm.base import Message
 from deeprlm.repl.base import Cell
 from deeprlm.repl.functions import REPL_FUNCTIONS
+from deeprlm.textutil import clip
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,93 @@ def describe_context(info: ContextInfo) -> str:
     return f"{text}\nIt begins:\n<<<\n{preview}\n>>>"
 
 
-def first_message(query: str, info: ContextInfo) -> str:
-    return f"Query: {query}\n\n{describe_context(info)}\n\nStart by writing ```repl code."
+def first_message(query: str, info: ContextInfo, recap: str = "") -> str:
+    recap = f"\n\n{recap}" if recap else ""
+    return f"Query: {query}\n\n{describe_context(info)}{recap}\n\nStart by writing ```repl code."
+
+
+# --- a session: what earlier questions over the same REPL found ---------------------------
+
+# The recap of a session's earlier questions stays within these, however many there were:
+# the newest questions first, each clipped; the REPL's variables hold the rest.
+RECAP_CHARS = 3_000
+RECAP_QUERY_CHARS = 200
+RECAP_ANSWER_CHARS = 400
+RECAP_VARIABLES = 40
+
+
+@dataclass(frozen=True)
+class EarlierQuestion:
+    query: str
+    answer: str
+    status: str  # answered | forced | limit | error | cancelled
+
+
+def session_recap(
+    earlier: Sequence[EarlierQuestion],
+    variables: Mapping[str, str],
+    lost: Mapping[str, str] | None = None,
+) -> str:
+    """What the root of a session's next question is told of the ones before it: their
+    questions and answers (the newest that fit), and the variables the REPL holds."""
+    if not earlier and not variables and not lost:
+        return ""
+    parts = [
+        "This question continues a session over the same context: the REPL keeps the "
+        "variables earlier questions made, so reuse them rather than redo the work."
+    ]
+    if earlier:
+        lines: list[str] = []
+        size = 0
+        for number in range(len(earlier), 0, -1):
+            item = earlier[number - 1]
+            answer = clip(" ".join(item.answer.split()), RECAP_ANSWER_CHARS) or "(no answer)"
+            status = "" if item.status == "answered" else f" [{item.status}]"
+            line = (
+                f"{number}. Q: {clip(' '.join(item.query.split()), RECAP_QUERY_CHARS)}\n"
+                f"   A{status}: {answer}"
+            )
+            if size + len(line) > RECAP_CHARS and lines:
+                break
+            lines.append(line)
+            size += len(line)
+        lines.reverse()
+        hidden = len(earlier) - len(lines)
+        heading = "Earlier questions" + (f" (the {hidden} oldest not shown)" if hidden else "")
+        parts.append(f"{heading}:\n" + "\n".join(lines))
+    if variables:
+        shown = list(variables.items())[:RECAP_VARIABLES]
+        listed = ", ".join(f"{name} ({kind})" for name, kind in shown)
+        more = f" and {len(variables) - len(shown)} more" if len(variables) > len(shown) else ""
+        parts.append(f"Variables in the REPL: {listed}{more}.")
+    if lost:
+        listed = ", ".join(f"{name} ({why})" for name, why in list(lost.items())[:RECAP_VARIABLES])
+        parts.append(f"Lost when the session was reopened: {listed}.")
+    return "\n".join(parts)
+
+
+# --- compaction: older turns of a long conversation, in brief -----------------------------
+
+COMPACTED_REPLY_CHARS = 400
+COMPACTED_OUTPUT_CHARS = 300
+
+
+def compacted_turn(number: int, reply: str, answer: str) -> str:
+    """One compacted turn: what the model wrote and what it was told back."""
+    return (
+        f"Turn {number}. You wrote: {clip(reply.strip(), COMPACTED_REPLY_CHARS)}\n"
+        f"It showed: {clip(answer.strip(), COMPACTED_OUTPUT_CHARS)}"
+    )
+
+
+def compacted_turns(lines: Sequence[str], omitted: int = 0) -> str:
+    heading = (
+        "[Your earlier turns were compacted to keep this conversation within your window. "
+        "The REPL still holds every variable they made (SHOW_VARS() lists them).]"
+    )
+    if omitted:
+        heading += f"\n({omitted} older turns not shown.)"
+    return heading + "\n" + "\n".join(lines)
 
 
 # --- messages of the loop -----------------------------------------------------------------
@@ -258,15 +344,16 @@ def sub_query_prompt(query: str, context_text: str) -> str:
 class RootWording:
     """The turn loop's words for a run's root model (`deeprlm.engine.loop.Wording`)."""
 
-    def __init__(self, setup: PromptSetup, query: str, info: ContextInfo) -> None:
+    def __init__(self, setup: PromptSetup, query: str, info: ContextInfo, recap: str = "") -> None:
         self.setup = setup
         self.query = query
         self.info = info
+        self.recap = recap  # a session's earlier questions (see `session_recap`)
 
     def opening(self) -> list[Message]:
         return [
             {"role": "system", "content": system_prompt(self.setup)},
-            {"role": "user", "content": first_message(self.query, self.info)},
+            {"role": "user", "content": first_message(self.query, self.info, self.recap)},
         ]
 
     def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:

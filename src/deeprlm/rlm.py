@@ -3,6 +3,8 @@
 `RLM` holds the configuration (models, settings, tools, prices, trace sinks); each call of
 `run`/`arun` builds a fresh run tree, so one `RLM` can answer many queries, one after the
 other or concurrently. The sync `run` drives the same async core on a private event loop.
+`rlm.session(context)` keeps one REPL and its variables across many questions (see
+`deeprlm.session`); each of its questions is a run tree of the same kind (`RunTree`).
 """
 
 from __future__ import annotations
@@ -12,20 +14,25 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeprlm.blocking import run_blocking
-from deeprlm.context import describe, normalize
+from deeprlm.context import ContextInfo, describe, normalize
 from deeprlm.engine import Run, SharedState
+from deeprlm.engine.run import AttachedREPL
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
+from deeprlm.repl import ContextValue
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
 from deeprlm.trace.jsonl import JsonlSink
 from deeprlm.trace.recorder import Recorder, Trace
 from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport
+
+if TYPE_CHECKING:
+    from deeprlm.session import Session
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,18 @@ class RLM:
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
+        # What a saved session needs to make this RLM again in another process: the model
+        # specs (None where a model was given as an object) and the server; never a key.
+        self.specs: dict[str, Any] = {
+            "model": model if isinstance(model, str) else None,
+            "sub_model": sub_model if isinstance(sub_model, str) or sub_model is None else None,
+            "sub_model_given": sub_model is not None,
+            "models": {
+                name: spec if isinstance(spec, str) else None
+                for name, spec in (models or {}).items()
+            },
+            "base_url": base_url,
+        }
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
         self.model = self._resolve(model)
         self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
@@ -117,44 +136,94 @@ class RLM:
             sinks.append(jsonl)
         if self.on_event is not None:
             sinks.append(self.on_event)
-        trace = Trace(sinks)
-        shared = SharedState(
+        try:
+            return await RunTree(self, query, context, info, sinks=sinks).execute()
+        finally:
+            if jsonl is not None:
+                jsonl.close()
+
+    def session(
+        self,
+        context: Any,
+        *,
+        skipped: Sequence[str] = (),
+        session_id: str | None = None,
+        cache: str = "on",
+    ) -> Session:
+        """A session over `context`: one REPL kept across questions, with its variables
+        (see `deeprlm.session.Session`). `context` is a value as for `run`, or a path (a
+        `pathlib.Path`, or a list of them) to load, which a saved session reloads from
+        there. `cache`: the sub-call cache its questions use ("on", "off" or a path)."""
+        from deeprlm.session import Session
+
+        return Session(self, context, skipped=skipped, session_id=session_id, cache=cache)
+
+
+class RunTree:
+    """One query's run tree, from its root run to its `RLMResult`: the shared state, the
+    trace, and how an ending (an answer, a limit, a failure) becomes a result. `arun` makes
+    one per call; a session makes one per question, over its own REPL (`attached`), with a
+    recap of its earlier questions and trace ids of their own."""
+
+    def __init__(
+        self,
+        rlm: RLM,
+        query: str,
+        context: ContextValue,
+        info: ContextInfo,
+        *,
+        sinks: list[Callable[[Event], None]],
+        settings: Settings | None = None,
+        attached: AttachedREPL | None = None,
+        recap: str = "",
+        trace: Trace | None = None,
+        cache: str | None = None,
+    ) -> None:
+        self.settings = settings or rlm.settings
+        self.trace_path = str(rlm.trace_path) if rlm.trace_path else None
+        self.trace = trace or Trace(sinks)
+        self.shared = SharedState(
             self.settings,
-            self.model,
-            self.sub_model,
-            recorder=Recorder(trace),
-            usage=UsageMeter(self.prices),
-            resolve_lm=self._resolve,
-            models=self.models,
-            tools=self.tools,
-            sub_tools=self.sub_tools,
+            rlm.model,
+            rlm.sub_model,
+            recorder=Recorder(self.trace),
+            usage=UsageMeter(rlm.prices),
+            resolve_lm=rlm._resolve,
+            models=rlm.models,
+            tools=rlm.tools,
+            sub_tools=rlm.sub_tools,
+            cache=cache,
         )
-        root = Run(shared, query, context, info=info)
-        started = time.perf_counter()
+        self.root = Run(self.shared, query, context, info=info, attached=attached, recap=recap)
+        self.started = time.perf_counter()
 
-        def result(
-            answer: str, status: str, forced: bool = False, error: str | None = None
-        ) -> RLMResult:
-            return RLMResult(
-                answer=answer,
-                usage=shared.usage.report(),
-                iterations=root.iterations,
-                sub_calls=shared.budget.sub_calls,
-                wall_s=time.perf_counter() - started,
-                forced=forced,
-                status=status,
-                trace=trace,
-                trace_path=str(self.trace_path) if self.trace_path else None,
-                notes=tuple(dict.fromkeys(note.message for note in trace.of_type(Note))),
-                error=error,
-            )
+    def result(
+        self, answer: str, status: str, forced: bool = False, error: str | None = None
+    ) -> RLMResult:
+        return RLMResult(
+            answer=answer,
+            usage=self.shared.usage.report(),
+            iterations=self.root.iterations,
+            sub_calls=self.shared.budget.sub_calls,
+            wall_s=time.perf_counter() - self.started,
+            forced=forced,
+            status=status,
+            trace=self.trace,
+            trace_path=self.trace_path,
+            notes=tuple(dict.fromkeys(note.message for note in self.trace.of_type(Note))),
+            error=error,
+        )
 
+    async def execute(self) -> RLMResult:
+        """Runs the tree. An error that ends it carries the partial answer, the usage and
+        the result (see `DeepRLMError`)."""
+        shared = self.shared
         # Each call and cell is bounded by the time left, so the limit normally surfaces
         # there, with the partial answer; this outer bound is the backstop for the rest.
         backstop = None if self.settings.timeout_s is None else self.settings.timeout_s + 5.0
         try:
             async with asyncio.timeout(backstop) as deadline, shared.repl_slots.hold(0):
-                outcome = await root.execute()
+                outcome = await self.root.execute()
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -165,14 +234,11 @@ class RLM:
             failure = err
         else:
             status = "forced" if outcome.forced else "answered"
-            return result(outcome.answer, status, outcome.forced)
-        finally:
-            if jsonl is not None:
-                jsonl.close()
-        failure.partial_answer = root.partial()
+            return self.result(outcome.answer, status, outcome.forced)
+        failure.partial_answer = self.root.partial()
         failure.usage = shared.usage.report()
         status = "limit" if isinstance(failure, LimitError) else "error"
-        failure.result = result(failure.partial_answer, status, error=str(failure))
+        failure.result = self.result(failure.partial_answer, status, error=str(failure))
         raise failure
 
 

@@ -26,6 +26,7 @@ LOOP = "the loop"
 RECURSION = "recursion and sub-calls"
 BUDGETS = "budgets shared by the whole run tree (reaching one ends the run with a LimitError)"
 CODE = "where the model's code runs"
+SESSION = "sessions (totals across a session's questions; reaching one ends the question)"
 
 
 def setting(
@@ -37,10 +38,19 @@ def setting(
     flag: str | None = None,
     metavar: str | None = None,
     default_factory: Any = MISSING,
+    per_question: bool = True,
 ) -> Any:
     """One row of the table. `check` is "positive" or "non-negative" (None passes); `flag`
-    overrides the command-line flag made from the name, "" gives the setting none."""
-    metadata = {"help": help, "section": section, "check": check, "flag": flag}
+    overrides the command-line flag made from the name, "" gives the setting none.
+    `per_question=False`: a session is made with it and keeps it (its REPL, its totals),
+    so a question cannot change it."""
+    metadata = {
+        "help": help,
+        "section": section,
+        "check": check,
+        "flag": flag,
+        "per_question": per_question,
+    }
     if metavar is not None:
         metadata["metavar"] = metavar
     if default_factory is not MISSING:
@@ -61,6 +71,7 @@ class Settings:
         help="cell output the model reads per turn (default: 8000; 2000 for small models)",
         section=LOOP,
         check="positive",
+        per_question=False,
     )
     cell_timeout_s: float | None = setting(
         300.0,
@@ -72,6 +83,13 @@ class Settings:
     max_reply_tokens: int | None = setting(
         None,
         help="output tokens per model call (default: the provider's)",
+        section=LOOP,
+        check="positive",
+    )
+    compact_tokens: int | None = setting(
+        None,
+        help="past this many tokens (estimated) of a run's conversation, its older turns "
+        "are compacted into a digest (default: 60% of the model's window, when known)",
         section=LOOP,
         check="positive",
     )
@@ -132,18 +150,35 @@ class Settings:
         "regex say, cannot be interrupted there: the command then ends, with status 3, some "
         "seconds past --timeout or --cell-timeout)",
         section=CODE,
+        per_question=False,
     )
     allow_read: tuple[str, ...] = setting(
         (),
         help="a file or folder the sandboxed code may read (repeatable)",
         section=CODE,
         metavar="PATH",
+        per_question=False,
     )
     sandbox: SandboxSettings = setting(
         help="the sandbox's limits (memory, CPU, processes, ...)",
         section=CODE,
         flag="",
         default_factory=SandboxSettings,
+        per_question=False,
+    )
+    session_max_tokens: int | None = setting(
+        None,
+        help="tokens across all of a session's questions",
+        section=SESSION,
+        check="positive",
+        per_question=False,
+    )
+    session_max_usd: float | None = setting(
+        None,
+        help="USD across all of a session's questions",
+        section=SESSION,
+        check="positive",
+        per_question=False,
     )
 
     def __post_init__(self) -> None:

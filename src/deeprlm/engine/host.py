@@ -201,3 +201,22 @@ def query_pair(pair: Any) -> tuple[str, Any]:
         return prompt_text(pair.get("query", pair)), pair.get("context")
     query, context = pair
     return query, context
+
+
+class HostRelay:
+    """The host of a REPL that outlives its runs (a session's): each call goes to the host
+    of the run going on now. Set `current` when a run starts on the REPL, clear it when it
+    ends; a call in between (a thread the code left running) fails like any host error."""
+
+    def __init__(self) -> None:
+        self.current: RunHost | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only the Host methods reach here (`current` is an instance attribute), so every
+        # REPL function, today's and those added to the table later, is relayed.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        current = self.__dict__.get("current")
+        if current is None:
+            raise RuntimeError(f"{name}: no question is being answered now")
+        return getattr(current, name)

@@ -5,6 +5,12 @@ The loop knows neither the model nor the REPL: it is handed a way to ask the mod
 between turns. A run of the engine gives it the RLM prompts; the codeact baseline gives it
 its own. It ends at the first final answer, or, when the turns run out, after one forced
 last turn.
+
+A conversation that grows past its `Compaction` limit (counted with the project's one
+token estimate) has its older turns compacted before the next model call: they leave the
+prompt, a short digest of each takes their place in the opening message, and the newest
+turns stay whole. The trace keeps them all, since every call and cell was recorded as it
+happened.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from deeprlm import prompts
 from deeprlm.lm.base import Message
 from deeprlm.repl.base import Cell
 from deeprlm.replies import Reply, parse_reply
+from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
 # (messages, purpose) -> the model's reply text; purpose is "root" or "forced".
 Ask = Callable[[list[Message], str], Awaitable[str]]
@@ -24,6 +31,22 @@ Ask = Callable[[list[Message], str], Awaitable[str]]
 RunCell = Callable[[str, int], Awaitable[Cell]]
 # Called after each cell; raises to stop the loop (a budget ran out inside the cell).
 AfterCell = Callable[[], None]
+# Called when turns were compacted: (first turn, last turn, tokens before, tokens after).
+OnCompact = Callable[[int, int, int, int], None]
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """When the conversation passes `limit_tokens`, older turns are compacted; the newest
+    `keep_turns` stay whole (fewer, down to one, if they alone are over the limit)."""
+
+    limit_tokens: int
+    keep_turns: int = 2
+
+    @property
+    def digest_chars(self) -> int:
+        """How long the digest of compacted turns may grow: a quarter of the limit."""
+        return max(2_000, self.limit_tokens * CHARS_PER_TOKEN // 4)
 
 
 @dataclass(frozen=True)
@@ -63,15 +86,21 @@ class TurnLoop:
         *,
         max_iterations: int,
         after_cell: AfterCell | None = None,
+        compaction: Compaction | None = None,
+        on_compact: OnCompact | None = None,
     ) -> None:
         self._ask_model = ask
         self._run_cell = run_cell
         self._after_cell = after_cell
         self.wording = wording
         self.max_iterations = max_iterations
+        self.compaction = compaction
+        self._on_compact = on_compact
         self.iterations = 0
         self.last_reply = ""
         self.answer_content = ""  # the REPL's `answer["content"]`, kept even when not ready
+        self._opening: list[Message] = []  # as first said, before any digest joined it
+        self._digest: list[str] = []  # one entry per compacted turn, oldest first
 
     def partial(self) -> str:
         """The best answer available if the loop has to stop early."""
@@ -79,6 +108,7 @@ class TurnLoop:
 
     async def run(self) -> Outcome:
         messages = self.wording.opening()
+        self._opening = [dict(m) for m in messages]
         previous: tuple[tuple[str, ...], list[str]] | None = None
         for iteration in range(1, self.max_iterations + 1):
             self.iterations = iteration
@@ -141,6 +171,8 @@ class TurnLoop:
         return Outcome(answer, self.iterations, forced=True)
 
     async def _ask(self, messages: list[Message], purpose: str) -> str:
+        if self.compaction is not None:
+            self._compact(messages, self.compaction)
         text = await self._ask_model(messages, purpose)
         messages.append({"role": "assistant", "content": text})
         self.last_reply = text
@@ -153,3 +185,59 @@ class TurnLoop:
         if self._after_cell is not None:
             self._after_cell()
         return cell
+
+    # --- compaction --------------------------------------------------------------------------
+
+    def _compact(self, messages: list[Message], compaction: Compaction) -> None:
+        """Compacts older turns in place when the conversation is over the limit."""
+        before = _estimate(messages)
+        if before <= compaction.limit_tokens:
+            return
+        opening = len(self._opening)
+        tail = messages[opening:]
+        # After the opening, each turn is a reply and the message that answered it; a
+        # message asking for the forced answer may follow the last one.
+        pairs = [tail[i : i + 2] for i in range(0, len(tail) - 1, 2)]
+        extra = tail[len(pairs) * 2 :]
+        done = len(self._digest)  # turns compacted so far
+        chosen: list[Message] | None = None
+        lines: list[str] = []
+        for keep in range(min(compaction.keep_turns, len(pairs)), 0, -1):
+            dropped = pairs[: len(pairs) - keep]
+            if not dropped:
+                return
+            lines = [
+                prompts.compacted_turn(done + n, pair[0]["content"], pair[1]["content"])
+                for n, pair in enumerate(dropped, 1)
+            ]
+            head = self._opening_with([*self._digest, *lines], compaction.digest_chars)
+            chosen = [*head, *[m for pair in pairs[-keep:] for m in pair], *extra]
+            if _estimate(chosen) <= compaction.limit_tokens:
+                break
+        if chosen is None:
+            return
+        self._digest.extend(lines)
+        messages[:] = chosen
+        if self._on_compact is not None:
+            self._on_compact(done + 1, len(self._digest), before, _estimate(messages))
+
+    def _opening_with(self, digest: list[str], limit: int) -> list[Message]:
+        """The opening messages, the last one followed by the digest (its newest entries,
+        as many as fit `limit` characters)."""
+        shown: list[str] = []
+        size = 0
+        for line in reversed(digest):
+            if size + len(line) > limit and shown:
+                break
+            shown.append(line)
+            size += len(line)
+        shown.reverse()
+        head = [dict(m) for m in self._opening]
+        last = head[-1]
+        note = prompts.compacted_turns(shown, omitted=len(digest) - len(shown))
+        last["content"] = f"{last['content']}\n\n{note}"
+        return head
+
+
+def _estimate(messages: Sequence[Message]) -> int:
+    return sum(estimate_tokens(str(m.get("content") or "")) for m in messages)

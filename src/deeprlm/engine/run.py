@@ -4,27 +4,55 @@ A `Run` starts its REPL with the context and its host (`RunHost`), drives the tu
 (`TurnLoop`) with the root-model prompts, runs each cell with the time the budget leaves,
 and records how it ended: answered, forced, a limit, an error or cancelled. A child run is
 the same thing one level deeper, sharing the `SharedState`.
+
+A root run may instead be given a REPL that is already going (`AttachedREPL`: a session's,
+kept across questions with its variables): it then neither starts nor closes it, and
+points the REPL's relay at its own host for as long as it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from deeprlm import prompts
 from deeprlm.context import ContextInfo, describe
-from deeprlm.engine.host import RunHost
-from deeprlm.engine.loop import Outcome, TurnLoop, Wording
+from deeprlm.engine.host import HostRelay, RunHost
+from deeprlm.engine.loop import Compaction, Outcome, TurnLoop, Wording
 from deeprlm.engine.shared import SharedState
 from deeprlm.errors import LimitError
 from deeprlm.lm.base import Message
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
+from deeprlm.settings import Settings
 from deeprlm.textutil import CHARS_PER_TOKEN
 
 # Of a sub-model's window, the share the root is told one sub-call can read: the rest is
 # headroom for the prompt's own words and for text denser than prose (code, non-English).
 SUB_WINDOW_SHARE = 0.75
+# Of the root model's window, the share its conversation may fill before older turns are
+# compacted (unless `compact_tokens` says): the rest is for its reply and the estimate's
+# error on text denser than prose.
+COMPACT_SHARE = 0.6
+
+
+@dataclass
+class AttachedREPL:
+    """A started REPL that outlives the runs made on it, and the relay its host calls go
+    through (`HostRelay`)."""
+
+    repl: REPL
+    relay: HostRelay
+
+
+def repl_settings(settings: Settings, family: str, tools: dict[str, Any]) -> REPLSettings:
+    """What a REPL is started with, for a root model of prompt family `family`."""
+    return REPLSettings(
+        max_output_chars=prompts.output_chars(family, settings.max_output_chars),
+        tools=tools,
+        allow_read=settings.allow_read,
+    )
 
 
 class Run:
@@ -38,6 +66,8 @@ class Run:
         parent_id: str | None = None,
         info: ContextInfo | None = None,
         wording: Wording | None = None,
+        attached: AttachedREPL | None = None,
+        recap: str = "",
     ) -> None:
         self.shared = shared
         self.query = query
@@ -52,13 +82,17 @@ class Run:
         self.host = RunHost(
             shared, run_id=self.id, depth=depth, context=context, spawn=self._spawn_child
         )
+        self.recap = recap
         self.loop = TurnLoop(
             self._ask,
             self._run_cell,
             wording or self._root_wording(),
             max_iterations=shared.settings.max_iterations,
             after_cell=self._check_budget,
+            compaction=self._compaction(),
+            on_compact=self._compacted,
         )
+        self._attached = attached
         self._repl: REPL | None = None
 
     @property
@@ -72,7 +106,8 @@ class Run:
     async def execute(self) -> Outcome:
         shared, recorder = self.shared, self.shared.recorder
         settings = shared.settings
-        repl = make_repl(settings.repl, settings.sandbox)
+        attached = self._attached
+        repl = attached.repl if attached else make_repl(settings.repl, settings.sandbox)
         span = recorder.run_started(
             run_id=self.id,
             parent_id=self.parent_id,
@@ -87,15 +122,12 @@ class Run:
         status, error, outcome = "error", None, None
         shown = 0
         try:
-            await repl.start(
-                self.context,
-                self.host,
-                REPLSettings(
-                    max_output_chars=self.output_chars,
-                    tools=shared.tools,
-                    allow_read=settings.allow_read,
-                ),
-            )
+            if attached:
+                attached.relay.current = self.host
+            else:
+                await repl.start(
+                    self.context, self.host, repl_settings(settings, self.family, shared.tools)
+                )
             shown = len(repl.notes)
             if self.depth == 0:
                 # Isolation the kernel refused (the sandbox's fallbacks) is said, not hidden.
@@ -118,7 +150,10 @@ class Run:
             raise
         finally:
             self._repl = None
-            await repl.close()
+            if attached:
+                attached.relay.current = None
+            else:
+                await repl.close()
             # What closing could not clean up, at any depth.
             for message in repl.notes[shown:]:
                 recorder.note(run_id=self.id, parent_id=self.id, message=message)
@@ -147,7 +182,22 @@ class Run:
             family=self.family,
             models=shared.declared_models,
         )
-        return prompts.RootWording(setup, self.query, self.info)
+        return prompts.RootWording(setup, self.query, self.info, self.recap)
+
+    def _compaction(self) -> Compaction | None:
+        limit = self.shared.settings.compact_tokens
+        if limit is None and self.lm.context_window:
+            limit = int(self.lm.context_window * COMPACT_SHARE)
+        return Compaction(limit) if limit else None
+
+    def _compacted(self, first: int, last: int, before: int, after: int) -> None:
+        self.shared.recorder.compacted(
+            run_id=self.id,
+            first_turn=first,
+            last_turn=last,
+            tokens_before=before,
+            tokens_after=after,
+        )
 
     async def _ask(self, messages: list[Message], purpose: str) -> str:
         completion = await self.shared.call_lm(

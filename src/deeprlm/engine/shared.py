@@ -39,8 +39,12 @@ class SharedState:
         models: Mapping[str, str | LM] | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         sub_tools: Mapping[str, Callable[..., Any]] | None = None,
+        cache: str | None = None,
     ) -> None:
         self.settings = settings
+        # The sub-call cache this tree may use: "on" (the default place), "off", or the
+        # path of a cache file; None leaves the choice to the settings. Sessions pass "on".
+        self.cache = cache
         self.root_lm = root_lm
         self.sub_lm = sub_lm
         self.tools = dict(tools or {})

@@ -3,7 +3,8 @@
 A REPL keeps Python state across cells. The code it runs may ask the host (the engine) for
 sub-calls through `Host` (declared with the table of REPL functions, `deeprlm.repl.functions`);
 how a request travels (a direct call in process, a pipe from a sandboxed worker) is the
-REPL's business. The engine only sees `start`, `run`, `close`.
+REPL's business. A run sees only `start`, `run`, `close`; a session, which keeps one REPL
+across questions, also lists its variables and saves them to a folder and back.
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ class REPLSettings:
     allow_read: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class KeptVariables:
+    """What a save or a load of the user's variables kept, and what it could not (a
+    function defined in a cell, an open file, a value over the size limit), with why."""
+
+    kept: tuple[str, ...] = ()
+    lost: dict[str, str] = field(default_factory=dict)
+
+
 class REPL(Protocol):
     """A persistent Python session holding `context` and the RLM functions."""
 
@@ -65,5 +75,20 @@ class REPL(Protocol):
 
     async def close(self) -> None: ...
 
+    async def variables(self, *, reset_answer: bool = False) -> dict[str, str]:
+        """The user's variables: name -> type. With `reset_answer`, `answer` is cleared
+        first, for a new question over the same REPL."""
+        ...
 
-__all__ = ["REPL", "Cell", "ContextValue", "Host", "REPLSettings"]
+    async def save_variables(self, folder: str) -> KeptVariables:
+        """Writes the variables that can be kept into `folder` (an empty folder the caller
+        owns), in the format `load_variables` reads."""
+        ...
+
+    async def load_variables(self, folder: str) -> KeptVariables:
+        """Loads variables that `save_variables` wrote; those that cannot be loaded again
+        are named in `lost`."""
+        ...
+
+
+__all__ = ["REPL", "Cell", "ContextValue", "Host", "KeptVariables", "REPLSettings"]

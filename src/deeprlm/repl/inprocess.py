@@ -16,8 +16,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from deeprlm.repl.base import Cell, ContextValue, Host, REPLSettings
+from deeprlm.repl.base import Cell, ContextValue, Host, KeptVariables, REPLSettings
 from deeprlm.repl.functions import REPLFunction, serve
+from deeprlm.repl.sandbox.snapshot import Snapshot
 from deeprlm.repl.session import CellInterrupted, Session
 
 # How long a stopped cell may take to notice; past this its thread is abandoned (it is stuck
@@ -105,6 +106,29 @@ class InProcessREPL:
             for future in self._pending:
                 future.cancel()
         self._session = None
+
+    # --- variables, for a session that keeps this REPL across questions ------------------
+    # The sandbox's snapshot format, written and read here: the code that made these
+    # values ran in this process already, so loading them trusts nothing new.
+
+    async def variables(self, *, reset_answer: bool = False) -> dict[str, str]:
+        assert self._session is not None, "start() first"
+        if reset_answer:
+            self._session.globals["answer"] = {"content": "", "ready": False}
+        return {k: v for k, v in self._session.show_vars().items() if k != "answer"}
+
+    async def save_variables(self, folder: str) -> KeptVariables:
+        session = self._session
+        assert session is not None, "start() first"
+        snapshot = Snapshot(folder)
+        await asyncio.to_thread(snapshot.save, session.globals, session.user_variables())
+        return KeptVariables(tuple(sorted([*snapshot.kept, *snapshot.modules])), snapshot.lost)
+
+    async def load_variables(self, folder: str) -> KeptVariables:
+        session = self._session
+        assert session is not None, "start() first"
+        restored, lost = await asyncio.to_thread(Snapshot(folder).restore, session.globals)
+        return KeptVariables(tuple(name for name in restored if name != "answer"), lost)
 
 
 def _raise_in_thread(thread: threading.Thread, exc: BaseException) -> None:

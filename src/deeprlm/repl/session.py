@@ -104,9 +104,10 @@ class Session:
 
     def show_vars(self) -> dict[str, str]:
         """The names and types of the variables the model created."""
+        # A list first: a thread the code started may be assigning meanwhile.
         return {
             name: type(value).__name__
-            for name, value in self.globals.items()
+            for name, value in list(self.globals.items())
             if not name.startswith("_")
             and (name not in self._builtin_names or name == "answer")
             and not isinstance(value, types.ModuleType)
@@ -115,7 +116,7 @@ class Session:
     def user_variables(self) -> list[str]:
         return sorted(
             name
-            for name in self.globals
+            for name in list(self.globals)
             if not name.startswith("_") and name not in self._builtin_names
         )
 

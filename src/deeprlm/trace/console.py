@@ -28,6 +28,7 @@ from deeprlm.trace.events import (
     BatchEnded,
     BatchStarted,
     CellEnded,
+    Compacted,
     Event,
     LMCallEnded,
     Note,
@@ -315,6 +316,11 @@ class LogLines:
                 text += f" · {e.errors} failed"
         elif isinstance(e, Note):
             text = f"note: {_one_line(e.message, 200)}"
+        elif isinstance(e, Compacted):
+            text = (
+                f"turns {e.first_turn}-{e.last_turn} compacted · prompt "
+                f"{short_tokens(e.tokens_before)} → {short_tokens(e.tokens_after)} tok"
+            )
         elif isinstance(e, RunEnded):
             return self._run_ended(e)
         return [] if text is None else [self._prefix(e) + text + "\n"]

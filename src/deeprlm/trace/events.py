@@ -124,6 +124,17 @@ class BatchEnded(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Compacted(Event):
+    """A run's older turns left its model's prompt (they stay in the trace as they were)."""
+
+    type: ClassVar[str] = "compacted"
+    first_turn: int = 0
+    last_turn: int = 0
+    tokens_before: int = 0  # the prompt, by the project's estimate
+    tokens_after: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Note(Event):
     """Something a reader of the trace should know: a fallback taken, a tag ignored."""
 
@@ -142,6 +153,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CellEnded,
         BatchStarted,
         BatchEnded,
+        Compacted,
         Note,
     )
 }

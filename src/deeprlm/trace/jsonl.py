@@ -13,12 +13,14 @@ from deeprlm.trace.events import Event, event_from_dict
 class JsonlSink:
     """Writes each event as one JSON line as it happens, so a crashed run leaves a trace."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, append: bool = False) -> None:
+        """`append`: add to the file rather than start it afresh (a session's questions
+        follow one another in one trace)."""
         self.path = Path(path)
         # A lone surrogate (the code printed bytes read with surrogateescape) is written as
         # its JSON escape, which reads back as the same text, rather than ending the run.
         self._file: IO[str] = open(  # noqa: SIM115
-            self.path, "w", encoding="utf-8", errors="backslashreplace"
+            self.path, "a" if append else "w", encoding="utf-8", errors="backslashreplace"
         )
 
     def __call__(self, event: Event) -> None:

@@ -22,6 +22,7 @@ from deeprlm.trace.events import (
     BatchStarted,
     CellEnded,
     CellStarted,
+    Compacted,
     Event,
     LMCallEnded,
     LMCallStarted,
@@ -50,10 +51,16 @@ TRACE_LIMITS = TraceLimits()
 
 
 class Trace:
-    def __init__(self, sinks: list[Sink] | None = None) -> None:
+    """`id_prefix` and `t0` let several run trees share one file without their ids
+    clashing, on one clock (a session's questions: "q2.run0", seconds since it began)."""
+
+    def __init__(
+        self, sinks: list[Sink] | None = None, *, id_prefix: str = "", t0: float | None = None
+    ) -> None:
         self.sinks: list[Sink] = list(sinks or [])
         self.events: list[Event] = []
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() if t0 is None else t0
+        self._prefix = id_prefix
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
@@ -61,7 +68,7 @@ class Trace:
         return round(time.perf_counter() - self._t0, 6)
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids)}"
+        return f"{self._prefix}{prefix}{next(self._ids)}"
 
     def emit(self, event: Event) -> None:
         with self._lock:
@@ -247,6 +254,24 @@ class Recorder:
 
     def batch_ended(self, span: Span, *, kind: str, size: int, errors: int) -> None:
         self._end(BatchEnded, span, kind=kind, size=size, errors=errors)
+
+    def compacted(
+        self,
+        *,
+        run_id: str,
+        first_turn: int,
+        last_turn: int,
+        tokens_before: int,
+        tokens_after: int,
+    ) -> None:
+        self._start(
+            Compacted,
+            self._span("compact", run_id, run_id),
+            first_turn=first_turn,
+            last_turn=last_turn,
+            tokens_before=tokens_before,
+            tokens_after=tokens_after,
+        )
 
     def note(self, *, run_id: str, parent_id: str, message: str) -> None:
         self._start(

@@ -25,6 +25,7 @@ from deeprlm.trace.events import (
     BatchStarted,
     CellEnded,
     CellStarted,
+    Compacted,
     Event,
     LMCallEnded,
     LMCallStarted,
@@ -157,6 +158,15 @@ class _Builder(Fold):
         n = self.node("note", e, e.t)
         n["e"] = e.t
         n["message"] = e.message
+
+    def on_compacted(self, e: Compacted) -> None:
+        # Shown as a note: the turns themselves stay in the tree, where they happened.
+        n = self.node("note", e, e.t)
+        n["e"] = e.t
+        n["message"] = (
+            f"turns {e.first_turn}-{e.last_turn} compacted in the model's prompt "
+            f"({e.tokens_before:,} -> {e.tokens_after:,} tokens)"
+        )
 
     # -- structure
 

@@ -160,6 +160,14 @@ class Workspace:
             "most the file size limit at a time"
         )
 
+    def host_path(self, path: str) -> str:
+        """Where the host reaches `path`, one of the workspace's folders: with a keeper, its
+        tmpfs is mounted in the keeper's mount namespace only, so through the keeper's view
+        of the file system (the host started it, so it may look)."""
+        if self.keeper is not None and self.keeper.confirmed and self.keeper.pidfd >= 0:
+            return f"/proc/{self.keeper.process.pid}/root{path}"
+        return path
+
     def log_tail(self) -> str:
         try:
             with open(self.log, "rb") as f:

@@ -5,8 +5,8 @@ pickle, for anything the worker sends: the worker runs code the host does not tr
 unpickling its bytes would run that code in the host. (The context travels the other way,
 host to worker, once, outside this channel.)
 
-Host -> worker: `config`, `run`, `reply`, `interrupt`.
-Worker -> host: `ready`, `call`, `cell`.
+Host -> worker: `config`, `run`, `restore`, `variables`, `reply`, `interrupt`.
+Worker -> host: `ready`, `call`, `cell`, `restored`, `variables`.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import sys
 import time
 import weakref
@@ -26,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from deeprlm.errors import SandboxError
-from deeprlm.repl.base import Cell, ContextValue, Host, REPLSettings
+from deeprlm.repl.base import Cell, ContextValue, Host, KeptVariables, REPLSettings
 from deeprlm.repl.functions import host_served, serve
+from deeprlm.repl.sandbox.carry import copy_snapshot, worker_owner
 from deeprlm.repl.sandbox.config import SandboxSettings
 from deeprlm.repl.sandbox.process import Ready, WorkerProcess, Workspace
 from deeprlm.repl.sandbox.protocol import MAX_FRAME, ProtocolError, error_payload
@@ -66,6 +68,39 @@ class Isolation:
             f"uid {self.uid}",
         ]
         return "sandbox: " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class _VariableReport:
+    """The worker's list of its variables, checked: names, types, what its snapshot keeps
+    (pickled, and modules by name) and what it lost."""
+
+    types: dict[str, str]
+    kept: list[str]
+    modules: list[str]
+    lost: dict[str, str]
+
+    @classmethod
+    def checked(cls, message: dict[str, Any]) -> _VariableReport:
+        def names(value: Any) -> list[str]:
+            items = list(value)[:MAX_NAMES] if isinstance(value, (list, dict)) else []
+            return [n for n in items if isinstance(n, str) and _is_name(n)]
+
+        def texts(value: Any) -> dict[str, str]:
+            if not isinstance(value, dict):
+                return {}
+            return {n: clip(str(value[n]), NAME_CHARS * 2) for n in names(value)}
+
+        return cls(
+            types={n: clip(t, NAME_CHARS) for n, t in texts(message.get("types")).items()},
+            kept=names(message.get("kept")),
+            modules=names(message.get("modules")),
+            lost=texts(message.get("lost")),
+        )
+
+
+def _is_name(text: str) -> bool:
+    return len(text) <= NAME_CHARS and text.isidentifier()
 
 
 class _Died:
@@ -168,6 +203,69 @@ class SandboxREPL:
         if self._finalizer is not None:
             self._finalizer.detach()
 
+    # --- variables, for a session that keeps this REPL across questions ------------------
+
+    async def variables(self, *, reset_answer: bool = False) -> dict[str, str]:
+        return (await self._variables(reset_answer)).types
+
+    async def save_variables(self, folder: str) -> KeptVariables:
+        report = await self._variables(False)
+        assert self._workspace is not None
+        state = self._workspace.host_path(self._workspace.state)
+        try:
+            copied, lost = await asyncio.to_thread(copy_snapshot, state, folder, report.kept)
+        except OSError as exc:
+            why = f"the sandbox's snapshot could not be read ({exc.strerror or exc})"
+            return KeptVariables((), {name: why for name in report.types})
+        return KeptVariables(tuple(sorted([*copied, *report.modules])), {**report.lost, **lost})
+
+    async def load_variables(self, folder: str) -> KeptVariables:
+        assert self._workspace is not None, "start() first"
+        await self._settle()
+        if self._worker is None or not self._worker.alive() or self._reader_done():
+            await self._end_worker()
+            await self._spawn()
+        names = sorted(
+            entry.name[: -len(".pickle")]
+            for entry in os.scandir(folder)
+            if entry.name.endswith(".pickle") and entry.name[: -len(".pickle")].isidentifier()
+        )
+        state = self._workspace.host_path(self._workspace.state)
+        try:
+            _, missing = await asyncio.to_thread(
+                copy_snapshot, folder, state, names, owner=worker_owner()
+            )
+        except OSError as exc:
+            why = f"could not be carried into the sandbox ({exc.strerror or exc})"
+            return KeptVariables((), {name: why for name in names})
+        kept, lost = await self._load_snapshot()
+        return KeptVariables(tuple(kept), {**missing, **lost})
+
+    async def _variables(self, reset_answer: bool) -> _VariableReport:
+        """Asks the worker for its variables. Its answer comes after the last cell's
+        snapshot is written, so the snapshot can be copied once it is here."""
+        await self._settle()
+        if self._worker is None or not self._worker.alive() or self._reader_done():
+            why = self._worker.describe_exit() if self._worker is not None else "was stopped"
+            self._notes.append(await self._replace(f"The sandbox worker {why}"))
+        worker = self._worker
+        assert worker is not None
+        self._seq += 1
+        seq = self._seq
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting = (seq, future)
+        worker.send({"op": "variables", "seq": seq, "reset_answer": reset_answer})
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), RESTORE_S)
+        except TimeoutError:
+            self._waiting = None
+            raise SandboxError(
+                f"the sandbox worker did not list its variables within {RESTORE_S:g}s"
+            ) from None
+        if isinstance(result, _Died):
+            raise SandboxError(result.reason or f"the sandbox worker {worker.describe_exit()}")
+        return _VariableReport.checked(result)
+
     # --- workers -----------------------------------------------------------------------
 
     async def _spawn(self, forget: bool = False) -> Ready:
@@ -205,6 +303,17 @@ class SandboxREPL:
         snapshot. Returns the sentence telling the model what it kept and lost."""
         await self._end_worker()
         await self._spawn()
+        kept, lost = await self._load_snapshot()
+        text = f"{what}. A fresh worker took its place: `context` and the functions are there"
+        if kept:
+            text += f"; variables kept from the last finished cell: {', '.join(kept)}"
+        if lost:
+            text += "; lost: " + ", ".join(f"{name} ({why})" for name, why in lost.items())
+        return clip(text + "; whatever the stopped cell assigned is lost.", ERROR_CHARS)
+
+    async def _load_snapshot(self) -> tuple[list[str], dict[str, str]]:
+        """Has the current worker load the snapshot in the state folder. Returns the names
+        loaded and those lost, with why."""
         kept, lost, failure = await self._restore()
         if failure:
             # The snapshot itself is what fails (or a value in it that runs code when
@@ -215,12 +324,7 @@ class SandboxREPL:
             lost = {name: f"could not be loaded again: {failure}" for name in ready.forgotten}
         kept = [name for name in kept if name != "answer"]
         lost = {name: why for name, why in lost.items() if name != "answer"}
-        text = f"{what}. A fresh worker took its place: `context` and the functions are there"
-        if kept:
-            text += f"; variables kept from the last finished cell: {', '.join(kept)}"
-        if lost:
-            text += "; lost: " + ", ".join(f"{name} ({why})" for name, why in lost.items())
-        return clip(text + "; whatever the stopped cell assigned is lost.", ERROR_CHARS)
+        return kept, lost
 
     async def _restore(self) -> tuple[list[str], dict[str, str], str]:
         """Asks the fresh worker to load the last snapshot, as a cell. Returns the names
@@ -322,7 +426,7 @@ class SandboxREPL:
                     await self._room
                 message, size = await worker.receive()
                 op = message["op"]
-                if op in ("cell", "restored"):
+                if op in ("cell", "restored", "variables"):
                     waiting = self._waiting
                     if waiting is not None and message.get("seq") == waiting[0]:
                         self._waiting = None

@@ -36,6 +36,11 @@ class Snapshot:
         self.folder = folder
         self._digests: dict[str, str] = {}
         self._same: dict[str, tuple[int, type]] = {}
+        # As of the last save or restore: the names the folder holds a pickle of, the
+        # modules it keeps by name, and what it does not keep, with why.
+        self.kept: list[str] = []
+        self.modules: list[str] = []
+        self.lost: dict[str, str] = {}
 
     def save(self, namespace: MutableMapping[str, Any], names: Iterable[str]) -> None:
         kept: dict[str, str] = {}
@@ -80,6 +85,7 @@ class Snapshot:
         self._digests = kept
         index = {"kept": kept, "modules": modules, "lost": lost}
         _write(os.path.join(self.folder, INDEX), json.dumps(index).encode())
+        self.kept, self.modules, self.lost = sorted(kept), sorted(modules), lost
 
     def restore(self, namespace: MutableMapping[str, Any]) -> tuple[list[str], dict[str, str]]:
         """Loads the last snapshot into `namespace`: (names restored, {name: why lost})."""
@@ -89,11 +95,12 @@ class Snapshot:
         except (OSError, ValueError):
             return [], {}
         restored: list[str] = []
+        modules: list[str] = []
         lost: dict[str, str] = dict(index.get("lost", {}))
         for name, module in index.get("modules", {}).items():
             try:
                 namespace[name] = importlib.import_module(module)
-                restored.append(name)
+                modules.append(name)
             except Exception as exc:
                 lost[name] = f"module {module} could not be imported again ({exc})"
         for name, digest in index.get("kept", {}).items():
@@ -107,7 +114,8 @@ class Snapshot:
                 continue
             restored.append(name)
             self._digests[name] = digest
-        return sorted(restored), lost
+        self.kept, self.modules, self.lost = sorted(restored), sorted(modules), lost
+        return sorted([*restored, *modules]), lost
 
 
 def _shallow_size(value: Any) -> int:

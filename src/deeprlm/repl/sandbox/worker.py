@@ -9,7 +9,7 @@ says `ready`, and serves the host's requests: `run` a cell, in a `Session` whose
 and tool functions are stubs that ask the host over the channel (built from their table,
 `deeprlm.repl.functions`, with the channel as their transport), or `restore` the variables
 a replaced worker saved (unpickling them runs code the model wrote, so it happens only now,
-as a cell would).
+as a cell would), or report its `variables` (names, types, and what the snapshot keeps).
 
 A reader thread owns the channel's incoming side: it hands `run` frames to the main thread,
 routes `reply` frames to the threads waiting on them, and turns an `interrupt` frame into a
@@ -135,7 +135,7 @@ class Worker:
                 # The host is gone (or broke the protocol): nobody is left to answer to.
                 os._exit(0)
             op = message["op"]
-            if op in ("run", "restore"):
+            if op in ("run", "restore", "variables"):
                 self.runs.put(message)
             elif op == "reply":
                 with self._lock:
@@ -204,6 +204,9 @@ class Worker:
             if message is None:
                 return
             seq = int(message.get("seq", 0))
+            if message.get("op") == "variables":
+                self.channel.send(self.variables(seq, session, snapshot, message))
+                continue
             if message.get("op") == "restore":
                 restored, lost = self.restore(seq, session, snapshot)
                 isolation.stop_children(kill_all)
@@ -231,6 +234,27 @@ class Worker:
                 snapshot.save(session.globals, names)
             except Exception:
                 traceback.print_exc()
+
+    def variables(
+        self, seq: int, session: Session, snapshot: Snapshot, message: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The user's variables and their types, and what the snapshot holds of them. It
+        runs after the last cell's snapshot was written (requests are served in order), so
+        the host may copy the snapshot once it has this answer. On request it also clears
+        `answer` for a new question."""
+        if message.get("reset_answer"):
+            session.globals["answer"] = {"content": "", "ready": False}
+        types = {name: kind for name, kind in session.show_vars().items() if name != "answer"}
+        kept = [name for name in snapshot.kept if name != "answer"]
+        lost = {name: why for name, why in snapshot.lost.items() if name != "answer"}
+        return {
+            "op": "variables",
+            "seq": seq,
+            "types": types,
+            "kept": kept,
+            "modules": snapshot.modules,
+            "lost": lost,
+        }
 
     def restore(
         self, seq: int, session: Session, snapshot: Snapshot
