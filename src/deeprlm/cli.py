@@ -1,6 +1,8 @@
 """The `deeprlm` command: a thin layer over the library.
 
     deeprlm ask "QUERY" --context PATH [--context PATH ...] [--model SPEC] [--json] ...
+    deeprlm ask "QUERY" --session ID [--rebind]     one more question to a saved session
+    deeprlm chat --context PATH [...]  |  deeprlm chat --session ID
     deeprlm view TRACE.jsonl [--open]
     deeprlm bench run|report|example ...
 
@@ -16,17 +18,22 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from deeprlm import watchdog
+from deeprlm.chat import Chat
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.flags import add_setting_flags, settings_from_flags
 from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.rlm import RLM, RLMResult
-from deeprlm.settings import Settings
+from deeprlm.session import Session, read_session, rlm_from
+from deeprlm.session.store import TRACE_FILE, folder_of, new_id
+from deeprlm.settings import SESSION, Settings, table
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
 from deeprlm.trace.viewer import add_view_command
@@ -62,25 +69,15 @@ def _named_models(text: str) -> dict[str, str]:
     return models
 
 
-def _add_ask(subparsers: Any) -> None:
-    ask = subparsers.add_parser("ask", help="answer a query over a context")
-    ask.add_argument("query", help="the question to answer")
-    ask.add_argument(
-        "--context",
-        "-c",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a file, a folder (its text files) or - for stdin; repeatable",
-    )
-    models = ask.add_argument_group("models")
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    models = parser.add_argument_group("models")
+    also = " (with --session: instead of the saved one)"
     models.add_argument(
         "--model",
         "-m",
-        default=DEFAULT_MODEL,
         metavar="SPEC",
         help="root model: local, gguf:PATH, hf:REPO/FILE, openai/NAME, "
-        "anthropic/NAME (default: %(default)s)",
+        f"anthropic/NAME (default: {DEFAULT_MODEL}){also}",
     )
     models.add_argument(
         "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
@@ -99,12 +96,68 @@ def _add_ask(subparsers: Any) -> None:
         metavar="URL",
         help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
     )
-    add_setting_flags(ask)
+
+
+def _add_session_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("sessions")
+    group.add_argument("--session", metavar="ID", help=what)
+    group.add_argument(
+        "--rebind",
+        action="store_true",
+        help="with --session: go on although the context's files changed since it was saved",
+    )
+
+
+def _add_ask(subparsers: Any) -> None:
+    ask = subparsers.add_parser("ask", help="answer a query over a context")
+    ask.add_argument("query", help="the question to answer")
+    ask.add_argument(
+        "--context",
+        "-c",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file, a folder (its text files) or - for stdin; repeatable",
+    )
+    _add_model_flags(ask)
+    _add_session_flags(
+        ask, "ask a saved session (see deeprlm chat) one more question, and save it again"
+    )
+    add_setting_flags(ask, [row.name for row in table() if row.metadata["section"] != SESSION])
     output = ask.add_argument_group("output")
     output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     ask.set_defaults(handler=_ask)
+
+
+def _add_chat(subparsers: Any) -> None:
+    chat = subparsers.add_parser(
+        "chat",
+        help="ask a context many questions at a prompt; its REPL keeps what each one made",
+        description="Questions to one session, one per line (/help at the prompt lists the "
+        "commands). The session is saved after every question; go on later with "
+        "--session ID here or in deeprlm ask.",
+    )
+    chat.add_argument(
+        "--context",
+        "-c",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file or a folder (its text files); repeatable",
+    )
+    _add_model_flags(chat)
+    _add_session_flags(chat, "go on with a saved session")
+    add_setting_flags(chat)
+    output = chat.add_argument_group("output")
+    output.add_argument(
+        "--trace",
+        metavar="FILE.jsonl",
+        help="where the questions' events go (default: trace.jsonl in the session's folder)",
+    )
+    output.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    chat.set_defaults(handler=_chat)
 
 
 def _print_result(result: RLMResult, as_json: bool) -> None:
@@ -121,6 +174,9 @@ def _print_failure(message: str, status: str = "error") -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    _check_session_flags(args)
+    if args.session:
+        return _ask_session(args)
     context, skipped = load_paths(args.context)
     progress = console_sink(quiet=args.quiet)
     sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
@@ -130,7 +186,7 @@ def _ask(args: argparse.Namespace) -> int:
             sink(event)
 
     rlm = RLM(
-        args.model,
+        args.model or DEFAULT_MODEL,
         args.sub_model,
         models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
@@ -154,12 +210,111 @@ def _ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_session_flags(args: argparse.Namespace) -> None:
+    if args.session and args.context:
+        raise InputError(
+            "--context goes with a new session; a saved one has its own (--rebind takes its "
+            "files as they are now)"
+        )
+    if args.rebind and not args.session:
+        raise InputError("--rebind goes with --session")
+
+
+def _open_session(args: argparse.Namespace) -> Session:
+    """The saved session `--session` names, with the models the flags give instead of the
+    saved ones."""
+    _check_session_flags(args)
+    saved = read_session(args.session)
+    rlm = rlm_from(
+        saved,
+        model=args.model,
+        sub_model=args.sub_model,
+        base_url=args.base_url,
+        trace_path=args.trace,
+    )
+    return Session.open(saved.id, rlm, rebind=args.rebind)
+
+
+def _ask_session(args: argparse.Namespace) -> int:
+    session = _open_session(args)
+    progress = console_sink(quiet=args.quiet)
+    sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
+
+    def on_event(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
+    status = EXIT_OK
+    try:
+        try:
+            result = session.ask(args.query, on_event=on_event, **settings_from_flags(args))
+        except DeepRLMError as err:
+            if err.result is None:
+                raise
+            printed = " (partial answer printed)" if err.result.answer or args.json else ""
+            _fail(f"{err}{printed}")
+            result = err.result
+            status = EXIT_LIMIT if isinstance(err, LimitError) else EXIT_FAILED
+        finally:
+            if progress is not None:
+                progress.close()
+        _print_result(result, args.json)
+        # Saved whatever became of the question: its record is part of the session now.
+        session.save()
+    finally:
+        session.close()
+    return status
+
+
+def _chat(args: argparse.Namespace) -> int:
+    settings = settings_from_flags(args)
+    if args.session:
+        session = _open_session(args)
+        # A saved session keeps its REPL and totals; the other flags apply to each question.
+        overrides = settings
+    else:
+        _check_session_flags(args)
+        if not args.context:
+            raise InputError("no context given: pass --context PATH, or --session ID")
+        if "-" in args.context:
+            raise InputError("chat reads its questions from stdin: give the context as files")
+        session_id = new_id()
+        folder = folder_of(session_id)
+        # Made first: the trace goes in it, and the trace path is checked when the RLM is.
+        folder.mkdir(parents=True, mode=0o700)
+        try:
+            rlm = RLM(
+                args.model or DEFAULT_MODEL,
+                args.sub_model,
+                models={name: spec for group in args.sub_models for name, spec in group.items()},
+                base_url=args.base_url,
+                trace_path=args.trace or folder / TRACE_FILE,
+                **settings,
+            )
+            session = rlm.session([Path(p) for p in args.context], session_id=session_id)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        overrides = {}
+    try:
+        session.save()
+        chat = Chat(
+            session,
+            overrides=overrides,
+            progress=lambda: console_sink(quiet=args.quiet),
+        )
+        return chat.run()
+    finally:
+        session.close()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `deeprlm` parser. A lazy command gets its real parser only when `command` names
     it; otherwise it is a line in the help."""
     parser = _Parser(prog="deeprlm", description="Recursive Language Models over any chat model.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_ask(subparsers)
+    _add_chat(subparsers)
     add_view_command(subparsers)
     for name, (module, help_text) in LAZY_COMMANDS.items():
         if name == command:
@@ -175,9 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     if command == "ask":
         try:
-            settings = Settings.from_kwargs(**settings_from_flags(args))
+            settings = _ask_settings(args)
         except InputError as err:
             return _bad_input(args, err)
+        except DeepRLMError as err:
+            _fail(str(err))
+            if args.json:
+                _print_failure(str(err))
+            return EXIT_FAILED
         if settings.repl == "inprocess":
             # In-process code can hold Python's lock past any timeout: see deeprlm.watchdog.
             outcome = watchdog.guarded(
@@ -192,6 +352,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_LIMIT
             return outcome
     return _handle(args, None)
+
+
+def _ask_settings(args: argparse.Namespace) -> Settings:
+    """The settings `deeprlm ask` will run with: the flags over a saved session's."""
+    _check_session_flags(args)
+    given = settings_from_flags(args)
+    if not args.session:
+        return Settings.from_kwargs(**given)
+    saved = read_session(args.session)
+    known = {row.name for row in table()}
+    settings = {k: v for k, v in saved.rlm["settings"].items() if k in known}
+    return Settings.from_kwargs(**{**settings, **given})
 
 
 def _bad_input(args: argparse.Namespace, err: InputError) -> int:
