@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -229,6 +230,7 @@ def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
         "--max-output-chars": "900",
         "--cell-timeout": "2.5",
         "--max-reply-tokens": "64",
+        "--compact-tokens": "3000",
         "--max-depth": "0",
         "--max-concurrency": "3",
         "--sub-tool-turns": "2",
@@ -249,6 +251,7 @@ def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
         max_output_chars=900,
         cell_timeout_s=2.5,
         max_reply_tokens=64,
+        compact_tokens=3000,
         max_depth=0,
         max_concurrency=3,
         allow_sub_calls=False,
@@ -262,8 +265,15 @@ def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
         repl="inprocess",
         allow_read=(str(tmp_path),),
     )
+    # A session's totals are flags of the command that makes sessions.
+    session = ["--session-max-tokens", "100", "--session-max-usd", "2"]
+    chat = settings_from_flags(build_parser().parse_args(["chat", *argv[2:], *session]))
+    assert Settings(**chat) == dataclasses.replace(
+        settings, session_max_tokens=100, session_max_usd=2.0
+    )
     flags = {flag_of(row) for row in table()} - {""}
-    assert flags == {*given, "--no-sub-calls", "--allow-read"}  # every flag-worthy setting
+    # every flag-worthy setting
+    assert flags == {*given, "--no-sub-calls", "--allow-read", *session[::2]}
     untouched = settings_from_flags(build_parser().parse_args(["ask", "q"]))
     assert untouched == {}  # the library's defaults apply
 

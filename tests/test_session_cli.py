@@ -237,7 +237,9 @@ def test_chat_on_a_terminal_with_ctrl_c_and_ctrl_d(setup):
         term.type("last word?\n")
         assert "answer: delta" in term.expect("deeprlm> ")
         # At the prompt, Ctrl-C only says how to leave; the line typed so far is dropped.
-        term.type("half a li\x03")
+        term.type("half a li")
+        term.expect("half a li")  # echoed: readline has the line
+        term.type("\x03")
         assert "Ctrl-D or /quit leaves" in term.expect("deeprlm> ")
         term.type("/history\n")
         shown = term.expect("deeprlm> ")

@@ -201,6 +201,7 @@ def test_what_cannot_be_kept_is_named_and_the_root_is_told(chat_server):
                 "FINAL(made)",
             ],
             "what is left?": [repl("print(kept)"), "FINAL(kept)"],
+            "still there?": [repl("print(helper(1))"), "FINAL(yes)"],
         }
     )
     server = chat_server(script)
@@ -209,6 +210,9 @@ def test_what_cannot_be_kept_is_named_and_the_root_is_told(chat_server):
         session.save()
         assert set(session.lost) == {"helper", "handle"}
         assert "function cannot be kept" in session.lost["helper"]
+        # In this process they are still there: the root is not told otherwise.
+        session.ask("still there?")
+        assert "Lost when" not in script.first_prompt("still there?")
         session_id = session.id
     with Session.open(session_id) as session:
         session.start()
@@ -412,7 +416,13 @@ def test_a_cancelled_question_leaves_the_session_usable(chat_server, kind):
     script = QuestionScript(
         {
             "parse the scores": three_questions().turns["parse the scores"],
-            "slow": [repl("import time\nbefore = 1\ntime.sleep(30)\nafter = 1"), "FINAL(never)"],
+            "slow": [
+                repl(
+                    "import time\nbefore = 1\nend = time.time() + 30\n"
+                    "while time.time() < end:\n    pass\nafter = 1"
+                ),
+                "FINAL(never)",
+            ],
             "who scored best?": three_questions().turns["who scored best?"],
         }
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import threading
 from collections.abc import Coroutine
@@ -75,7 +76,9 @@ class InProcessREPL:
                 if not done.done():
                     done.set_result(cell)
 
-            loop.call_soon_threadsafe(settle)
+            # A closed loop: the cell was abandoned long ago and nobody waits for it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle)
 
         thread = threading.Thread(target=work, name="deeprlm-cell", daemon=True)
         thread.start()

@@ -130,8 +130,8 @@ class Session:
             for name, kind in self._saved_vars.types.items()
             if name in self._saved_vars.kept
         }
-        # Named to the user and the root: variables an earlier save could not keep, and
-        # those that could not be loaded again.
+        # Variables a save could not keep, and those a reopen could not load again, with
+        # why; the root is told of those that are gone.
         self.lost: dict[str, str] = dict(self._saved_vars.lost)
         self.notes: list[str] = []
         self._to_load = bool(_saved and self._saved_vars.folder)
@@ -225,7 +225,9 @@ class Session:
                 raise _before_run(err, query) from None
             self._variables = types
             earlier = [prompts.EarlierQuestion(r.query, r.answer, r.status) for r in self._history]
-            recap = prompts.session_recap(earlier, types, self.lost)
+            # Named as lost: what a reopen could not load and the code has not made again.
+            gone = {name: why for name, why in self.lost.items() if name not in types}
+            recap = prompts.session_recap(earlier, types, gone)
             sinks: list[Callable[[Event], None]] = []
             jsonl = None
             if self.rlm.trace_path is not None:

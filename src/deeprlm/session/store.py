@@ -29,7 +29,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
@@ -430,13 +430,3 @@ class SessionLock:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-@contextlib.contextmanager
-def locked(folder: Path) -> Iterator[SessionLock]:
-    lock = SessionLock(folder)
-    lock.acquire()
-    try:
-        yield lock
-    finally:
-        lock.release()
