@@ -3,12 +3,12 @@
 The context is 40 MB of log lines (`2025-01-03 10:00:00 service=svc07 level=ERROR ...`).
 Each question asks how many errors one service logged. A root that starts from nothing
 parses the whole context into a counter in its first turn, and has the sub-model read every
-window of it once (64 sub-calls over the whole text, as an RLM does to label records it
-cannot match with code), then answers. In a session, the root of a later question is told
-which variables exist (the recap), so it looks the count up in the `index` the first
-question left, and answers; no sub-calls. The models are a local OpenAI-compatible server
-in a process of its own (root calls take 50 ms, sub-calls 200 ms, as in overhead.py),
-reached through the openai SDK.
+window of it once (64 sub-calls over the whole text, in batches of 32, as an RLM does to
+label records it cannot match with code), then answers. In a session, the root of a later
+question is told which variables exist (the recap), so it looks the count up in the `index`
+the first question left, and answers; no sub-calls. The models are a local
+OpenAI-compatible server in a process of its own (root calls take 50 ms, sub-calls 200 ms,
+as in overhead.py), reached through the openai SDK.
 
     .venv/bin/python benchmarks/sessions.py [--mb 40] [--repl inprocess,sandbox]
         [--questions 10]
@@ -48,8 +48,11 @@ for line in context.splitlines():
     index[(parts[2], parts[3])] += 1
 n = len(context)
 step = -(-n // {windows})
-labels = llm_batch(["Which services in this part look unhealthy?\\n" + context[i:i + step]
-                    for i in range(0, n, step)])
+parts = ["Which services in this part look unhealthy?\\n" + context[i:i + step]
+         for i in range(0, n, step)]
+labels = []
+for first in range(0, len(parts), 32):  # the sandbox takes up to 32 MiB per message
+    labels += llm_batch(parts[first:first + 32])
 print(index[("service={service}", "level=ERROR")])
 ```"""
 
@@ -149,6 +152,7 @@ def main() -> None:
                 for number in range(1, args.questions + 1):
                     wall, calls, tokens, answer = measure(session.ask, question(number))
                     answers[number] = answer
+                    assert answer.isdigit(), (kind, number, answer)
                     if number == 1 or number in later:
                         rows.append((kind, number, "session", wall, calls, tokens))
             for number in later:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from deeprlm import RLM
+
 from conftest import outputs, repl
 from fake_server import last_user_text
 from session_script import QuestionScript, deeprlm
@@ -131,10 +133,16 @@ def test_ask_session_reports_a_damaged_session_and_moves_it_aside(setup):
         (["ask", "q", "--session", "../x"], "session id"),
         (["ask", "q", "--session", "x", "--context", "f"], "--context goes with a new session"),
         (["ask", "q", "--context", "f", "--rebind"], "--rebind goes with --session"),
+        (["chat", "--session", "saved", "--repl", "sandbox"], "repl is fixed for the session"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(setup, args, message):
-    server, _doc, home, _flags = setup
+def test_bad_input_is_one_line_and_exit_2(setup, args, message, monkeypatch):
+    server, doc, home, _flags = setup
+    if "saved" in args:  # a saved session named "saved", made in process
+        monkeypatch.setenv("DEEPRLM_HOME", str(home))
+        rlm = RLM("openai/m", base_url=server.url, repl="inprocess")
+        with rlm.session(doc, session_id="saved") as session:
+            session.save()
     done = deeprlm(*args, "--model", "openai/m", "--base-url", server.url, home=home)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and message in done.stderr
@@ -217,8 +225,10 @@ class Terminal:
         raise AssertionError(f"the chat did not end; screen:\n{self.screen[-3000:]}")
 
 
-def test_chat_on_a_terminal_with_ctrl_c_and_ctrl_d(setup):
+@pytest.mark.parametrize("kind", ["inprocess", "sandbox"])
+def test_chat_on_a_terminal_with_ctrl_c_and_ctrl_d(setup, kind):
     _server, doc, home, flags = setup
+    flags = [*flags[:-1], kind]
     term = Terminal(["chat", "--context", str(doc), *flags], home)
     try:
         banner = term.expect("deeprlm> ")

@@ -273,6 +273,23 @@ def test_a_damaged_session_file_is_moved_aside_and_reported(chat_server):
         Session.open(session_id)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("damaged", ["scores.pickle", "index.json"])
+def test_damaged_saved_variables_are_named_not_dropped(chat_server, kind, damaged):
+    server = chat_server(three_questions())
+    rlm = RLM("openai/m", base_url=server.url, repl=kind)
+    with rlm.session(CONTEXT) as session:
+        session.ask("parse the scores")
+        folder = session.save()
+        session_id = session.id
+    [variables] = folder.glob("vars-*")
+    (variables / damaged).write_bytes(b"\x80\x05 not what was saved")
+    with Session.open(session_id, rlm) as session:
+        session.start()
+        assert "could not be loaded again" in session.lost["scores"]
+        assert "scores" not in session.variables()
+
+
 @pytest.mark.parametrize("bad", ["../escape", "/etc", "a/b", ".hidden", "", "x" * 65])
 def test_a_session_id_cannot_leave_the_sessions_folder(bad, home):
     with pytest.raises(InputError, match="session id"):

@@ -272,6 +272,11 @@ def _chat(args: argparse.Namespace) -> int:
         session = _open_session(args)
         # A saved session keeps its REPL and totals; the other flags apply to each question.
         overrides = settings
+        try:
+            session.question_settings(**overrides)
+        except InputError:
+            session.close()
+            raise
     else:
         _check_session_flags(args)
         if not args.context:

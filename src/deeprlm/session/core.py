@@ -214,7 +214,7 @@ class Session:
             raise InputError("the session is closed")
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
-        settings = self._question_settings(overrides)
+        settings = self.question_settings(**overrides)
         async with self._question_lock():
             settings, binding = self._within_session_budget(settings, query)
             attached = await self._start(query)
@@ -274,7 +274,10 @@ class Session:
             await self._refresh_variables()
             return result
 
-    def _question_settings(self, overrides: Mapping[str, Any]) -> Settings:
+    def question_settings(self, **overrides: Any) -> Settings:
+        """The settings a question with these overrides runs with (before the session's
+        totals cut its budgets). Raises InputError for an unknown setting, or one fixed
+        for the session (its REPL's kind and limits, its totals)."""
         known = {row.name for row in table()}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -427,6 +430,10 @@ class Session:
             self.lost.update({name: why for name in saved.kept})
             return
         self.lost.update(loaded.lost)
+        # A damaged snapshot index loads nothing and says nothing: name what it held.
+        for name in saved.kept:
+            if name not in loaded.kept and name not in loaded.lost:
+                self.lost[name] = "could not be loaded again (its saved copy is damaged)"
 
     async def astart(self) -> None:
         """Starts the REPL now (and loads a saved session's variables), rather than at the
