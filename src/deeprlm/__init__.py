@@ -20,7 +20,7 @@ from deeprlm.errors import (
 from deeprlm.lm import LM, Completion, ScriptedLM, resolve_lm
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
-from deeprlm.usage import Price, UsageReport, register_price
+from deeprlm.usage import Price, UsageReport, load_prices, register_price
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "TokenLimitError",
     "UsageReport",
     "load_paths",
+    "load_prices",
     "register_price",
     "resolve_lm",
 ]

@@ -19,7 +19,8 @@ Policy = Callable[[Sequence[Message]], Reply]
 
 
 def approx_tokens(text: str) -> int:
-    """A provider-free token estimate (about four characters a token)."""
+    """The scripted model's own token count (four characters a token), which, like a real
+    model's tokenizer, is not deeprlm's estimate (`deeprlm.tokens`)."""
     return max(1, len(text) // 4) if text else 0
 
 
