@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, fields, replace
@@ -26,6 +27,12 @@ class Settings:
     max_concurrency: int = 16  # model calls in flight at once, across the whole tree
     sub_calls: bool = True  # False removes llm_*/rlm_* from the REPL (the paper's ablation)
     sub_tool_turns: int = 4  # tool-calling turns a sub-call may take before it must answer
+    # Model calls: deadlines and retries (429s, 5xx, dropped connections, timeouts)
+    call_timeout_s: float = 120.0  # one request to a model; a timed-out one is tried again once
+    # One sub-call (llm_query, an llm_batch item) with its retries, from when it is sent.
+    # Whatever this says, sub-calls end before their cell would be stopped (see engine).
+    sub_call_timeout_s: float | None = None
+    max_retries: int = 5  # further attempts of a failed call; waits happen outside its slot
     # Budgets shared by the whole tree; reaching one ends the run with a LimitError
     max_sub_calls: int | None = None
     max_tokens: int | None = None
@@ -42,18 +49,26 @@ class Settings:
             "max_concurrency",
             "sub_tool_turns",
             "cell_timeout_s",
+            "call_timeout_s",
+            "sub_call_timeout_s",
             "max_reply_tokens",
             "max_sub_calls",
             "max_tokens",
             "max_usd",
             "timeout_s",
         )
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # nan passes every comparison below, and inf means no limit (say None for that).
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"{f.name} must be a finite number, got {value}")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise InputError(f"{name} must be positive, got {value}")
-        if self.max_depth < 0:
-            raise InputError(f"max_depth must be 0 or more, got {self.max_depth}")
+        for name in ("max_depth", "max_retries"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be 0 or more, got {getattr(self, name)}")
         paths = self.allow_read
         if isinstance(paths, (str, os.PathLike)):
             paths = (paths,)

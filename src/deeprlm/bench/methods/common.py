@@ -8,6 +8,7 @@ spends them, and `max_iterations` bounds the turns of every agent.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from deeprlm.bench.example import Example
 from deeprlm.bench.tokens import count_tokens
 from deeprlm.budget import Budget
 from deeprlm.errors import LMError
-from deeprlm.lm.base import LM, Message
+from deeprlm.lm.base import LM, Completion, Message
+from deeprlm.lm.provider import Deadline, RetryPolicy, call_with_retries
 from deeprlm.settings import Settings
 from deeprlm.usage import UsageMeter, UsageReport
 
@@ -123,7 +125,7 @@ class Caller:
         self.budget.check()
         lm = lm or self.setup.model
         try:
-            completion = lm.complete(messages, max_tokens=self.setup.limits.max_reply_tokens)
+            completion = asyncio.run(self._with_retries(lm, messages))
         except LMError as err:
             # The model's own count is the real one; it may disagree with the estimate.
             if "does not fit" in str(err):
@@ -132,3 +134,17 @@ class Caller:
         self.usage.record(completion)
         self.calls += 1
         return completion.text
+
+    async def _with_retries(self, lm: LM, messages: list[Message]) -> Completion:
+        """The engine's retry loop (429s, 5xx, empty replies) around the sync call."""
+        cap = self.setup.limits.max_reply_tokens
+        end = self.budget.deadline
+        deadline = None if end is None else Deadline(end, "run", "the example's time budget")
+        return await call_with_retries(
+            lambda: asyncio.to_thread(lm.complete, messages, max_tokens=cap),
+            model=lm.name,
+            policy=RetryPolicy(),
+            deadline=lambda: deadline,
+            on_retry=lambda message, wait_s: None,
+            max_tokens=lambda: cap,
+        )
