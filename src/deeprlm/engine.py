@@ -13,19 +13,29 @@ Everything here is async; the sync API runs it on a private event loop (see `dee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from deeprlm import prompts
-from deeprlm.budget import Budget
+from deeprlm.budget import Budget, Reservation
 from deeprlm.context import ContextInfo, describe, normalize
 from deeprlm.errors import DeepRLMError, LimitError, LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.lm.provider import (
+    Deadline,
+    DeadlineError,
+    RetryPolicy,
+    call_with_retries,
+    earliest,
+    within,
+)
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
 from deeprlm.replies import Reply, parse_reply
 from deeprlm.settings import Settings
 from deeprlm.textutil import clip
+from deeprlm.tokens import CHARS_PER_TOKEN
 from deeprlm.tools import answer_with_tools, tool_spec
 from deeprlm.trace.events import (
     BatchEnded,
@@ -48,8 +58,12 @@ from deeprlm.trace.recorder import (
 )
 from deeprlm.usage import UsageMeter
 
-# Characters per token assumed when telling the root how much one sub-call can read.
-CHARS_PER_TOKEN = 3
+# Sub-calls end by this share of their cell's timeout, so the answers that made it reach
+# the code (an llm_batch returns them, with an error string for the rest) before the cell
+# itself would be stopped and lose them all.
+SUB_CALL_SHARE = 0.9
+# A retry that waits at least this long is noted in the trace (and the live display).
+NOTE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,11 @@ class Tree:
             self._named_lms[model] = self._resolve_lm(model)
         return self._named_lms[model]
 
+    def run_deadline(self) -> Deadline | None:
+        if self.budget.deadline is None:
+            return None
+        return Deadline(self.budget.deadline, "run", "the run's time budget")
+
     async def call_lm(
         self,
         lm: LM,
@@ -109,63 +128,159 @@ class Tree:
         parent_id: str,
         prompt: str,
         tools: Sequence[ToolSpec] | None = None,
+        until: Deadline | None = None,
     ) -> Completion:
-        """One model call: budget check, concurrency bound, usage, trace."""
+        """One metered model call: its attempts, each holding a concurrency slot and a
+        budget reservation while in flight, retried outside the slot (see
+        `deeprlm.lm.provider.call_with_retries`); usage and a trace pair per attempt. It
+        ends by the run's deadline, `until` (a sub-call's cell's) and, for a sub-call, its
+        own timeout from when it is first sent."""
         self.budget.check()
-        trace = self.trace
+        settings = self.settings
+        started_once: Deadline | None = None  # a sub-call's own deadline, from its first send
+        attempts = 0
+
+        def deadline() -> Deadline | None:
+            return earliest(self.run_deadline(), until, started_once)
+
+        async def attempt() -> Completion:
+            nonlocal attempts, started_once
+            await within(self.semaphore.acquire(), lm.name, deadline())
+            try:
+                reservation = await within(
+                    self.budget.reserve(lm, messages, tools), lm.name, deadline()
+                )
+                limit = settings.sub_call_timeout_s
+                if role == "sub" and started_once is None and limit is not None:
+                    what = f"the sub-call timeout of {limit:g}s (sub_call_timeout_s)"
+                    started_once = Deadline.after(limit, "sub_call", what)
+                attempts += 1
+                return await self._attempt(
+                    lm,
+                    messages,
+                    tools,
+                    reservation,
+                    attempts,
+                    deadline(),
+                    role,
+                    run_id,
+                    parent_id,
+                    prompt,
+                )
+            finally:
+                self.semaphore.release()
+
+        def note(message: str, wait_s: float | None) -> None:
+            # Each failed attempt is in the trace already; a pause a user would notice, or
+            # an empty reply, is also said where the progress display shows it.
+            if wait_s is None or wait_s >= NOTE_WAIT_S:
+                self.trace.emit(
+                    Note(self.trace.now(), self.trace.new_id("note"), run_id, parent_id, message)
+                )
+
+        try:
+            return await call_with_retries(
+                attempt,
+                model=lm.name,
+                policy=RetryPolicy(max_retries=settings.max_retries),
+                deadline=deadline,
+                on_retry=note,
+                max_tokens=lambda: self.budget.reply_cap(lm),
+            )
+        except DeadlineError as err:
+            if err.deadline.kind == "run":
+                raise self.budget.trip(self.budget.time_error()) from None
+            raise
+
+    async def _attempt(
+        self,
+        lm: LM,
+        messages: list[Message],
+        tools: Sequence[ToolSpec] | None,
+        reservation: Reservation,
+        number: int,
+        deadline: Deadline | None,
+        role: str,
+        run_id: str,
+        parent_id: str,
+        prompt: str,
+    ) -> Completion:
+        """One attempt, sent with its reservation held: recorded whatever becomes of it."""
+        trace, settings = self.trace, self.settings
         call_id = trace.new_id("call")
-        start: float | None = None  # set once the call holds a slot and really starts
+        start = trace.now()
         completion: Completion | None = None
         usd = 0.0
         error: str | None = "cancelled"
+        abandoned = True  # until the provider answers, or says why it will not
+        trace.emit(
+            LMCallStarted(
+                start,
+                call_id,
+                run_id,
+                parent_id,
+                role,
+                lm.name,
+                len(prompt),
+                number,
+                reservation.max_tokens,
+            )
+        )
+        timeout = Deadline.after(
+            settings.call_timeout_s,
+            "call",
+            f"the call timeout of {settings.call_timeout_s:g}s (call_timeout_s)",
+        )
         try:
-            async with asyncio.timeout(self.budget.remaining_s()) as deadline, self.semaphore:
-                start = trace.now()
-                trace.emit(
-                    LMCallStarted(start, call_id, run_id, parent_id, role, lm.name, len(prompt))
-                )
-                completion = await lm.acomplete(
-                    messages, tools=tools, max_tokens=self.settings.max_reply_tokens
-                )
+            completion = await within(
+                lm.acomplete(messages, tools=tools, max_tokens=reservation.max_tokens),
+                lm.name,
+                deadline,
+                timeout,
+            )
             usd = self.usage.record(completion)
             error = None
             return completion
-        except TimeoutError as err:
-            if deadline.expired():
-                limit = self.budget.trip(self.budget.time_error())
-                error = str(limit)
-                raise limit from None
-            error = f"TimeoutError: {err}"
-            raise LMError(f"model {lm.name} failed: {error}") from err
         except DeepRLMError as err:
             error = str(err)
+            # Stopped by a deadline on this side: the provider may still be working on it.
+            abandoned = isinstance(err, DeadlineError) or getattr(err, "timed_out", False)
             raise
         except Exception as err:
             error = f"{type(err).__name__}: {err}"
+            abandoned = False
             raise LMError(f"model {lm.name} failed: {error}") from err
         finally:
-            if start is not None:
-                c = completion or Completion(text="", model=lm.name)
-                trace.emit(
-                    LMCallEnded(
-                        trace.now(),
-                        call_id,
-                        run_id,
-                        parent_id,
-                        role=role,
-                        model=c.model,
-                        start=start,
-                        duration_s=round(trace.now() - start, 6),
-                        prompt=clip(prompt, PROMPT_CHARS),
-                        prompt_chars=len(prompt),
-                        reply=clip(c.text, REPLY_CHARS),
-                        input_tokens=c.input_tokens,
-                        output_tokens=c.output_tokens,
-                        cached_tokens=c.cached_tokens,
-                        usd=usd,
-                        error=error,
-                    )
+            if completion is None and abandoned:
+                # The provider has the prompt and may bill it; the reply never came.
+                completion = Completion(
+                    text="", model=lm.name, input_tokens=reservation.prompt_tokens, estimated=True
                 )
+                usd = self.usage.record(completion)
+            self.budget.settle(lm, reservation, completion if error is None else None)
+            c = completion or Completion(text="", model=lm.name)
+            trace.emit(
+                LMCallEnded(
+                    trace.now(),
+                    call_id,
+                    run_id,
+                    parent_id,
+                    role=role,
+                    model=c.model,
+                    start=start,
+                    duration_s=round(trace.now() - start, 6),
+                    prompt=clip(prompt, PROMPT_CHARS),
+                    prompt_chars=len(prompt),
+                    reply=clip(c.text, REPLY_CHARS),
+                    input_tokens=c.input_tokens,
+                    output_tokens=c.output_tokens,
+                    cached_tokens=c.cached_tokens,
+                    usd=usd,
+                    error=error,
+                    attempt=number,
+                    estimated=c.estimated,
+                )
+            )
 
 
 class Run:
@@ -196,6 +311,7 @@ class Run:
         self.last_reply = ""
         self.answer_content = ""
         self._cell_id: str | None = None
+        self._cell_deadline: Deadline | None = None  # when the running cell's sub-calls end
         self._repl: REPL | None = None
 
     def partial(self) -> str:
@@ -381,11 +497,13 @@ class Run:
         start = trace.now()
         trace.emit(CellStarted(start, cell_id, self.id, self.id, iteration, clip(code, CODE_CHARS)))
         self._cell_id = cell_id
+        self._cell_deadline = _sub_call_deadline(tree.settings.cell_timeout_s, repl)
         timeout = _min_or_none(tree.settings.cell_timeout_s, tree.budget.remaining_s())
         try:
             cell = await repl.run(code, timeout)
         finally:
             self._cell_id = None
+            self._cell_deadline = None
         if cell.answer_content:
             self.answer_content = cell.answer_content
         trace.emit(
@@ -422,7 +540,8 @@ class Run:
     async def llm_query(self, prompt: str, model: str | None = None) -> str:
         self._require_sub_calls()
         self._take_sub_call()
-        return await self._sub_call(_prompt_text(prompt), model, self._cell_id or self.id)
+        text, parent = _prompt_text(prompt), self._cell_id or self.id
+        return await within(self._sub_call(text, model, parent), "llm_query", self._cell_deadline)
 
     async def llm_batch(self, prompts_: Sequence[Any], model: str | None = None) -> list[str]:
         self._require_sub_calls()
@@ -437,7 +556,8 @@ class Run:
     async def rlm_query(self, query: str, context: Any = None) -> str:
         self._require_sub_calls()
         self._take_sub_call()
-        return await self._child(query, context, self._cell_id or self.id)
+        child = self._child(query, context, self._cell_id or self.id)
+        return await within(child, "rlm_query", self._cell_deadline)
 
     async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]:
         self._require_sub_calls()
@@ -452,8 +572,10 @@ class Run:
     async def _batch(
         self, kind: str, jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]]
     ) -> list[str]:
-        """Runs jobs concurrently, answers in input order. A failing job becomes an error
-        string; a reached limit stops the whole batch."""
+        """Runs jobs concurrently, answers in input order. A job that fails, is refused by
+        a budget or misses its cell's deadline becomes an error string; the others still
+        run to the end and keep their answers (a refusal trips the budget, so the run
+        stops after this cell). Only a cancelled run stops the siblings."""
         trace = self.tree.trace
         batch_id = trace.new_id("batch")
         start = trace.now()
@@ -461,18 +583,23 @@ class Run:
         trace.emit(BatchStarted(start, batch_id, self.id, parent, kind, len(jobs)))
         errors = 0
         # Child runs each hold a REPL (a process, in the sandbox), so bound them per batch.
-        gate = asyncio.Semaphore(self.tree.settings.max_concurrency)
+        # Model calls are bounded by the tree's slots alone, which a retry gives back while
+        # it waits; a gate here would hold its place through the wait.
+        limit = self.tree.settings.max_concurrency
+        gate = asyncio.Semaphore(limit) if kind == "rlm" else contextlib.nullcontext()
+        deadline = self._cell_deadline
+
+        async def gated(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+            async with gate:
+                return await fn(*args, batch_id)
 
         async def guarded(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
             nonlocal errors
-            async with gate:
-                try:
-                    return await fn(*args, batch_id)
-                except LimitError:
-                    raise
-                except Exception as err:
-                    errors += 1
-                    return f"Error: {type(err).__name__}: {err}"
+            try:
+                return await within(gated(fn, args), f"{kind}_batch item", deadline)
+            except Exception as err:
+                errors += 1
+                return f"Error: {type(err).__name__}: {err}"
 
         tasks = [asyncio.ensure_future(guarded(fn, args)) for fn, args in jobs]
         try:
@@ -501,6 +628,7 @@ class Run:
     async def _sub_call(self, prompt: str, model: str | None, parent: str) -> str:
         tree = self.tree
         lm = tree.sub_lm_named(model)
+        until = self._cell_deadline
 
         async def call(messages: list[Message], tools: Sequence[ToolSpec] | None) -> Completion:
             return await tree.call_lm(
@@ -511,6 +639,7 @@ class Run:
                 parent_id=parent,
                 prompt=str(messages[-1].get("content") or ""),
                 tools=tools,
+                until=until,
             )
 
         if tree.sub_tools:
@@ -549,6 +678,17 @@ class Run:
 def _first_line(fn: Callable[..., Any]) -> str:
     doc = (fn.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else "(no description)"
+
+
+def _sub_call_deadline(cell_timeout_s: float | None, repl: REPL) -> Deadline | None:
+    """When the sub-calls of a cell starting now must end: a share of the cell's timeout,
+    the stricter of the setting and the REPL's own (the sandbox stops cells too)."""
+    own = getattr(getattr(repl, "settings", None), "cell_timeout_s", None)
+    limit = _min_or_none(cell_timeout_s, own)
+    if limit is None:
+        return None
+    what = f"the cell's deadline for sub-calls ({SUB_CALL_SHARE:.0%} of its {limit:g}s timeout)"
+    return Deadline.after(limit * SUB_CALL_SHARE, "cell", what)
 
 
 def _min_or_none(*values: float | None) -> float | None:

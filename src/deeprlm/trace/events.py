@@ -55,10 +55,15 @@ class RunEnded(Event):
 
 @dataclass(frozen=True)
 class LMCallStarted(Event):
+    """One attempt of a model call, sent once it holds a concurrency slot (and, under a
+    token or USD budget, its reservation). A retried call has one pair per attempt."""
+
     type: ClassVar[str] = "lm_call_started"
     role: str = "root"  # root | sub | forced | tool
     model: str = ""
     prompt_chars: int = 0
+    attempt: int = 1
+    max_tokens: int | None = None  # the reply cap sent (None: the provider's default)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class LMCallEnded(Event):
     cached_tokens: int = 0
     usd: float = 0.0
     error: str | None = None
+    attempt: int = 1
+    # The tokens were counted here: the provider reported none, or the attempt was
+    # abandoned in flight (a deadline, a cancelled run) and is charged its prompt.
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
