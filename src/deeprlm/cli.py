@@ -22,8 +22,9 @@ from deeprlm.repl import REPL_KINDS
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
+from deeprlm.trace.recorder import check_trace_path
 from deeprlm.trace.viewer import add_view_command
-from deeprlm.usage import UsageReport
+from deeprlm.usage import Price, UsageReport, load_prices, parse_price
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -86,6 +87,44 @@ def _add_ask(subparsers: Any) -> None:
     limits.add_argument("--timeout", type=float, metavar="SECONDS", help="wall clock for the run")
     limits.add_argument("--cell-timeout", type=float, metavar="SECONDS")
     limits.add_argument(
+        "--max-reply-tokens",
+        type=_positive_int,
+        help="output tokens per model call (default: the provider's; under a token or USD "
+        "budget the model's own cap, else 8192)",
+    )
+    limits.add_argument(
+        "--call-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=defaults.call_timeout_s,
+        help="one request to a model (default: %(default)gs); a timed-out one is tried again once",
+    )
+    limits.add_argument(
+        "--sub-call-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="one sub-call with its retries (default: none; sub-calls always end before "
+        "their cell's timeout)",
+    )
+    limits.add_argument(
+        "--max-retries",
+        type=int,
+        default=defaults.max_retries,
+        help="further attempts of a failed model call (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="a model's price in USD per million input and output tokens (repeatable)",
+    )
+    limits.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help='a prices file: one table per model, e.g. ["my-model"] input = 0.5, output = 1.5',
+    )
+    limits.add_argument(
         "--max-output-chars",
         type=_positive_int,
         help="cell output the model reads per turn (default: 8000; 2000 for small models)",
@@ -117,6 +156,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "max_usd": args.max_usd,
         "timeout_s": args.timeout,
         "cell_timeout_s": args.cell_timeout,
+        "max_reply_tokens": args.max_reply_tokens,
+        "call_timeout_s": args.call_timeout,
+        "sub_call_timeout_s": args.sub_call_timeout,
+        "max_retries": args.max_retries,
         "max_output_chars": args.max_output_chars,
         "sub_calls": not args.no_sub_calls,
         "repl": args.repl,
@@ -137,16 +180,34 @@ def _print_failure(message: str) -> None:
     print(json.dumps(data, ensure_ascii=False))
 
 
+def _prices(args: argparse.Namespace) -> dict[str, Price]:
+    """--prices FILE, then each --price (which wins for its model)."""
+    prices = load_prices(args.prices) if args.prices else {}
+    prices.update(parse_price(spec) for spec in args.price)
+    return prices
+
+
 def _ask(args: argparse.Namespace) -> int:
-    context, skipped = load_paths(args.context)
+    # Everything that can be judged without work is judged first: a bad trace path or
+    # setting costs nothing, not the reading of a large context.
+    if args.trace:
+        check_trace_path(args.trace)
+    settings = _settings(args)
+    Settings.from_kwargs(**settings)
+    prices = _prices(args)
+    notes: list[str] = []
+    context, skipped = load_paths(args.context, notes=notes)
+    for note in notes if not args.quiet else ():
+        print(f"deeprlm: note: {note}", file=sys.stderr)
     progress = console_sink(quiet=args.quiet)
     rlm = RLM(
         args.model,
         args.sub_model,
         base_url=args.base_url,
+        prices=prices,
         trace_path=args.trace,
         on_event=progress,
-        **_settings(args),
+        **settings,
     )
     try:
         result = rlm.run(args.query, context, skipped=skipped)

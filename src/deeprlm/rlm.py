@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from deeprlm.lm.specs import DEFAULT_MODEL, resolve_lm
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
-from deeprlm.trace.recorder import JsonlSink, Trace
-from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport
+from deeprlm.trace.recorder import JsonlSink, Trace, check_trace_path
+from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport, as_prices
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,10 @@ class RLM:
     `model` and `sub_model` are model specs (`local`, `gguf:PATH`, `hf:REPO/FILE`,
     `openai/NAME`, `anthropic/NAME`) or LM objects; the sub model defaults to the root's.
     Keyword settings are those of `deeprlm.settings.Settings` (max_iterations, max_depth,
-    max_concurrency, budgets, repl, ...).
+    max_concurrency, budgets, deadlines, repl, ...). `prices` maps model names to `Price`
+    (USD per million tokens), or is the path of a TOML prices file (`load_prices`); a USD
+    budget is refused here for a model without a price. A `trace_path` that cannot be
+    written is refused here too, before any work.
     """
 
     def __init__(
@@ -76,12 +80,15 @@ class RLM:
         api_key: str | None = None,
         tools: ToolsArg = None,
         sub_tools: ToolsArg = None,
-        prices: Mapping[str, Price] | None = None,
+        prices: Mapping[str, Price] | str | os.PathLike[str] | None = None,
         trace_path: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
+        if trace_path is not None:
+            check_trace_path(trace_path)
+        self.prices = PriceTable(as_prices(prices))
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
         self.model = self._resolve(model)
         self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
@@ -91,7 +98,9 @@ class RLM:
             self.sub_model = self.model.for_role("sub")
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")
-        self.prices = PriceTable(prices)
+        if self.settings.max_usd is not None:
+            for lm in (self.model, self.sub_model):
+                self.prices.require(lm)  # else the budget would count $0 and never stop
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from deeprlm.errors import InputError
 from deeprlm.textutil import clip
 from deeprlm.trace.events import Event, event_from_dict
 
@@ -55,6 +56,27 @@ class Trace:
         with open(path, "w", encoding="utf-8") as f:
             for event in self.events:
                 f.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+
+
+def check_trace_path(path: str | Path) -> Path:
+    """Fails with one line unless a trace file can be written at `path`. Runs before any
+    work, so a mistyped path does not cost a whole run (or the reading of its context)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"the trace path {path} is a folder; give a file, e.g. {path}/run.jsonl")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"cannot write the trace {path}: the folder {folder} {what}")
+    existed = path.exists()
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise InputError(f"cannot write the trace {path}: {err.strerror or err}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
 
 
 class JsonlSink:
