@@ -1,12 +1,17 @@
-"""Shared helpers for the test suite: building scripted replies and a fake chat server."""
+"""Shared helpers for the test suite: scripted replies, a fake chat server, the CLI as a
+process, and reading concurrency off a trace."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from deeprlm.lm.fake_server import FakeChatServer, Responder
+from deeprlm.trace.events import Event, LMCallEnded, LMCallStarted
 
 
 def repl(code: str, prose: str = "Let me look.") -> str:
@@ -27,3 +32,31 @@ def chat_server() -> Iterator[type[FakeChatServer]]:
     yield start  # type: ignore[misc]
     for server in started:
         server.stop()
+
+
+def deeprlm(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+):
+    """`deeprlm ARGS` in a fresh process, as a user runs it, without provider keys."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "ANTHROPIC"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "deeprlm", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def peak_in_flight(events: list[Event], role: str) -> int:
+    """The most model calls of `role` running at once, from the order of trace events."""
+    running = peak = 0
+    for event in events:
+        if isinstance(event, LMCallStarted) and event.role == role:
+            running += 1
+            peak = max(peak, running)
+        elif isinstance(event, LMCallEnded) and event.role == role:
+            running -= 1
+    return peak

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from deeprlm.lm.fake_server import last_user_text
 
-from conftest import repl
-
-
-def deeprlm(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "ANTHROPIC"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "deeprlm", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=120,
-    )
+from conftest import deeprlm, repl
 
 
 @pytest.fixture
@@ -134,7 +119,7 @@ def test_a_limit_exits_3_and_still_prints_the_partial_answer(server, tmp_path):
         "--base-url",
         server.url,
         "--max-tokens",
-        "50",
+        "1000",
         "--json",
         "--quiet",
     )
@@ -143,6 +128,8 @@ def test_a_limit_exits_3_and_still_prints_the_partial_answer(server, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     data = json.loads(done.stdout)
     assert data["status"] == "limit" and "```repl" in data["answer"]
+    total = data["usage"]["total"]
+    assert 0 < total["input_tokens"] + total["output_tokens"] <= 1000
 
 
 def test_iteration_limit_forces_an_answer_with_exit_0(server, tmp_path):
