@@ -12,7 +12,7 @@ import time
 import pytest
 
 from deeprlm import RLM, LMError, TimeLimitError
-from deeprlm.lm.fake_server import FakeReply, last_user_text
+from deeprlm.lm.fake_server import FakeReply, fake_tokens, last_user_text
 from deeprlm.settings import Settings
 from deeprlm.trace.events import LMCallEnded, Note
 
@@ -391,3 +391,28 @@ def test_the_api_checks_the_trace_path_when_configured(tmp_path):
 
     with pytest.raises(InputError, match="is a folder"):
         RLM("openai/m", base_url="http://127.0.0.1:9/v1", trace_path=tmp_path)
+
+
+def test_a_reply_cap_past_a_small_window_is_asked_again_within_it(chat_server):
+    """A server with a 4,096-token window refuses prompt + cap beyond it, as vLLM does; the
+    call is tried again with a cap that fits, and later calls ask for no more."""
+
+    def responder(body):
+        prompt = fake_tokens(json.dumps(body["messages"]))
+        cap = body.get("max_tokens") or 0
+        if prompt + cap > 4096:
+            message = (
+                f"This model's maximum context length is 4096 tokens. However, you requested "
+                f"{prompt + cap} tokens ({prompt} in the messages, {cap} in the completion)."
+            )
+            return FakeReply(status=400, text=message)
+        if "Query:" in last_user_text(body):
+            return repl("print(1)")
+        return "FINAL(fits)"
+
+    server = chat_server(responder)
+    result = RLM("openai/small-window", base_url=server.url, max_tokens=100_000).run("q", "c")
+    assert result.answer == "fits"
+    caps = [r["max_tokens"] for r in server.requests]
+    assert caps[0] == 8_192 and all(cap < 4_096 for cap in caps[1:])
+    assert len(server.requests) == 3  # one refusal, then two calls within the window

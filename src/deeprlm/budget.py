@@ -69,6 +69,8 @@ class Budget:
         self._held_usd = 0.0
         self._in_flight = 0
         self._settled: asyncio.Event | None = None  # set when a reservation is released
+        # Windows (prompt + reply, in tokens) that providers said their models have.
+        self.windows: dict[str, int] = {}
 
     def trip(self, error: LimitError) -> LimitError:
         if self.tripped is None:
@@ -117,12 +119,24 @@ class Budget:
             return self.usage.prices.require(lm)
         return self.usage.prices.for_lm(lm)
 
-    def reply_cap(self, lm: Any) -> int | None:
-        """The most a call to `lm` may reply before the budget has its say."""
+    def reply_cap(self, lm: Any, prompt: int = 0) -> int | None:
+        """The most a call to `lm` with a prompt of `prompt` tokens may reply, before the
+        budget has its say: the setting, else under a budget the model's own cap (else
+        DEFAULT_REPLY_TOKENS); never more than the model's window leaves, where known."""
         cap = self.settings.max_reply_tokens
         if cap is None and self.metered:
             cap = getattr(lm, "default_max_tokens", None) or DEFAULT_REPLY_TOKENS
+        window = self.windows.get(lm.name) or getattr(lm, "context_window", None)
+        if cap is not None and window:
+            cap = max(1, min(cap, window - prompt))
         return cap
+
+    def learn_window(self, lm: Any, tokens: int) -> bool:
+        """Remembers the window a provider said `lm` has. True if it was news."""
+        if self.windows.get(lm.name) == tokens:
+            return False
+        self.windows[lm.name] = tokens
+        return True
 
     async def reserve(
         self, lm: Any, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None
@@ -131,7 +145,7 @@ class Budget:
         fit yet. Raises the budget's LimitError (and trips it) if it cannot fit at all."""
         self.check()
         prompt = self.counter.prompt(lm, messages, tools)
-        cap = self.reply_cap(lm)
+        cap = self.reply_cap(lm, prompt)
         if not self.metered:
             self._in_flight += 1
             return Reservation(prompt, cap)

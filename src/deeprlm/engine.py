@@ -245,6 +245,10 @@ class Tree:
             error = str(err)
             # Stopped by a deadline on this side: the provider may still be working on it.
             abandoned = isinstance(err, DeadlineError) or getattr(err, "timed_out", False)
+            window = getattr(err, "window_tokens", None)
+            if window and reservation.max_tokens and self.budget.learn_window(lm, window):
+                # The cap overflowed the model's window: ask again within it.
+                raise LMError(error, transient=True, retry_after_s=0.0) from None
             raise
         except Exception as err:
             error = f"{type(err).__name__}: {err}"

@@ -8,6 +8,7 @@ shared with the other SDK adapters in `deeprlm.lm.provider`.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -92,7 +93,6 @@ class OpenAICompatibleLM(ProviderLM):
         usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         extra = getattr(usage, "model_extra", None) or {}
-        cost = extra.get("cost")
         prompt = reported(getattr(usage, "prompt_tokens", None))
         output = reported(getattr(usage, "completion_tokens", None))
         reply = text + "".join(json.dumps(c.arguments) for c in calls)
@@ -102,7 +102,7 @@ class OpenAICompatibleLM(ProviderLM):
             input_tokens=count_prompt(self, messages) if prompt is None else prompt,
             output_tokens=count_text(self, reply) if output is None else output,
             cached_tokens=reported(getattr(details, "cached_tokens", None)) or 0,
-            cost_usd=float(cost) if isinstance(cost, (int, float)) and cost >= 0 else None,
+            cost_usd=_cost(extra.get("cost")),
             tool_calls=calls,
             finish_reason=choice.finish_reason if choice is not None else None,
             estimated=prompt is None or output is None,
@@ -110,6 +110,13 @@ class OpenAICompatibleLM(ProviderLM):
 
     def _send(self, client: Any, request: dict[str, Any]) -> Any:
         return client.chat.completions.create(**request)
+
+
+def _cost(value: Any) -> float | None:
+    """A cost the provider reported (OpenRouter does); None when absent or nonsense."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 def _tool_calls(message: Any) -> tuple[ToolCall, ...]:

@@ -18,6 +18,7 @@ import functools
 import math
 import os
 import random
+import re
 import ssl
 import time
 import weakref
@@ -38,6 +39,9 @@ DEFAULT_TIMEOUT_S = 600.0
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 
 T = TypeVar("T")
+# How OpenAI and the servers that copy it (vLLM, SGLang) refuse a prompt plus reply cap
+# larger than the model's window.
+_WINDOW = re.compile(r"maximum context length is (\d+) tokens")
 
 
 def retry_after_s(headers: Any) -> float | None:
@@ -78,10 +82,12 @@ def provider_errors(sdk: ModuleType, where: str) -> Iterator[None]:
         wait = retry_after_s(getattr(err.response, "headers", None))
         asked = f"; the provider asked to wait {wait:g}s" if wait else ""
         hint = " (rate limited)" if status == 429 else ""
+        window = _WINDOW.search(detail) if status == 400 else None
         raise LMError(
             f"{where} answered HTTP {status}{hint}{asked}: {detail}",
             transient=status in TRANSIENT_STATUSES,
             retry_after_s=wait,
+            window_tokens=int(window.group(1)) if window else None,
         ) from None
     except sdk.APITimeoutError:
         raise LMError(
