@@ -312,6 +312,13 @@ def test_nan_and_infinite_settings_are_bad_input(tmp_path, args):
     assert len(lines) == 1 and "must be a finite number" in lines[0], done.stderr
 
 
+def test_the_bench_refuses_nan_and_infinite_limits_too():
+    for args in (["--timeout", "nan"], ["--max-usd", "inf"]):
+        done = deeprlm("bench", "run", *args)
+        assert done.returncode == 2
+        assert "must be a finite positive number" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("name", ["timeout_s", "max_usd", "cell_timeout_s", "call_timeout_s"])
 def test_the_api_refuses_nan_and_infinite_settings_too(name):
     for value in (math.nan, math.inf):

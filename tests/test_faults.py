@@ -6,6 +6,7 @@ is lost, and each failure says what happened in one line."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -81,7 +82,7 @@ def test_sub_calls_end_before_their_cell_is_stopped(chat_server):
     check_batch(result.answer, "the cell's deadline for sub-calls (90% of its 3s timeout)")
 
 
-def test_the_sandbox_cells_own_timeout_bounds_sub_calls_too(chat_server, tmp_path):
+def test_in_the_sandbox_from_the_cli_a_batch_keeps_its_answers(chat_server, tmp_path):
     server = items_server(chat_server, hang_listed)
     doc = tmp_path / "doc.txt"
     doc.write_text("text")
@@ -361,10 +362,12 @@ def test_one_empty_reply_then_a_real_one_is_fine(chat_server):
         ("{tmp}/missing/run.jsonl", "the folder {tmp}/missing does not exist"),
         ("{tmp}/file.txt/run.jsonl", "is not a folder"),
         ("/sys/deeprlm-trace.jsonl", "cannot write the trace /sys/deeprlm-trace.jsonl"),
+        ("{tmp}/fifo", "No such device or address"),  # a named pipe nobody reads
     ],
 )
 def test_a_bad_trace_path_exits_2_before_the_context_is_read(tmp_path, trace, message):
     (tmp_path / "file.txt").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
     trace = trace.replace("{tmp}", str(tmp_path))
     message = message.replace("{tmp}", str(tmp_path))
     # The context does not exist either: the trace must be what is reported.

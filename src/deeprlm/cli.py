@@ -251,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         _fail("interrupted")
+        if as_json:
+            _print_failure("interrupted")
         return 130
 
 

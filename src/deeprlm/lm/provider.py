@@ -184,7 +184,7 @@ def is_empty(completion: Completion) -> bool:
 def empty_reply_error(model: str, completion: Completion, max_tokens: int | None) -> LMError:
     reason = completion.finish_reason
     hint = ""
-    if reason == "length":
+    if reason in ("length", "max_tokens"):
         cap = f" of {max_tokens:,} tokens" if max_tokens else ""
         hint = f"; the reply cap{cap} ran out before any text (raise max_reply_tokens)"
     elif reason in ("content_filter", "refusal"):

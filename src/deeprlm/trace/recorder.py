@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,10 +71,11 @@ def check_trace_path(path: str | Path) -> Path:
         raise InputError(f"cannot write the trace {path}: the folder {folder} {what}")
     existed = path.exists()
     try:
-        with open(path, "a", encoding="utf-8"):
-            pass
+        # Non-blocking: a named pipe nobody reads would otherwise hang here (ENXIO instead).
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
     except OSError as err:
         raise InputError(f"cannot write the trace {path}: {err.strerror or err}") from None
+    os.close(fd)
     if not existed:
         path.unlink(missing_ok=True)
     return path
