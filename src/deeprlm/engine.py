@@ -226,11 +226,11 @@ class Tree:
                 reservation.max_tokens,
             )
         )
-        timeout = Deadline.after(
-            settings.call_timeout_s,
-            "call",
-            f"the call timeout of {settings.call_timeout_s:g}s (call_timeout_s)",
-        )
+        limit = settings.call_timeout_s
+        timeout = None
+        if limit is not None:
+            what = f"the call timeout of {limit:g}s (call_timeout_s)"
+            timeout = Deadline.after(limit, "call", what)
         try:
             completion = await within(
                 lm.acomplete(messages, tools=tools, max_tokens=reservation.max_tokens),

@@ -28,7 +28,8 @@ class Settings:
     sub_calls: bool = True  # False removes llm_*/rlm_* from the REPL (the paper's ablation)
     sub_tool_turns: int = 4  # tool-calling turns a sub-call may take before it must answer
     # Model calls: deadlines and retries (429s, 5xx, dropped connections, timeouts)
-    call_timeout_s: float = 120.0  # one request to a model; a timed-out one is tried again once
+    # One request to a model (None: no limit of deeprlm's); a timed-out one is tried once more.
+    call_timeout_s: float | None = 120.0
     # One sub-call (llm_query, an llm_batch item) with its retries, from when it is sent.
     # Whatever this says, sub-calls end before their cell would be stopped (see engine).
     sub_call_timeout_s: float | None = None
