@@ -419,3 +419,12 @@ def test_a_reply_cap_past_a_small_window_is_asked_again_within_it(chat_server):
     caps = [r["max_tokens"] for r in server.requests]
     assert caps[0] == 8_192 and all(cap < 4_096 for cap in caps[1:])
     assert len(server.requests) == 3  # one refusal, then two calls within the window
+
+
+def test_a_reply_cut_off_by_a_reset_is_tried_again(chat_server):
+    replies = iter([FakeReply(text="FINAL(whole)", reset_after=40)])
+    server = chat_server(lambda body: next(replies, "FINAL(whole)"))
+    result = RLM("openai/m", base_url=server.url).run("q", "ctx")
+    assert result.answer == "whole"
+    assert len(server.requests) == 2
+    assert result.usage.total.calls == 1  # the cut reply never arrived, so it cost nothing

@@ -6,7 +6,8 @@ adapters under test go through their SDKs, sockets, retries and JSON parsing exa
 against a provider. What it answers is up to a `responder`: a function of the request body
 returning the reply text, or a `FakeReply` with a status code, a delay, tool calls, raw
 bytes (garbage) or a fault to inject instead: a hang, a body sent one byte at a time, a
-connection reset, no usage, no choices, null content.
+connection reset (before the reply or part way through its body), no usage, no choices,
+null content.
 
 Like a provider it honours the reply cap (`max_tokens` / `max_completion_tokens`: a longer
 reply is cut, finish reason "length") and counts what it served in `counted`, the usage a
@@ -47,6 +48,7 @@ class FakeReply:
     hang: bool = False  # never answer (until the server stops)
     trickle_s: float = 0.0  # pause between the bytes of the body
     reset: bool = False  # drop the connection with a TCP reset instead of answering
+    reset_after: int | None = None  # send the headers and this many body bytes, then reset
     usage: bool = True  # False: the reply carries no usage at all
     prompt_tokens: int | None = None  # the usage to report instead of the server's count
     completion_tokens: int | None = None
@@ -115,6 +117,14 @@ class FakeChatServer:
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
+            def _reset(self) -> None:
+                # SO_LINGER 0: close() sends a RST, as a crashing proxy would.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
+                self.close_connection = True
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -133,12 +143,7 @@ class FakeChatServer:
                 if reply.delay_s and server._stopping.wait(reply.delay_s):
                     return
                 if reply.reset:
-                    # SO_LINGER 0: close() sends a RST, as a crashing proxy would.
-                    self.connection.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                    )
-                    self.connection.close()
-                    self.close_connection = True
+                    self._reset()
                     return
                 usage: Tally | None = None
                 if reply.raw is not None:
@@ -157,6 +162,11 @@ class FakeChatServer:
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
                 self.end_headers()
+                if reply.reset_after is not None:
+                    self.wfile.write(payload[: reply.reset_after])
+                    self.wfile.flush()
+                    self._reset()
+                    return
                 if reply.trickle_s:
                     for i in range(len(payload)):
                         if server._stopping.wait(reply.trickle_s):
