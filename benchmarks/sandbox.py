@@ -95,9 +95,14 @@ async def load(kind: str, megabytes: float) -> tuple[float, float | None]:
 
 
 def worker_rss(repl: SandboxREPL) -> int:
+    """The resident memory of the process running the code: the first process of the
+    worker's pid namespace, the only child of the supervisor the host started."""
     worker = repl._worker
-    assert worker is not None and worker.ready is not None
-    with open(f"/proc/{worker.ready.pid}/status") as f:
+    assert worker is not None
+    pid = worker.process.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        pid = int(f.read().split()[0])
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024

@@ -338,3 +338,10 @@ def test_a_model_that_counts_its_own_tokens_is_reserved_by_its_count():
     assert started.max_tokens == min(8_192, 50_000 - prompt)
     with pytest.raises(TokenLimitError):
         RLM(Counting(["FINAL(x)"]), max_tokens=prompt).run("q", "ctx")
+
+
+def test_every_named_model_needs_a_price_under_a_usd_budget():
+    common = {"base_url": "http://127.0.0.1:9/v1", "prices": {"m": PRICE}, "max_usd": 1.0}
+    with pytest.raises(InputError, match="needs the price of model 'unpriced'"):
+        RLM("openai/m", models={"fast": "openai/unpriced"}, **common)
+    RLM("openai/m", models={"fast": "openai/m"}, **common)  # priced: fine

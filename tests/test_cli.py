@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -245,3 +248,63 @@ def test_json_prints_one_object_even_for_bad_input(tmp_path):
     assert done.returncode == 2
     data = json.loads(done.stdout)
     assert data["status"] == "error" and "context file not found" in data["error"]
+
+
+def test_sub_models_are_named_repeatable_and_comma_separated():
+    from deeprlm.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["ask", "q", "--sub-models", "fast=openai/a,big=anthropic/b", "--sub-models", "z=local"]
+    )
+    assert args.sub_models == [{"fast": "openai/a", "big": "anthropic/b"}, {"z": "local"}]
+    bad = subprocess.run(
+        [sys.executable, "-m", "deeprlm", "ask", "q", "--sub-models", "fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "expected NAME=SPEC" in bad.stderr
+
+
+def test_a_named_model_must_be_a_known_spec_and_not_root_or_sub():
+    from deeprlm import RLM, ScriptedLM
+    from deeprlm.errors import InputError
+
+    with pytest.raises(InputError, match="taken"):
+        RLM(ScriptedLM(["x"]), models={"root": "openai/a"})
+    with pytest.raises(InputError):
+        RLM(ScriptedLM(["x"]), models={"fast": "nonsense:spec"})
+
+
+def test_in_process_code_stuck_in_c_ends_the_command_with_status_3(chat_server, tmp_path):
+    """A catastrophic regex holds Python's lock: no timeout inside the process can act, so
+    the command's watchdog ends it, with the trace written up to the stuck cell."""
+    stuck = "import re\nre.match(r'(a+)+$', 'a' * 40 + 'b')"
+
+    def responder(body):
+        return repl(stuck) if "Query:" in last_user_text(body) else "FINAL(never)"
+
+    server = chat_server(responder)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("the context")
+    trace = tmp_path / "trace.jsonl"
+    args = ["ask", "what?", "--context", str(doc), "--model", "openai/m", "--repl", "inprocess"]
+    args += ["--base-url", server.url]
+    args += ["--cell-timeout", "1", "--json", "--quiet", "--trace", str(trace)]
+    env = {**os.environ, "OPENAI_API_KEY": "x"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "deeprlm", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 30
+    assert "cannot be interrupted in process" in done.stderr
+    data = json.loads(done.stdout)
+    assert data["status"] == "limit" and "1s timeout" in data["error"]
+    events = [json.loads(line)["type"] for line in trace.read_text().splitlines()]
+    assert events[-1] == "cell_started"

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from deeprlm import watchdog
 from deeprlm.bench.cli import register as add_bench_command
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
@@ -22,6 +23,7 @@ from deeprlm.repl import REPL_KINDS
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
+from deeprlm.trace.events import Event
 from deeprlm.trace.recorder import check_trace_path
 from deeprlm.trace.viewer import add_view_command
 from deeprlm.usage import Price, UsageReport, load_prices, parse_price
@@ -46,6 +48,16 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _named_models(text: str) -> dict[str, str]:
+    models = {}
+    for item in text.split(","):
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=SPEC, got {item!r}")
+        models[name.strip()] = spec.strip()
+    return models
 
 
 def _add_ask(subparsers: Any) -> None:
@@ -73,6 +85,15 @@ def _add_ask(subparsers: Any) -> None:
         "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
     )
     models.add_argument(
+        "--sub-models",
+        action="append",
+        default=[],
+        type=_named_models,
+        metavar="NAME=SPEC[,NAME=SPEC]",
+        help="more models the code may pick by name, as llm_query(p, model=NAME); "
+        "repeatable (the code can name only these, root and sub)",
+    )
+    models.add_argument(
         "--base-url",
         metavar="URL",
         help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
@@ -85,7 +106,9 @@ def _add_ask(subparsers: Any) -> None:
     limits.add_argument("--max-tokens", type=_positive_int, help="tokens across the run tree")
     limits.add_argument("--max-usd", type=float, help="USD across the run tree")
     limits.add_argument("--timeout", type=float, metavar="SECONDS", help="wall clock for the run")
-    limits.add_argument("--cell-timeout", type=float, metavar="SECONDS")
+    limits.add_argument(
+        "--cell-timeout", type=float, metavar="SECONDS", help="wall clock for one cell"
+    )
     limits.add_argument(
         "--max-reply-tokens",
         type=_positive_int,
@@ -132,7 +155,15 @@ def _add_ask(subparsers: Any) -> None:
     limits.add_argument(
         "--no-sub-calls", action="store_true", help="no llm_query/rlm_query in the REPL (ablation)"
     )
-    ask.add_argument("--repl", choices=sorted(REPL_KINDS), default=defaults.repl)
+    ask.add_argument(
+        "--repl",
+        choices=sorted(REPL_KINDS),
+        default=defaults.repl,
+        help="where the model's code runs (default: %(default)s). inprocess is not isolated, "
+        "and C code that holds Python's lock (a catastrophic regex) cannot be interrupted "
+        "there: --timeout and --cell-timeout then end the whole command, with status 3, "
+        "some seconds late",
+    )
     ask.add_argument(
         "--allow-read",
         action="append",
@@ -174,9 +205,9 @@ def _print_result(result: RLMResult, as_json: bool) -> None:
         print(result.answer)
 
 
-def _print_failure(message: str) -> None:
+def _print_failure(message: str, status: str = "error") -> None:
     """`--json` prints exactly one object, also when nothing ran (bad input, say)."""
-    data = {"answer": "", "status": "error", "error": message, "usage": UsageReport().to_dict()}
+    data = {"answer": "", "status": status, "error": message, "usage": UsageReport().to_dict()}
     print(json.dumps(data, ensure_ascii=False))
 
 
@@ -200,13 +231,20 @@ def _ask(args: argparse.Namespace) -> int:
     for note in notes if not args.quiet else ():
         print(f"deeprlm: note: {note}", file=sys.stderr)
     progress = console_sink(quiet=args.quiet)
+    sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
+
+    def on_event(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
     rlm = RLM(
         args.model,
         args.sub_model,
+        models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
         prices=prices,
         trace_path=args.trace,
-        on_event=progress,
+        on_event=on_event if sinks else None,
         **settings,
     )
     try:
@@ -236,6 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "repl", None) == "inprocess" and (args.timeout or args.cell_timeout):
+        # In-process code can hold Python's lock past any timeout: see deeprlm.watchdog.
+        outcome = watchdog.guarded(
+            lambda reporter: _handle(args, reporter), args.timeout, args.cell_timeout
+        )
+        if isinstance(outcome, watchdog.Stuck):
+            _fail(outcome.message)
+            if args.json:
+                _print_failure(outcome.message, status="limit")
+            return EXIT_LIMIT
+        return outcome
+    return _handle(args, None)
+
+
+def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) -> int:
+    args.reporter = reporter
     as_json = bool(getattr(args, "json", False))
     try:
         return args.handler(args)

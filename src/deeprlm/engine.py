@@ -13,8 +13,7 @@ Everything here is async; the sync API runs it on a private event loop (see `dee
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ from deeprlm.lm.provider import (
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
 from deeprlm.replies import Reply, parse_reply
 from deeprlm.settings import Settings
+from deeprlm.slots import ReplSlots
 from deeprlm.textutil import clip
 from deeprlm.tokens import CHARS_PER_TOKEN
 from deeprlm.tools import answer_with_tools, tool_spec
@@ -81,7 +81,8 @@ class Tree:
         settings: Settings,
         root_lm: LM,
         sub_lm: LM,
-        resolve_lm: Callable[[str], LM],
+        resolve_lm: Callable[[str | LM], LM],
+        models: Mapping[str, str | LM],
         tools: dict[str, Callable[..., Any]],
         sub_tools: dict[str, Callable[..., Any]],
         trace: Trace,
@@ -96,7 +97,10 @@ class Tree:
         self.usage = usage
         self.budget = Budget(settings, usage)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self.repl_slots = ReplSlots(settings.max_repls, settings.max_depth)
         self._resolve_lm = resolve_lm
+        self._models = dict(models)
+        self.declared_models = tuple(self._models)
         self._named_lms: dict[str, LM] = {}
 
     def root_lm_at(self, depth: int) -> LM:
@@ -106,12 +110,28 @@ class Tree:
             return self.root_lm
         return self.root_lm.for_role(f"depth{depth}")
 
-    def sub_lm_named(self, model: str | None) -> LM:
-        if model is None:
+    def model_names(self) -> list[str]:
+        return ["root", "sub", *self._models]
+
+    def sub_lm_named(self, model: Any) -> LM | None:
+        """The model the code named for a sub-call, among those the user configured; None
+        for any other name. The code's string is a name, never a spec: the host makes no
+        model (and opens no file) on the code's say."""
+        if model is None or model == "sub":
             return self.sub_lm
+        if model == "root":
+            return self.root_lm
+        if not isinstance(model, str) or model not in self._models:
+            return None
         if model not in self._named_lms:
-            self._named_lms[model] = self._resolve_lm(model)
+            self._named_lms[model] = self._resolve_lm(self._models[model])
         return self._named_lms[model]
+
+    def unknown_model(self, model: Any) -> str:
+        return (
+            f"Error: no model named {clip(repr(model), 100)}; choose one of "
+            f"{', '.join(self.model_names())}, or leave `model` out for the sub model"
+        )
 
     def run_deadline(self) -> Deadline | None:
         if self.budget.deadline is None:
@@ -345,6 +365,7 @@ class Run:
             )
         )
         status, error, outcome = "error", None, None
+        shown = 0
         try:
             await repl.start(
                 self.context,
@@ -355,6 +376,7 @@ class Run:
                     allow_read=settings.allow_read,
                 ),
             )
+            shown = len(getattr(repl, "notes", ()))
             if self.depth == 0:
                 # Isolation the kernel refused (the sandbox's fallbacks) is said, not hidden.
                 for message in getattr(repl, "notes", ()):
@@ -376,6 +398,9 @@ class Run:
             raise
         finally:
             await repl.close()
+            # What closing could not clean up, at any depth.
+            for message in getattr(repl, "notes", ())[shown:]:
+                trace.emit(Note(trace.now(), trace.new_id("note"), self.id, self.id, message))
             trace.emit(
                 RunEnded(
                     trace.now(),
@@ -405,6 +430,7 @@ class Run:
             sub_window_chars=window * CHARS_PER_TOKEN if window else None,
             tools={name: _first_line(fn) for name, fn in tree.tools.items()},
             family=self.family,
+            models=tree.declared_models,
         )
 
     async def _loop(self, repl: REPL) -> RunOutcome:
@@ -537,23 +563,37 @@ class Run:
         if not self.tree.settings.sub_calls:
             raise RuntimeError("sub-calls are disabled in this run")
 
+    def _check_batch(self, name: str, size: int) -> None:
+        """Before a batch creates anything: its size, and the budget for all of it."""
+        limit = self.tree.settings.max_batch
+        if size > limit:
+            raise ValueError(f"{name}: {size:,} items is over the limit of {limit:,}; split it")
+        self.tree.budget.check_sub_calls(size)
+
     def _take_sub_call(self) -> None:
         self.tree.budget.take_sub_call()
         self.sub_calls += 1
 
     async def llm_query(self, prompt: str, model: str | None = None) -> str:
         self._require_sub_calls()
+        lm = self.tree.sub_lm_named(model)
+        if lm is None:
+            return self.tree.unknown_model(model)
         self._take_sub_call()
         text, parent = _prompt_text(prompt), self._cell_id or self.id
-        return await within(self._sub_call(text, model, parent), "llm_query", self._cell_deadline)
+        return await within(self._sub_call(text, lm, parent), "llm_query", self._cell_deadline)
 
     async def llm_batch(self, prompts_: Sequence[Any], model: str | None = None) -> list[str]:
         self._require_sub_calls()
+        self._check_batch("llm_batch", len(prompts_))
+        lm = self.tree.sub_lm_named(model)
+        if lm is None:
+            return [self.tree.unknown_model(model)] * len(prompts_)
         texts = [_prompt_text(p) for p in prompts_]
 
         async def one(text: str, parent: str) -> str:
             self._take_sub_call()
-            return await self._sub_call(text, model, parent)
+            return await self._sub_call(text, lm, parent)
 
         return await self._batch("llm", [(one, (text,)) for text in texts])
 
@@ -565,6 +605,7 @@ class Run:
 
     async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]:
         self._require_sub_calls()
+        self._check_batch("rlm_batch", len(pairs))
         items = [_query_pair(pair) for pair in pairs]
 
         async def one(query: str, context: Any, parent: str) -> str:
@@ -586,21 +627,14 @@ class Run:
         parent = self._cell_id or self.id
         trace.emit(BatchStarted(start, batch_id, self.id, parent, kind, len(jobs)))
         errors = 0
-        # Child runs each hold a REPL (a process, in the sandbox), so bound them per batch.
-        # Model calls are bounded by the tree's slots alone, which a retry gives back while
-        # it waits; a gate here would hold its place through the wait.
-        limit = self.tree.settings.max_concurrency
-        gate = asyncio.Semaphore(limit) if kind == "rlm" else contextlib.nullcontext()
         deadline = self._cell_deadline
 
-        async def gated(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
-            async with gate:
-                return await fn(*args, batch_id)
-
+        # Model calls wait for the tree's semaphore, child runs for a REPL slot: both bounds
+        # are tree-wide, whatever mix of batches and threads asks.
         async def guarded(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
             nonlocal errors
             try:
-                return await within(gated(fn, args), f"{kind}_batch item", deadline)
+                return await within(fn(*args, batch_id), f"{kind}_batch item", deadline)
             except Exception as err:
                 errors += 1
                 return f"Error: {type(err).__name__}: {err}"
@@ -629,9 +663,8 @@ class Run:
                 )
             )
 
-    async def _sub_call(self, prompt: str, model: str | None, parent: str) -> str:
+    async def _sub_call(self, prompt: str, lm: LM, parent: str) -> str:
         tree = self.tree
-        lm = tree.sub_lm_named(model)
         until = self._cell_deadline
 
         async def call(messages: list[Message], tools: Sequence[ToolSpec] | None) -> Completion:
@@ -673,9 +706,10 @@ class Run:
                 )
             )
             prompt = prompts.sub_query_prompt(query, _context_text(context))
-            return await self._sub_call(prompt, None, parent)
+            return await self._sub_call(prompt, tree.sub_lm, parent)
         child = Run(tree, query, context, depth=self.depth + 1, parent_id=parent)
-        outcome = await child.execute()
+        async with tree.repl_slots.hold(child.depth):
+            outcome = await child.execute()
         return outcome.answer
 
 

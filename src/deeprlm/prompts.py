@@ -28,6 +28,7 @@ class PromptSetup:
     sub_window_chars: int | None = None  # how much text one sub-call can take
     tools: Mapping[str, str] = field(default_factory=dict)  # name -> one-line description
     family: str = "default"
+    models: tuple[str, ...] = ()  # names the user gave more sub-call models
 
 
 def family_of(lm: Any) -> str:
@@ -148,6 +149,11 @@ def system_prompt(setup: PromptSetup) -> str:
     parts = [_INTRO.format(max_output_chars=setup.max_output_chars)]
     if setup.sub_calls:
         parts.append(_SUB_CALLS.format(window=window, depth_note=depth_note))
+        if setup.models:
+            parts.append(
+                "llm_query and llm_batch take model=NAME to use another model: "
+                f"{', '.join(setup.models)}, or root (yours); the default is the sub-model."
+            )
     else:
         parts.append(_NO_SUB_CALLS)
     if setup.tools:

@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from deeprlm.context import describe, normalize
 from deeprlm.engine import Run, Tree
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
-from deeprlm.lm.specs import DEFAULT_MODEL, resolve_lm
+from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
@@ -64,6 +65,9 @@ class RLM:
 
     `model` and `sub_model` are model specs (`local`, `gguf:PATH`, `hf:REPO/FILE`,
     `openai/NAME`, `anthropic/NAME`) or LM objects; the sub model defaults to the root's.
+    `models` names more models the code may pick for a sub-call (`llm_query(p, model="fast")`
+    with `models={"fast": "openai/gpt-5-mini"}`); besides those, only "root" and "sub". The
+    code never makes the host build a model from a spec of its own.
     Keyword settings are those of `deeprlm.settings.Settings` (max_iterations, max_depth,
     max_concurrency, budgets, deadlines, repl, ...). `prices` maps model names to `Price`
     (USD per million tokens), or is the path of a TOML prices file (`load_prices`); a USD
@@ -76,6 +80,7 @@ class RLM:
         model: str | LM = DEFAULT_MODEL,
         sub_model: str | LM | None = None,
         *,
+        models: Mapping[str, str | LM] | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
         tools: ToolsArg = None,
@@ -96,11 +101,13 @@ class RLM:
             # An in-process model keeps one cache per role, so sub-calls leave the root's
             # growing conversation cached (see `deeprlm.lm.llama`).
             self.sub_model = self.model.for_role("sub")
+        self.models = check_models(models or {})
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")
         if self.settings.max_usd is not None:
-            for lm in (self.model, self.sub_model):
-                self.prices.require(lm)  # else the budget would count $0 and never stop
+            # Else the budget would count $0 for it and never stop.
+            for lm in (self.model, self.sub_model, *self.models.values()):
+                self.prices.require(_priced_as(lm))
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
 
@@ -133,6 +140,7 @@ class RLM:
             self.model,
             self.sub_model,
             self._resolve,
+            self.models,
             self.tools,
             self.sub_tools,
             trace,
@@ -162,7 +170,7 @@ class RLM:
         # there, with the partial answer; this outer bound is the backstop for the rest.
         backstop = None if self.settings.timeout_s is None else self.settings.timeout_s + 5.0
         try:
-            async with asyncio.timeout(backstop) as deadline:
+            async with asyncio.timeout(backstop) as deadline, tree.repl_slots.hold(0):
                 outcome = await root.execute()
         except TimeoutError:
             if not deadline.expired():
@@ -183,3 +191,35 @@ class RLM:
         status = "limit" if isinstance(failure, LimitError) else "error"
         failure.result = result(failure.partial_answer, status, error=str(failure))
         raise failure
+
+
+# Names the code always has for llm_query's `model`: the root model and the sub model.
+BUILTIN_MODEL_NAMES = ("root", "sub")
+
+
+def _priced_as(spec: str | LM) -> Any:
+    """What a model is priced as, without making it: a provider spec's model name; a model
+    that runs in process is free."""
+    if not isinstance(spec, str):
+        return spec
+    for prefix in ("openai/", "anthropic/"):
+        if spec.startswith(prefix):
+            return SimpleNamespace(name=spec.removeprefix(prefix))
+    return SimpleNamespace(name=spec, price=Price(0.0, 0.0))
+
+
+def check_models(models: Mapping[str, str | LM]) -> dict[str, str | LM]:
+    """The user's named models, checked without loading any (a spec is made into a model
+    the first time the code asks for it)."""
+    checked: dict[str, str | LM] = {}
+    for name, spec in models.items():
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise InputError(f"models: a model name must be a non-empty word, got {name!r}")
+        if name in BUILTIN_MODEL_NAMES:
+            raise InputError(f"models: {name!r} is taken (it names the {name} model)")
+        if isinstance(spec, str):
+            check_spec(spec)
+        elif not (hasattr(spec, "acomplete") and hasattr(spec, "complete")):
+            raise InputError(f"models: {name!r} is not a model spec or an LM object")
+        checked[name] = spec
+    return checked

@@ -27,6 +27,10 @@ class Settings:
     max_concurrency: int = 16  # model calls in flight at once, across the whole tree
     sub_calls: bool = True  # False removes llm_*/rlm_* from the REPL (the paper's ablation)
     sub_tool_turns: int = 4  # tool-calling turns a sub-call may take before it must answer
+    max_batch: int = 1_000  # items in one llm_batch / rlm_batch; a larger one is refused
+    # REPLs alive at once across the tree (a process each, in the sandbox); child runs wait
+    # for a slot. At least max_depth + 1 are kept, so that the tree can always go on.
+    max_repls: int = 16
     # Model calls: deadlines and retries (429s, 5xx, dropped connections, timeouts)
     # One request to a model (None: no limit of deeprlm's); a timed-out one is tried once more.
     call_timeout_s: float | None = 120.0
@@ -49,6 +53,8 @@ class Settings:
             "max_output_chars",
             "max_concurrency",
             "sub_tool_turns",
+            "max_batch",
+            "max_repls",
             "cell_timeout_s",
             "call_timeout_s",
             "sub_call_timeout_s",

@@ -86,7 +86,11 @@ class JsonlSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        # A lone surrogate (the code printed bytes read with surrogateescape) is written as
+        # its JSON escape, which reads back as the same text, rather than ending the run.
+        self._file: IO[str] = open(  # noqa: SIM115
+            self.path, "w", encoding="utf-8", errors="backslashreplace"
+        )
 
     def __call__(self, event: Event) -> None:
         self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")

@@ -24,6 +24,10 @@ class SandboxSettings:
     cpu_s: int = 600  # CPU seconds over the worker's life (all cells together)
     processes: int = 64  # processes and threads of the worker's user, the worker included
     file_size_mb: int = 1024  # the largest file the code may write
+    # The workspace (files and saved variables together), a tmpfs the kernel holds to these;
+    # where namespaces are refused, only the per-file limit holds (said in the notes).
+    workspace_mb: int = 512
+    workspace_files: int = 10_000
     open_files: int = 256
     # Wall clock per cell when the engine gives none; a cell never runs unbounded.
     cell_timeout_s: float = 300.0
@@ -37,7 +41,14 @@ class SandboxSettings:
     landlock: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("cpu_s", "processes", "file_size_mb", "open_files"):
+        for name in (
+            "cpu_s",
+            "processes",
+            "file_size_mb",
+            "workspace_mb",
+            "workspace_files",
+            "open_files",
+        ):
             if getattr(self, name) <= 0:
                 raise InputError(f"sandbox {name} must be positive, got {getattr(self, name)}")
         for name in ("cell_timeout_s", "stop_grace_s", "start_timeout_s"):
