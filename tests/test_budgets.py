@@ -291,6 +291,8 @@ def test_a_provider_that_counts_more_than_the_estimate_calibrates_it(chat_server
         ["--cell-timeout", "nan"],
         ["--call-timeout", "inf"],
         ["--sub-call-timeout", "nan"],
+        ["--timeout", "nan", "--repl", "inprocess"],  # which runs under a watchdog
+        ["--cell-timeout", "inf", "--repl", "inprocess"],
     ],
 )
 def test_nan_and_infinite_settings_are_bad_input(tmp_path, args):

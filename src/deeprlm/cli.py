@@ -274,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "handler", None) is _ask:
+        try:  # before the watchdog below reads the timeouts
+            Settings.from_kwargs(**_settings(args))
+        except InputError as err:
+            return _bad_input(str(err), args.json)
     if getattr(args, "repl", None) == "inprocess" and (args.timeout or args.cell_timeout):
         # In-process code can hold Python's lock past any timeout: see deeprlm.watchdog.
         outcome = watchdog.guarded(
@@ -294,10 +299,7 @@ def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) ->
     try:
         return args.handler(args)
     except InputError as err:
-        _fail(str(err))
-        if as_json:
-            _print_failure(str(err))
-        return EXIT_BAD_INPUT
+        return _bad_input(str(err), as_json)
     except DeepRLMError as err:
         _fail(str(err))
         if as_json:
@@ -308,6 +310,13 @@ def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) ->
         if as_json:
             _print_failure("interrupted")
         return 130
+
+
+def _bad_input(message: str, as_json: bool) -> int:
+    _fail(message)
+    if as_json:
+        _print_failure(message)
+    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
