@@ -18,12 +18,17 @@ the server counted them, as deeprlm reported them, and the overshoot.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from deeprlm import RLM, LimitError, Price
-from deeprlm.lm.fake_server import FakeChatServer, FakeReply, last_user_text
 from deeprlm.trace.events import Event, LMCallEnded, LMCallStarted
+
+# The fake chat server is test support (tests/fake_server.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fake_server import FakeChatServer, FakeReply, last_user_text
 
 PRICE = Price(input=10.0, output=40.0)  # USD per million tokens
 PROMPT_CHARS = 12_000
@@ -44,10 +49,10 @@ def root_code(items: int) -> str:
 def peak_in_flight(events: list[Event]) -> int:
     running = peak = 0
     for event in events:
-        if isinstance(event, LMCallStarted) and event.role == "sub":
+        if isinstance(event, LMCallStarted) and event.purpose == "sub":
             running += 1
             peak = max(peak, running)
-        elif isinstance(event, LMCallEnded) and event.role == "sub":
+        elif isinstance(event, LMCallEnded) and event.purpose == "sub":
             running -= 1
     return peak
 

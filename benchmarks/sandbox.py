@@ -22,16 +22,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from deeprlm import RLM
-from deeprlm.lm.fake_server import FakeChatServer, FakeReply, last_user_text
 from deeprlm.repl import REPL, make_repl
 from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.sandbox import SandboxREPL
 from deeprlm.trace.events import CellEnded
+
+# The fake chat server is test support (tests/fake_server.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fake_server import FakeChatServer, FakeReply, last_user_text
 
 KINDS = ("inprocess", "sandbox")
 

@@ -13,11 +13,12 @@ import time
 import pytest
 
 from deeprlm import RLM, LMError, TimeLimitError
-from deeprlm.lm.fake_server import FakeReply, fake_tokens, last_user_text
 from deeprlm.settings import Settings
+from deeprlm.textutil import estimate_tokens
 from deeprlm.trace.events import LMCallEnded, Note
 
 from conftest import deeprlm, repl
+from fake_server import FakeReply, last_user_text
 
 BATCH_48 = (
     "r = llm_batch([f'item {i}' for i in range(48)])\n"
@@ -401,7 +402,7 @@ def test_a_reply_cap_past_a_small_window_is_asked_again_within_it(chat_server):
     call is tried again with a cap that fits, and later calls ask for no more."""
 
     def responder(body):
-        prompt = fake_tokens(json.dumps(body["messages"]))
+        prompt = estimate_tokens(json.dumps(body["messages"]))
         cap = body.get("max_tokens") or 0
         if prompt + cap > 4096:
             message = (

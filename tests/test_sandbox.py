@@ -18,6 +18,7 @@ from deeprlm.errors import InputError, SubCallLimitError
 from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
 from deeprlm.repl.sandbox.process import WORKSPACE_PREFIX, Workspace, sweep_abandoned
+from deeprlm.settings import Settings
 
 FAST = SandboxSettings(stop_grace_s=0.5)
 
@@ -373,7 +374,7 @@ def test_isolation_is_reported():
 
 def test_missing_allowed_path_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
-        SandboxSettings(allow_read=(str(tmp_path / "nope"),))
+        Settings(allow_read=(str(tmp_path / "nope"),))
 
 
 def test_repls_run_side_by_side():

@@ -32,7 +32,7 @@ from deeprlm.trace.events import (
     RunEnded,
     RunStarted,
 )
-from deeprlm.trace.recorder import read_jsonl
+from deeprlm.trace.jsonl import read_jsonl
 
 from conftest import peak_in_flight, repl
 
@@ -45,7 +45,7 @@ def small_sandbox(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 
     def use(**overrides: Any) -> None:
         settings = SandboxSettings(**{"stop_grace_s": 0.5, "processes": 24, **overrides})
-        monkeypatch.setitem(REPL_KINDS, "sandbox", lambda: SandboxREPL(settings))
+        monkeypatch.setitem(REPL_KINDS, "sandbox", lambda _: SandboxREPL(settings))
 
     use()
     return use
@@ -711,7 +711,7 @@ def test_a_worker_that_does_not_read_its_replies_is_ended():
     code = FORGE + (
         "import time\n"
         "for n in range(1, 21):\n"
-        "    forge({'op': 'call', 'id': n, 'fn': 'llm_query', 'args': ['p', None]})\n"
+        "    forge({'op': 'call', 'id': n, 'fn': 'llm_query', 'args': {'prompt': 'p'}})\n"
         "time.sleep(30)"
     )
     root = ScriptedLM([repl(code), repl(SURVIVED)])
@@ -933,7 +933,7 @@ def test_requests_the_host_holds_for_a_worker_are_bounded():
         "import time\n"
         "prompt = 'p' * (4 << 20)\n"
         "for n in range(1, 41):\n"
-        "    forge({'op': 'call', 'id': n, 'fn': 'llm_query', 'args': [prompt, None]})\n"
+        "    forge({'op': 'call', 'id': n, 'fn': 'llm_query', 'args': {'prompt': prompt}})\n"
         "time.sleep(30)"
     )
     sub = ScriptedLM(lambda messages: "late", delay=30)
@@ -942,7 +942,7 @@ def test_requests_the_host_holds_for_a_worker_are_bounded():
         "q", "ctx: data"
     )
     assert result.answer == "survived: ctx:"
-    started = [e for e in result.trace.of_type(LMCallStarted) if e.role == "sub"]
+    started = [e for e in result.trace.of_type(LMCallStarted) if e.purpose == "sub"]
     assert started
     # 64 MiB of 4 MiB prompts at once, and the one read when the bound was crossed. (Sub-
     # calls end by 90% of the cell's timeout, after which the host reads more: at once is

@@ -8,9 +8,8 @@ import os
 import subprocess
 import sys
 
-from deeprlm.lm.fake_server import last_user_text
-
 from conftest import repl
+from fake_server import last_user_text
 
 
 def test_ask_uses_the_sandbox_and_allow_read(chat_server, tmp_path):

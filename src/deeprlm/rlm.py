@@ -8,7 +8,6 @@ other or concurrently. The sync `run` drives the same async core on a private ev
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,15 +16,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from deeprlm.blocking import run_blocking
 from deeprlm.context import describe, normalize
-from deeprlm.engine import Run, Tree
+from deeprlm.engine import Run, SharedState
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
-from deeprlm.trace.recorder import JsonlSink, Trace, check_trace_path
+from deeprlm.trace.jsonl import JsonlSink, check_trace_path
+from deeprlm.trace.recorder import Recorder, Trace
 from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport, as_prices
 
 
@@ -97,9 +98,9 @@ class RLM:
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
         self.model = self._resolve(model)
         self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
-        if self.sub_model is self.model and hasattr(self.model, "for_role"):
+        if self.sub_model is self.model:
             # An in-process model keeps one cache per role, so sub-calls leave the root's
-            # growing conversation cached (see `deeprlm.lm.llama`).
+            # growing conversation cached (see `LM.for_role`).
             self.sub_model = self.model.for_role("sub")
         self.models = check_models(models or {})
         self.tools = normalize_tools(tools, "tools")
@@ -114,14 +115,7 @@ class RLM:
     def run(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
         """Answers `query` over `context` (str, list of str, or dict of str -> str).
         `skipped` names files left out of the context (binary), for its description."""
-        coro = self.arun(query, context, skipped=skipped)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        # Called from inside a running loop (a notebook): use a private loop in a thread.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, coro).result()
+        return run_blocking(self.arun(query, context, skipped=skipped))
 
     async def arun(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
         if not isinstance(query, str) or not query.strip():
@@ -135,18 +129,18 @@ class RLM:
         if self.on_event is not None:
             sinks.append(self.on_event)
         trace = Trace(sinks)
-        tree = Tree(
+        shared = SharedState(
             self.settings,
             self.model,
             self.sub_model,
-            self._resolve,
-            self.models,
-            self.tools,
-            self.sub_tools,
-            trace,
-            UsageMeter(self.prices),
+            recorder=Recorder(trace),
+            usage=UsageMeter(self.prices),
+            resolve_lm=self._resolve,
+            models=self.models,
+            tools=self.tools,
+            sub_tools=self.sub_tools,
         )
-        root = Run(tree, query, context, info=info)
+        root = Run(shared, query, context, info=info)
         started = time.perf_counter()
 
         def result(
@@ -154,9 +148,9 @@ class RLM:
         ) -> RLMResult:
             return RLMResult(
                 answer=answer,
-                usage=tree.usage.report(),
+                usage=shared.usage.report(),
                 iterations=root.iterations,
-                sub_calls=tree.budget.sub_calls,
+                sub_calls=shared.budget.sub_calls,
                 wall_s=time.perf_counter() - started,
                 forced=forced,
                 status=status,
@@ -170,12 +164,12 @@ class RLM:
         # there, with the partial answer; this outer bound is the backstop for the rest.
         backstop = None if self.settings.timeout_s is None else self.settings.timeout_s + 5.0
         try:
-            async with asyncio.timeout(backstop) as deadline, tree.repl_slots.hold(0):
+            async with asyncio.timeout(backstop) as deadline, shared.repl_slots.hold(0):
                 outcome = await root.execute()
         except TimeoutError:
             if not deadline.expired():
                 raise
-            failure: DeepRLMError = tree.budget.trip(tree.budget.time_error())
+            failure: DeepRLMError = shared.budget.trip(shared.budget.time_error())
         except DeepRLMError as err:
             # A limit, a provider that failed, a sandbox that could not start: the run ends
             # either way, and what it produced travels with the error.
@@ -187,7 +181,7 @@ class RLM:
             if jsonl is not None:
                 jsonl.close()
         failure.partial_answer = root.partial()
-        failure.usage = tree.usage.report()
+        failure.usage = shared.usage.report()
         status = "limit" if isinstance(failure, LimitError) else "error"
         failure.result = result(failure.partial_answer, status, error=str(failure))
         raise failure
@@ -219,7 +213,7 @@ def check_models(models: Mapping[str, str | LM]) -> dict[str, str | LM]:
             raise InputError(f"models: {name!r} is taken (it names the {name} model)")
         if isinstance(spec, str):
             check_spec(spec)
-        elif not (hasattr(spec, "acomplete") and hasattr(spec, "complete")):
-            raise InputError(f"models: {name!r} is not a model spec or an LM object")
+        else:
+            resolve_lm(spec)  # an LM object is checked against the protocol, not made
         checked[name] = spec
     return checked

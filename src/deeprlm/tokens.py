@@ -1,15 +1,13 @@
-"""Counting tokens without the provider: the project's one estimate, and a model's own
-tokenizer where it has one.
+"""Counting a model's tokens before (or instead of) its provider: its own tokenizer where it
+has one, else the project's one estimate (`deeprlm.textutil.estimate_tokens`).
 
-Two jobs need a count before (or instead of) the provider's: a budget reserves a call's
-worst case before sending it, and a provider that reports no usage still has to be metered.
-Both go through `TokenCounter`. It uses the model's tokenizer when the LM offers one
-(`count_tokens(text) -> int`); otherwise `estimate_tokens`, built on `CHARS_PER_TOKEN`,
-deliberately on the short side of what BPE tokenizers give English text (about 4
-characters a token), so estimates over-count and a budget errs on the safe side. Each
-model's real counts, once reported, calibrate the estimate: if a provider counts more
-tokens than estimated for a prompt, later estimates for that model scale up by the largest
-ratio seen.
+Two jobs need such a count: a budget reserves a call's worst case before sending it, and a
+provider that reports no usage still has to be metered. The count uses the model's
+tokenizer when the LM offers one (`count_tokens(text) -> int`), else the estimate. For a
+reservation (`TokenCounter.prompt`), an estimated prompt is taken as `PRIOR_SCALE` times
+denser than the estimate says until the provider has counted one, since text can be denser
+than prose (code, numbers); after that each model's real counts calibrate it: later
+reservations never fall below the largest reported/estimated ratio seen.
 """
 
 from __future__ import annotations
@@ -21,11 +19,12 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from deeprlm.lm.base import Message, ToolSpec
+from deeprlm.textutil import estimate_tokens
 
-# Characters per token when no tokenizer is at hand: the project's one estimate.
-CHARS_PER_TOKEN = 3
 # Chat formats wrap each message in a few tokens of their own (role markers, separators).
 TOKENS_PER_MESSAGE = 4
+# How much denser than the estimate an unseen model's prompts are reserved as.
+PRIOR_SCALE = 1.25
 
 
 @runtime_checkable
@@ -33,16 +32,6 @@ class Tokenizer(Protocol):
     """An LM that can count its own tokens offers this."""
 
     def count_tokens(self, text: str) -> int: ...
-
-
-def estimate_tokens(text: str) -> int:
-    """Tokens in `text` by the project's estimate: CHARS_PER_TOKEN characters of ASCII a
-    token, and a token for every other character (CJK text, emoji and accented letters
-    take about one each, or more, in BPE vocabularies built mostly from English)."""
-    if text.isascii():
-        return math.ceil(len(text) / CHARS_PER_TOKEN)
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return math.ceil(ascii_chars / CHARS_PER_TOKEN) + len(text) - ascii_chars
 
 
 def message_text(message: Message) -> str:
@@ -97,8 +86,9 @@ class TokenCounter:
     ) -> int:
         """The prompt tokens a call will cost, as a worst case for reserving it."""
         tokens = count_prompt(lm, messages, tools)
+        prior = 1.0 if isinstance(lm, Tokenizer) else PRIOR_SCALE
         with self._lock:
-            scale = self._scale.get(getattr(lm, "name", ""), 1.0)
+            scale = self._scale.get(getattr(lm, "name", ""), prior)
         return math.ceil(tokens * scale)
 
     def learn(self, lm: Any, estimated: int, reported: int) -> None:
@@ -106,7 +96,8 @@ class TokenCounter:
         if estimated <= 0 or reported <= estimated:
             return
         name = getattr(lm, "name", "")
+        prior = 1.0 if isinstance(lm, Tokenizer) else PRIOR_SCALE
         with self._lock:
             # `estimated` already carries the current scale; the new one multiplies it.
-            current = self._scale.get(name, 1.0)
+            current = self._scale.get(name, prior)
             self._scale[name] = max(current, current * reported / estimated)

@@ -1,10 +1,13 @@
 """Tokens, calls and dollars per model, and the price table that turns tokens into dollars.
 
-One `UsageMeter` is shared by a whole run tree (root, sub-calls, child runs); `report()`
-freezes it into a `UsageReport`. Prices are USD per million tokens; users extend the table
-with `register_price`, `RLM(prices=...)` (a dict, or the path of a TOML prices file, see
-`load_prices`) or `--price MODEL=IN,OUT`. A cost the provider reports itself wins over the
-table. Usage the provider did not report is counted on this side and marked estimated.
+Usage is added up in one way, a `UsageTally` of `ModelUsage` per model: the engine's
+`UsageMeter` (one per run tree: root, sub-calls, child runs) keeps one from the providers'
+replies, and the trace's readers (the live console, the viewer) keep one from the events.
+`report()` freezes a tally into a `UsageReport`. Prices are USD per million tokens; users
+extend the table with `register_price`, `RLM(prices=...)` (a dict, or the path of a TOML
+prices file, see `load_prices`) or `--price MODEL=IN,OUT`. A cost the provider reports
+itself wins over the table. Usage the provider did not report is counted on this side and
+marked estimated.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeprlm.errors import InputError
-from deeprlm.lm.base import Completion
+
+if TYPE_CHECKING:
+    from deeprlm.lm.base import Completion
 
 
 @dataclass(frozen=True)
@@ -236,13 +241,30 @@ class UsageReport:
         }
 
 
+class UsageTally:
+    """Usage per model, added up call by call."""
+
+    def __init__(self) -> None:
+        self.by_model: dict[str, ModelUsage] = {}
+
+    def add(self, model: str, usage: ModelUsage) -> None:
+        self.by_model[model] = self.by_model.get(model, ModelUsage()) + usage
+
+    @property
+    def total(self) -> ModelUsage:
+        return sum(self.by_model.values(), ModelUsage())
+
+    def report(self) -> UsageReport:
+        return UsageReport(dict(self.by_model))
+
+
 class UsageMeter:
     """Accumulates usage from every call in a run tree. Safe to use from any thread."""
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         self.prices = prices or PriceTable()
         self._lock = threading.Lock()
-        self._by_model: dict[str, ModelUsage] = {}
+        self._tally = UsageTally()
 
     def record(self, completion: Completion) -> float:
         """Adds one call; returns its cost in USD."""
@@ -256,9 +278,7 @@ class UsageMeter:
             1 if completion.estimated else 0,
         )
         with self._lock:
-            self._by_model[completion.model] = (
-                self._by_model.get(completion.model, ModelUsage()) + call
-            )
+            self._tally.add(completion.model, call)
         return usd
 
     def spent(self) -> tuple[int, float]:
@@ -268,4 +288,4 @@ class UsageMeter:
 
     def report(self) -> UsageReport:
         with self._lock:
-            return UsageReport(dict(self._by_model))
+            return self._tally.report()

@@ -33,7 +33,6 @@ def _sdk() -> ModuleType:
 
 
 class AnthropicLM(ProviderLM):
-    sync_client = "Anthropic"
     async_client = "AsyncAnthropic"
     default_max_tokens = DEFAULT_MAX_TOKENS  # the API needs a cap on every request
 

@@ -23,7 +23,6 @@ from deeprlm.tokens import count_prompt, count_text, reported
 
 class OpenAICompatibleLM(ProviderLM):
     sdk = openai
-    sync_client = "OpenAI"
     async_client = "AsyncOpenAI"
 
     def __init__(

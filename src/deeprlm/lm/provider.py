@@ -1,4 +1,5 @@
-"""What the SDK-backed adapters (OpenAI-compatible, Anthropic) share, and how every model
+"""What the SDK-backed adapters (OpenAI-compatible, Anthropic) share (the async clients, one
+request builder and one reply parser per adapter, error translation), and how every model
 call is retried and bounded in time.
 
 The openai and anthropic SDKs come from the same generator: same client shapes, same
@@ -29,7 +30,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from deeprlm.errors import LMError
-from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.lm.base import Completion, LMDefaults, Message, ToolSpec
 from deeprlm.textutil import clip
 
 # The SDK's own bound on one request: a backstop for direct use of an adapter. Runs bound
@@ -266,31 +267,29 @@ def shared_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
-class ProviderLM:
-    """Base of the SDK adapters. Subclasses say which clients to make, how to send a
-    request, how to build it from messages and how to read the reply. `complete` and
-    `acomplete` make one attempt (plus `max_retries` inside the SDK, 0 unless asked)."""
+class ProviderLM(LMDefaults):
+    """Base of the SDK adapters. Subclasses say which client to make, how to send a
+    request, how to build it from messages and how to read the reply. `acomplete` makes
+    one attempt (plus `max_retries` inside the SDK, 0 unless asked)."""
 
     supports_tools = True
     sdk: ModuleType
-    sync_client: str  # class names in the SDK, e.g. "OpenAI" / "AsyncOpenAI"
-    async_client: str
+    async_client: str  # the class name in the SDK, e.g. "AsyncOpenAI"
 
     def __init__(self, name: str, where: str, options: dict[str, Any], context_window: int | None):
         self.name = name
         self.context_window = context_window
         self._where = where
         self._options = options
-        self._client: Any = None
         # One async client per event loop: its connection pool belongs to the loop that
         # opened it, and `RLM.run` starts a fresh loop each time.
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _make_client(self, kind: str, http_kind: str) -> Any:
-        http_client = getattr(self.sdk, http_kind)(verify=shared_ssl_context())
-        return getattr(self.sdk, kind)(**self._options, http_client=http_client)
+    def _make_client(self) -> Any:
+        http_client = self.sdk.DefaultAsyncHttpxClient(verify=shared_ssl_context())
+        return getattr(self.sdk, self.async_client)(**self._options, http_client=http_client)
 
     def _request(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
@@ -298,26 +297,13 @@ class ProviderLM:
         raise NotImplementedError
 
     def _send(self, client: Any, request: dict[str, Any]) -> Any:
-        """The SDK call; returns the response (sync client) or an awaitable (async)."""
+        """The SDK call; returns an awaitable of the response."""
         raise NotImplementedError
 
     def _parse(self, response: Any, messages: Sequence[Message]) -> Completion:
         """The reply as a Completion; usage the provider left out is estimated from
         `messages` and the reply (see `reported_usage`)."""
         raise NotImplementedError
-
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tokens: int | None = None,
-    ) -> Completion:
-        if self._client is None:
-            self._client = self._make_client(self.sync_client, "DefaultHttpxClient")
-        request = self._request(messages, tools, max_tokens)
-        with provider_errors(self.sdk, self._where):
-            return self._parse(self._send(self._client, request), messages)
 
     async def acomplete(
         self,
@@ -329,7 +315,7 @@ class ProviderLM:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = self._make_client(self.async_client, "DefaultAsyncHttpxClient")
+            client = self._make_client()
             self._async_clients[loop] = client
         request = self._request(messages, tools, max_tokens)
         with provider_errors(self.sdk, self._where):

@@ -22,12 +22,12 @@ import inspect
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from deeprlm.errors import SandboxError
 from deeprlm.repl.base import Cell, ContextValue, Host, REPLSettings
+from deeprlm.repl.functions import host_served, serve
 from deeprlm.repl.sandbox.config import SandboxSettings
 from deeprlm.repl.sandbox.process import Ready, WorkerProcess, Workspace
 from deeprlm.repl.sandbox.protocol import MAX_FRAME, ProtocolError, error_payload
@@ -46,7 +46,8 @@ ERROR_CHARS = TRACEBACK_CHARS + 1_000
 ANSWER_CHARS = 1 << 20
 NAME_CHARS = 100
 MAX_NAMES = 1000
-HOST_FUNCTIONS = frozenset({"llm_query", "llm_batch", "rlm_query", "rlm_batch"})
+# Loading saved variables into a fresh worker, before any cell has given a wall clock.
+RESTORE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class SandboxREPL:
         # The finalizer's view of the current worker (it must not hold the REPL itself).
         self._current: list[WorkerProcess | None] = [None]
         self._notes: list[str] = []
-        self._limit = self.settings.cell_timeout_s  # the running cell's, for a restore
+        self._limit = RESTORE_S  # the running cell's wall clock, for a restore
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -110,9 +111,6 @@ class SandboxREPL:
         if not sys.platform.startswith("linux"):
             raise SandboxError("the sandbox needs Linux; use repl='inprocess' here")
         self._context, self._host, self._repl_settings = context, host, settings
-        if settings.allow_read:
-            extra = (*self.settings.allow_read, *settings.allow_read)
-            self.settings = replace(self.settings, allow_read=extra)
         self._workspace = await asyncio.to_thread(Workspace, self.settings)
         self._finalizer = weakref.finalize(self, _abandon, self._workspace, self._current)
         try:
@@ -140,10 +138,9 @@ class SandboxREPL:
         seq = self._seq
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting = (seq, future)
-        limit = self.settings.cell_timeout_s
-        if timeout is not None:
-            limit = min(limit, max(0.0, timeout))
-        self._limit = limit
+        limit = None if timeout is None else max(0.0, timeout)
+        if limit is not None:
+            self._limit = limit
         worker.send({"op": "run", "seq": seq, "code": code})
         try:
             result = await asyncio.wait_for(asyncio.shield(future), limit)
@@ -180,7 +177,7 @@ class SandboxREPL:
         config = {
             "namespaces": settings.namespaces,
             "landlock": settings.landlock,
-            "allow_read": list(settings.allow_read),
+            "allow_read": list(repl.allow_read),
             "work": self._workspace.work,
             "state": self._workspace.state,
             "rootfs": self._workspace.rootfs,
@@ -387,13 +384,11 @@ class SandboxREPL:
         host = self._host
         assert host is not None
         fn, args = message.get("fn"), message.get("args")
+        function = host_served(fn)
+        if function is not None:
+            return await serve(host, function, function.from_wire(args))
         if not isinstance(args, list):
             raise TypeError("the arguments must be a list")
-        if fn in HOST_FUNCTIONS:
-            if fn in ("llm_batch", "rlm_batch") and not isinstance(args[0], list):
-                raise TypeError(f"{fn} takes a list")
-            call: Callable[..., Awaitable[Any]] = getattr(host, fn)
-            return await call(*args)
         if fn == "tool":
             name, kwargs = message.get("tool"), message.get("kwargs") or {}
             tool = self._repl_settings.tools.get(name) if isinstance(name, str) else None

@@ -6,9 +6,10 @@ of the model's code: namespaces (it forks here, and its child, the first process
 pid namespace, carries on while the parent supervises it), a private root, identity,
 limits, Landlock, seccomp. It loads the context once from the memory file the host wrote,
 says `ready`, and serves the host's requests: `run` a cell, in a `Session` whose sub-call
-and tool functions are stubs that ask the host over the channel, or `restore` the
-variables a replaced worker saved (unpickling them runs code the model wrote, so it
-happens only now, as a cell would).
+and tool functions are stubs that ask the host over the channel (built from their table,
+`deeprlm.repl.functions`, with the channel as their transport), or `restore` the variables
+a replaced worker saved (unpickling them runs code the model wrote, so it happens only now,
+as a cell would).
 
 A reader thread owns the channel's incoming side: it hands `run` frames to the main thread,
 routes `reply` frames to the threads waiting on them, and turns an `interrupt` frame into a
@@ -57,6 +58,7 @@ from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 from deeprlm.repl.base import Cell  # noqa: E402
+from deeprlm.repl.functions import REPLFunction  # noqa: E402
 from deeprlm.repl.sandbox import isolation, landlock, mounts, seccomp  # noqa: E402
 from deeprlm.repl.sandbox.protocol import SyncChannel, rebuild_error  # noqa: E402
 from deeprlm.repl.sandbox.snapshot import Snapshot  # noqa: E402
@@ -152,7 +154,7 @@ class Worker:
 
     # --- calls to the host -----------------------------------------------------------------
 
-    def call(self, fn: str, args: list[Any], **extra: Any) -> Any:
+    def call(self, fn: str, args: Any, **extra: Any) -> Any:
         """Asks the host to run `fn` and waits for the answer. Tools pass strict JSON; the
         model's prompts are turned into text as the engine would."""
         if _state.forked:
@@ -182,26 +184,9 @@ class Worker:
             raise rebuild_error(slot.error)
         return slot.value
 
-    def functions(self) -> dict[str, Callable[..., Any]]:
-        def llm_query(prompt: str, model: str | None = None) -> str:
-            return self.call("llm_query", [prompt, model])
-
-        def llm_batch(prompts: Any, model: str | None = None) -> list[str]:
-            return self.call("llm_batch", [list(prompts), model])
-
-        def rlm_query(query: str, context: Any = None) -> str:
-            return self.call("rlm_query", [query, context])
-
-        def rlm_batch(pairs: Any) -> list[str]:
-            return self.call("rlm_batch", [list(pairs)])
-
-        return {
-            "llm_query": llm_query,
-            "llm_batch": llm_batch,
-            "llm_query_batched": llm_batch,
-            "rlm_query": rlm_query,
-            "rlm_batch": rlm_batch,
-        }
+    def transport(self, function: REPLFunction, arguments: dict[str, Any]) -> Any:
+        """Carries a REPL function's call to the host (see `deeprlm.repl.functions`)."""
+        return self.call(function.name, arguments)
 
     def tool(self, name: str, doc: str | None) -> Callable[..., Any]:
         def tool(*args: Any, **kwargs: Any) -> Any:
@@ -478,7 +463,7 @@ def main() -> None:
 
     worker = Worker(channel)
     tools = {name: worker.tool(name, doc) for name, doc in config["tools"].items()}
-    session = Session(context, worker.functions(), tools, int(config["max_output_chars"]))
+    session = Session(context, worker.transport, tools, int(config["max_output_chars"]))
     del context
     snapshot = Snapshot(config["state"])
     forgotten = _forget(config["state"]) if config.get("forget") else []
