@@ -178,7 +178,7 @@ class Budget:
                 await self._wait_for_settle()
                 continue
             if now >= least:
-                reply = now  # nothing in flight: this is all that is left
+                reply = int(now)  # nothing in flight: this is all that is left (finite here)
                 break
             raise self.trip(self._refusal(prompt, least, tokens, usd))
         reservation = Reservation(
