@@ -8,6 +8,7 @@ from collections import Counter
 from deeprlm import RLM, ScriptedLM
 from deeprlm.textutil import estimate_tokens
 from deeprlm.trace.events import CellEnded, Compacted
+from deeprlm.trace.tree import build_tree
 
 from conftest import repl
 
@@ -98,3 +99,14 @@ def test_the_root_prompt_stays_bounded_across_30_questions_of_a_session():
     last_opening = root.calls[-TURNS][1]["content"]
     assert "the 2" in last_opening and "oldest not shown" in last_opening
     assert "29. Q: q29" in last_opening and "v_q29 (int)" in last_opening
+
+
+def test_the_viewer_shows_where_turns_were_compacted():
+    root = long_questions_root()
+    result = RLM(root, repl="inprocess", compact_tokens=2_500).run("q1", "some context")
+    tree = build_tree(result.trace.events)
+    assert tree.problems == []
+    notes = [n["message"] for n in tree.nodes if n["k"] == "note"]
+    assert any(m.startswith("turns 1-") and "compacted in the model's prompt" in m for m in notes)
+    # Every turn is still in the tree, compacted or not.
+    assert sum(1 for n in tree.nodes if n["k"] == "cell") == TURNS - 1

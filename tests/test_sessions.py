@@ -22,7 +22,6 @@ from deeprlm import (
     SessionError,
     TokenLimitError,
 )
-from deeprlm.lm.base import Completion
 from deeprlm.session.store import SESSION_FILE
 from deeprlm.usage import Price
 
@@ -325,75 +324,93 @@ def test_one_process_at_a_time_has_a_session_open(chat_server, home):
 # --- budgets -------------------------------------------------------------------------------
 
 
-def counting_root(prompt_tokens: int = 100) -> ScriptedLM:
-    """Each question takes two calls of `prompt_tokens` + 10 tokens each."""
+def two_turn_root() -> ScriptedLM:
+    """Each question: one turn of code, then the answer. Usage is the project's estimate
+    of what the model read and wrote, as a provider would count it."""
 
-    def reply(messages) -> Completion:
+    def reply(messages) -> str:
         done = any(m["role"] == "assistant" for m in messages)
-        text = "FINAL(done)" if done else repl("x = 1")
-        return Completion(text, "priced", input_tokens=prompt_tokens, output_tokens=10)
+        return "FINAL(done)" if done else repl("x = 1")
 
     return ScriptedLM(reply, name="priced")
 
 
-def test_a_budget_per_question(chat_server):
-    root = counting_root()
+def test_a_budget_per_question():
+    root = two_turn_root()
     with RLM(root, repl="inprocess").session("text") as session:
         with pytest.raises(TokenLimitError) as caught:
             session.ask("q1", max_tokens=50)
         assert caught.value.result.status == "limit"
-        assert "token budget reached" in str(caught.value)
+        assert str(caught.value).startswith("token budget reached")
         # The next question has the session's settings again: no limit.
         assert session.ask("q2").answer == "done"
         assert [r.status for r in session.history] == ["limit", "answered"]
-        assert [r.usage.total.tokens for r in session.history] == [110, 220]
+        # Refused before it was sent: its prompt alone is over 50 tokens.
+        assert session.history[0].usage.total.tokens == 0
+        assert session.history[1].usage.total.calls == 2
         with pytest.raises(InputError, match="repl is fixed for the session"):
             session.ask("q3", repl="sandbox")
         with pytest.raises(InputError, match="unknown setting"):
             session.ask("q3", max_turns=3)
 
 
+def ask_until_refused(session: Session, limit: int = 12) -> Exception:
+    for _ in range(limit):
+        try:
+            session.ask("another")
+        except Exception as err:
+            return err
+    raise AssertionError("the session's budget never ran out")
+
+
 def test_a_budget_per_session_spans_its_questions():
-    root = counting_root()
-    rlm = RLM(root, repl="inprocess", session_max_tokens=500)
+    root = two_turn_root()
+    rlm = RLM(root, repl="inprocess", max_reply_tokens=50, session_max_tokens=5_000)
     with rlm.session("text") as session:
-        assert session.ask("q1").answer == "done"  # 220 tokens
-        assert session.ask("q2").answer == "done"  # 440
-        with pytest.raises(TokenLimitError) as caught:
-            session.ask("q3")  # 60 left: the first call spends 110
-        message = str(caught.value)
-        assert message == "session token budget reached: 550 of 500 used across 3 questions"
-        assert caught.value.result.error == message
+        assert session.ask("q1").answer == "done"
+        assert session.ask("q2").answer == "done"
+        err = ask_until_refused(session)
+        assert isinstance(err, TokenLimitError)
+        message = str(err)
+        assert message.startswith("session token budget reached: ")
+        assert message.endswith(f"of 5,000 used across {len(session.history)} questions")
+        assert err.result.status == "limit" and err.result.error == message
+        # However the questions fell, the session stayed within its total.
+        spent = session.usage.total.tokens
+        assert 3_000 < spent <= 5_000
         calls = len(root.calls)
-        with pytest.raises(TokenLimitError, match="session token budget reached: 550 of 500"):
-            session.ask("q4")
+        with pytest.raises(TokenLimitError, match="session token budget reached"):
+            session.ask("one more")
         assert len(root.calls) == calls  # refused before any model call
-        assert [r.status for r in session.history] == ["answered", "answered", "limit"]
-        assert session.usage.total.tokens == 550
+        assert session.usage.total.tokens == spent
 
 
 def test_a_usd_budget_per_session_and_a_smaller_one_per_question():
-    root = counting_root(prompt_tokens=1_000)
+    root = two_turn_root()
     rlm = RLM(
         root,
         repl="inprocess",
+        max_reply_tokens=50,
         prices={"priced": Price(input=1_000.0, output=1_000.0)},  # $1 per 1,000 tokens
         session_max_usd=5.0,
     )
     with rlm.session("text") as session:
-        session.ask("q1")  # $2.02
+        assert session.ask("q1").answer == "done"
         # The question's own budget is smaller than what the session has left: it binds,
         # and says so in its own words.
         with pytest.raises(CostLimitError, match=r"^cost budget reached") as caught:
             session.ask("q2", max_usd=0.5)
         assert caught.value.result.status == "limit"
         # Then the session's total binds: each question gets what is left, until nothing is.
-        with pytest.raises(CostLimitError, match=r"^session cost budget reached: \$") as caught:
-            for _ in range(5):
-                session.ask("more")
-        assert caught.value.result.status == "limit"
-        # Budgets are checked before each call: at most one call's cost ($1.01) past it.
-        assert 5.0 <= session.usage.total.usd <= 5.0 + 1.01 + 1e-9
+        err = ask_until_refused(session)
+        assert isinstance(err, CostLimitError)
+        assert str(err).startswith("session cost budget reached: $")
+        assert session.usage.total.usd <= 5.0
+
+
+def test_session_budgets_need_prices_for_usd():
+    with pytest.raises(InputError, match="price"):
+        RLM(ScriptedLM(["FINAL(x)"], name="unpriced-model"), session_max_usd=1.0)
 
 
 # --- failures and cancels --------------------------------------------------------------------

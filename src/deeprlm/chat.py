@@ -89,6 +89,8 @@ class Chat:
     def run(self) -> int:
         history = self._load_history() if self.interactive else None
         self.tell(self._banner())
+        for note in self.session.notes:
+            self.tell(f"note: {note}")
         try:
             while True:
                 try:

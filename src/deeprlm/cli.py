@@ -36,8 +36,9 @@ from deeprlm.session.store import TRACE_FILE, folder_of, new_id
 from deeprlm.settings import SESSION, Settings, table
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
+from deeprlm.trace.jsonl import check_trace_path
 from deeprlm.trace.viewer import add_view_command
-from deeprlm.usage import UsageReport
+from deeprlm.usage import Price, UsageReport, load_prices, parse_price
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -98,6 +99,22 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_price_flags(parser: argparse.ArgumentParser) -> None:
+    prices = parser.add_argument_group("prices (USD per million tokens; a USD budget needs one)")
+    prices.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="a model's input and output price, e.g. my-model=0.5,1.5 (repeatable)",
+    )
+    prices.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help='a prices file: a table per model, e.g. ["my-model"] input = 0.5 output = 1.5',
+    )
+
+
 def _add_session_flags(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_argument_group("sessions")
     group.add_argument("--session", metavar="ID", help=what)
@@ -124,6 +141,7 @@ def _add_ask(subparsers: Any) -> None:
         ask, "ask a saved session (see deeprlm chat) one more question, and save it again"
     )
     add_setting_flags(ask, [row.name for row in table() if row.metadata["section"] != SESSION])
+    _add_price_flags(ask)
     output = ask.add_argument_group("output")
     output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     output.add_argument("--json", action="store_true", help="print one JSON object")
@@ -150,6 +168,7 @@ def _add_chat(subparsers: Any) -> None:
     _add_model_flags(chat)
     _add_session_flags(chat, "go on with a saved session")
     add_setting_flags(chat)
+    _add_price_flags(chat)
     output = chat.add_argument_group("output")
     output.add_argument(
         "--trace",
@@ -173,11 +192,26 @@ def _print_failure(message: str, status: str = "error") -> None:
     print(json.dumps(data, ensure_ascii=False))
 
 
+def _prices(args: argparse.Namespace) -> dict[str, Price]:
+    """--prices FILE, then each --price (which wins for its model)."""
+    prices = load_prices(args.prices) if args.prices else {}
+    prices.update(parse_price(spec) for spec in args.price)
+    return prices
+
+
 def _ask(args: argparse.Namespace) -> int:
     _check_session_flags(args)
     if args.session:
         return _ask_session(args)
-    context, skipped = load_paths(args.context)
+    # What can be judged without work is judged first (the settings were, in `main`): a bad
+    # trace path or price costs nothing, not the reading of a large context.
+    if args.trace:
+        check_trace_path(args.trace)
+    prices = _prices(args)
+    notes: list[str] = []
+    context, skipped = load_paths(args.context, notes=notes)
+    for note in notes if not args.quiet else ():
+        print(f"deeprlm: note: {note}", file=sys.stderr)
     progress = console_sink(quiet=args.quiet)
     sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
 
@@ -190,6 +224,7 @@ def _ask(args: argparse.Namespace) -> int:
         args.sub_model,
         models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
+        prices=prices,
         trace_path=args.trace,
         on_event=on_event if sinks else None,
         **settings_from_flags(args),
@@ -225,12 +260,15 @@ def _open_session(args: argparse.Namespace) -> Session:
     saved ones."""
     _check_session_flags(args)
     saved = read_session(args.session)
+    if args.trace:
+        check_trace_path(args.trace)
     rlm = rlm_from(
         saved,
         model=args.model,
         sub_model=args.sub_model,
         base_url=args.base_url,
         trace_path=args.trace,
+        prices=_prices(args),
     )
     return Session.open(saved.id, rlm, rebind=args.rebind)
 
@@ -293,6 +331,7 @@ def _chat(args: argparse.Namespace) -> int:
                 args.sub_model,
                 models={name: spec for group in args.sub_models for name, spec in group.items()},
                 base_url=args.base_url,
+                prices=_prices(args),
                 trace_path=args.trace or folder / TRACE_FILE,
                 **settings,
             )
@@ -392,6 +431,8 @@ def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) ->
         return EXIT_FAILED
     except KeyboardInterrupt:
         _fail("interrupted")
+        if as_json:
+            _print_failure("interrupted")
         return 130
 
 

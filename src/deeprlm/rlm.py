@@ -10,10 +10,12 @@ other or concurrently. The sync `run` drives the same async core on a private ev
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from deeprlm.blocking import run_blocking
@@ -27,9 +29,9 @@ from deeprlm.repl import ContextValue
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
-from deeprlm.trace.jsonl import JsonlSink
+from deeprlm.trace.jsonl import JsonlSink, check_trace_path
 from deeprlm.trace.recorder import Recorder, Trace
-from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport
+from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport, as_prices
 
 if TYPE_CHECKING:
     from deeprlm.session import Session
@@ -75,7 +77,10 @@ class RLM:
     with `models={"fast": "openai/gpt-5-mini"}`); besides those, only "root" and "sub". The
     code never makes the host build a model from a spec of its own.
     Keyword settings are those of `deeprlm.settings.Settings` (max_iterations, max_depth,
-    max_concurrency, budgets, repl, ...).
+    max_concurrency, budgets, deadlines, repl, ...). `prices` maps model names to `Price`
+    (USD per million tokens), or is the path of a TOML prices file (`load_prices`); a USD
+    budget is refused here for a model without a price. A `trace_path` that cannot be
+    written is refused here too, before any work.
     """
 
     def __init__(
@@ -88,14 +93,19 @@ class RLM:
         api_key: str | None = None,
         tools: ToolsArg = None,
         sub_tools: ToolsArg = None,
-        prices: Mapping[str, Price] | None = None,
+        prices: Mapping[str, Price] | str | os.PathLike[str] | None = None,
         trace_path: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
+        if trace_path is not None:
+            check_trace_path(trace_path)
+        given_prices = as_prices(prices)
+        self.prices = PriceTable(given_prices)
         # What a saved session needs to make this RLM again in another process: the model
-        # specs (None where a model was given as an object) and the server; never a key.
+        # specs (None where a model was given as an object), the server and the prices the
+        # caller gave; never a key.
         self.specs: dict[str, Any] = {
             "model": model if isinstance(model, str) else None,
             "sub_model": sub_model if isinstance(sub_model, str) or sub_model is None else None,
@@ -105,6 +115,7 @@ class RLM:
                 for name, spec in (models or {}).items()
             },
             "base_url": base_url,
+            "prices": {name: asdict(price) for name, price in given_prices.items()},
         }
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
         self.model = self._resolve(model)
@@ -116,7 +127,10 @@ class RLM:
         self.models = check_models(models or {})
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")
-        self.prices = PriceTable(prices)
+        if self.settings.max_usd is not None or self.settings.session_max_usd is not None:
+            # Else the budget would count $0 for it and never stop.
+            for lm in (self.model, self.sub_model, *self.models.values()):
+                self.prices.require(_priced_as(lm))
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
 
@@ -244,6 +258,17 @@ class RunTree:
 
 # Names the code always has for llm_query's `model`: the root model and the sub model.
 BUILTIN_MODEL_NAMES = ("root", "sub")
+
+
+def _priced_as(spec: str | LM) -> Any:
+    """What a model is priced as, without making it: a provider spec's model name; a model
+    that runs in process is free."""
+    if not isinstance(spec, str):
+        return spec
+    for prefix in ("openai/", "anthropic/"):
+        if spec.startswith(prefix):
+            return SimpleNamespace(name=spec.removeprefix(prefix))
+    return SimpleNamespace(name=spec, price=Price(0.0, 0.0))
 
 
 def check_models(models: Mapping[str, str | LM]) -> dict[str, str | LM]:

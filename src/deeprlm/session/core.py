@@ -65,11 +65,12 @@ from deeprlm.settings import Settings, table
 from deeprlm.trace.events import Event
 from deeprlm.trace.jsonl import JsonlSink
 from deeprlm.trace.recorder import Trace
-from deeprlm.usage import UsageReport, UsageTally
+from deeprlm.usage import Price, UsageReport, UsageTally
 
 if TYPE_CHECKING:
     from deeprlm.rlm import RLM, RLMResult
 
+PRICE_FIELDS = {f.name for f in dataclasses.fields(Price)}
 # Settings a question cannot change: the session's REPL was made with them, or they are
 # the session's own totals.
 FIXED = tuple(row.name for row in table() if not row.metadata.get("per_question", True))
@@ -101,11 +102,14 @@ class Session:
                     f"a saved session {self.id!r} exists already; open it with "
                     "Session.open(session_id), or choose another id"
                 )
+        # What a user should know: files decoded from another encoding, the sandbox's
+        # fallbacks.
+        self.notes: list[str] = []
         paths = _as_paths(context)
         if paths is not None:
             if "-" in paths:
                 raise InputError("a session's context cannot be stdin: give it as files")
-            context, skipped = load_paths(paths)
+            context, skipped = load_paths(paths, notes=self.notes)
         self.context: ContextValue = normalize(context)
         self.info: ContextInfo = describe(self.context, skipped)
         if _saved is not None:
@@ -133,7 +137,6 @@ class Session:
         # Variables a save could not keep, and those a reopen could not load again, with
         # why; the root is told of those that are gone.
         self.lost: dict[str, str] = dict(self._saved_vars.lost)
-        self.notes: list[str] = []
         self._to_load = bool(_saved and self._saved_vars.folder)
         self._lock_file = SessionLock(folder_of(self.id))
         if _saved is not None:
@@ -570,8 +573,9 @@ class Session:
 
 
 def rlm_from(saved: SavedSession, **overrides: Any) -> RLM:
-    """An RLM made from a saved session's model specs and settings. `overrides`: model,
-    sub_model, base_url or trace_path to use instead of the saved ones."""
+    """An RLM made from a saved session's model specs, prices and settings. `overrides`:
+    model, sub_model, base_url or trace_path to use instead of the saved ones, and prices
+    to add to theirs."""
     from deeprlm.rlm import RLM
 
     specs = saved.rlm
@@ -596,11 +600,17 @@ def rlm_from(saved: SavedSession, **overrides: Any) -> RLM:
     known = {row.name for row in table()}
     settings = {k: v for k, v in saved.rlm["settings"].items() if k in known}
     trace = overrides.get("trace_path") or saved.trace
+    prices = {
+        str(name): Price(**{k: v for k, v in dict(rates).items() if k in PRICE_FIELDS})
+        for name, rates in dict(specs.get("prices") or {}).items()
+    }
+    prices.update(overrides.get("prices") or {})
     return RLM(
         model,
         sub_model,
         models=models,
         base_url=overrides.get("base_url") or specs.get("base_url"),
+        prices=prices,
         trace_path=trace,
         **settings,
     )
