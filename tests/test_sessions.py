@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -594,3 +595,34 @@ def test_paths_as_the_context_and_the_names_the_model_saw(tmp_path, monkeypatch)
     with Session.open(session_id, RLM(root, repl="inprocess")) as session:
         session.ask("q again")
     assert outputs(root.calls[1][-1]["content"]) == ["['a.txt', 'docs/b.txt']"]
+
+
+def test_a_thread_left_running_cannot_call_models_between_questions(chat_server):
+    script = QuestionScript(
+        {
+            "start a thread": [
+                repl(
+                    "import threading, time\nseen = []\n"
+                    "def later():\n"
+                    "    time.sleep(0.2)\n"
+                    "    try:\n"
+                    "        seen.append(llm_query('hello'))\n"
+                    "    except Exception as err:\n"
+                    "        seen.append(f'{type(err).__name__}: {err}')\n"
+                    "threading.Thread(target=later).start()"
+                ),
+                "FINAL(started)",
+            ],
+            "what did it see?": [
+                repl("print(seen)"),
+                lambda body: f"FINAL({outputs(last_user_text(body))[0]})",
+            ],
+        }
+    )
+    server = chat_server(script)
+    with RLM("openai/m", base_url=server.url, repl="inprocess").session(CONTEXT) as session:
+        session.ask("start a thread")
+        time.sleep(1.0)  # between questions: the thread's call has nobody to answer it
+        answer = session.ask("what did it see?").answer
+    assert answer == "['RuntimeError: llm_query: no question is being answered now']"
+    assert len(server.requests) == 4  # two root turns per question; no sub-call was made
