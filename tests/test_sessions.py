@@ -626,3 +626,42 @@ def test_a_thread_left_running_cannot_call_models_between_questions(chat_server)
         answer = session.ask("what did it see?").answer
     assert answer == "['RuntimeError: llm_query: no question is being answered now']"
     assert len(server.requests) == 4  # two root turns per question; no sub-call was made
+
+
+def test_sessions_are_independent_and_run_side_by_side(chat_server):
+    # Each cell waits at a barrier for the other session's cell: they pass only if both
+    # run at the same time (one after the other, the first would time out).
+    meet = (
+        "import builtins, threading\n"
+        "barrier = builtins.__dict__.setdefault('_test_barrier', threading.Barrier(2))\n"
+        "barrier.wait(timeout=20)\n"
+        "del barrier\n"
+        "mine = context[:5]"
+    )
+    script = QuestionScript(
+        {
+            "remember": [repl(meet), "FINAL(ok)"],
+            "recall": [
+                repl("print(mine)"),
+                lambda body: f"FINAL({outputs(last_user_text(body))[0]})",
+            ],
+        }
+    )
+    server = chat_server(script)
+    rlm = RLM("openai/m", base_url=server.url, repl="inprocess")
+    one, two = rlm.session("first context"), rlm.session("second context")
+
+    async def both() -> list[str]:
+        met = await asyncio.gather(one.aask("remember"), two.aask("remember"))
+        assert [r.answer for r in met] == ["ok", "ok"]
+        answers = await asyncio.gather(one.aask("recall"), two.aask("recall"))
+        return [a.answer for a in answers]
+
+    try:
+        assert asyncio.run(both()) == ["first", "secon"]
+    finally:
+        one.close()
+        two.close()
+        import builtins
+
+        builtins.__dict__.pop("_test_barrier", None)
