@@ -110,7 +110,7 @@ class Chat:
                 try:
                     self.question(line.removeprefix("/"))
                 except KeyboardInterrupt:
-                    # A second Ctrl-C while the first question was stopping: leave.
+                    # Ctrl-C again while a stopped question was being recorded: leave.
                     self.tell("interrupted again: leaving")
                     break
         finally:
@@ -272,7 +272,10 @@ class Chat:
     def show_help(self) -> None:
         for command in COMMANDS:
             self.say(f"{command.name:<9} {command.help}")
-        self.say("Anything else is a question. Ctrl-C stops a question; Ctrl-D leaves.")
+        self.say(
+            "Anything else is a question (start it with // to begin it with /). Ctrl-C "
+            "stops a question; Ctrl-D leaves."
+        )
 
     def _save(self, *, quietly: bool) -> None:
         try:
