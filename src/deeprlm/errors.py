@@ -39,6 +39,11 @@ class LMError(DeepRLMError):
     """A model provider failed after retries, or answered with something unusable."""
 
 
+class OutputError(LMError):
+    """The root model's final answer did not follow the output schema (`RLM(output=...)`),
+    however many times it was told what was wrong. `partial_answer` is its last answer."""
+
+
 class SandboxError(DeepRLMError):
     """The sandboxed REPL could not be started or kept alive."""
 

@@ -75,6 +75,14 @@ class Settings:
         section=LOOP,
         check="positive",
     )
+    output_retries: int = setting(
+        2,
+        help="with a typed answer (--schema, RLM(output=...)): how many times a final answer "
+        "that does not follow the schema is sent back to the root model, with what is "
+        "wrong, before the run fails",
+        section=LOOP,
+        check="non-negative",
+    )
     max_depth: int = setting(
         1,
         help="deepest child run; at the limit rlm_query falls back to a plain model call",

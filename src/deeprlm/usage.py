@@ -86,11 +86,18 @@ class PriceTable:
 
 @dataclass(frozen=True)
 class ModelUsage:
+    """Calls paid for and what they cost; and, apart, the calls the sub-call cache served
+    (`cache_hits`) with the tokens and USD they would have cost. `cached_tokens` is the
+    provider's own prompt cache, inside calls that were paid for."""
+
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
     usd: float = 0.0
+    cache_hits: int = 0
+    saved_tokens: int = 0
+    saved_usd: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -103,6 +110,9 @@ class ModelUsage:
             self.output_tokens + other.output_tokens,
             self.cached_tokens + other.cached_tokens,
             self.usd + other.usd,
+            self.cache_hits + other.cache_hits,
+            self.saved_tokens + other.saved_tokens,
+            self.saved_usd + other.saved_usd,
         )
 
     def to_dict(self) -> dict[str, float]:
@@ -162,6 +172,19 @@ class UsageMeter:
         with self._lock:
             self._tally.add(completion.model, call)
         return usd
+
+    def record_hit(self, completion: Completion) -> float:
+        """Adds one call the sub-call cache served: free, and counted apart. Returns the USD
+        it saved."""
+        saved = self.prices.cost(completion)
+        hit = ModelUsage(
+            cache_hits=1,
+            saved_tokens=completion.input_tokens + completion.output_tokens,
+            saved_usd=saved,
+        )
+        with self._lock:
+            self._tally.add(completion.model, hit)
+        return saved
 
     def report(self) -> UsageReport:
         with self._lock:

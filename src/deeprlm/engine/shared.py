@@ -3,8 +3,9 @@
 `SharedState` holds what the root run, its child runs and their sub-calls have in common:
 the settings, the models, the budget, the usage meter, the trace recorder, and the
 semaphore that bounds model calls in flight. `call_lm` is the only way anything in a run
-tree (or a benchmark baseline) calls a model: budget check, concurrency bound, usage and
-trace, in that one function.
+tree (or a benchmark baseline) calls a model: the sub-call cache first, when the run has
+one (a hit bypasses everything else and costs nothing); then budget check, concurrency
+bound, usage and trace, in that one function.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from deeprlm.budget import Budget
+from deeprlm.cache import RunCache
 from deeprlm.errors import DeepRLMError, LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.settings import Settings
@@ -39,8 +41,13 @@ class SharedState:
         models: Mapping[str, str | LM] | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         sub_tools: Mapping[str, Callable[..., Any]] | None = None,
+        cache: RunCache | None = None,
     ) -> None:
         self.settings = settings
+        self.cache = cache
+        # The iteration limit the prompts state. A resumed run keeps the first run's, so
+        # that its replayed turns read the same (see `deeprlm.resume`).
+        self.prompt_iterations = settings.max_iterations
         self.root_lm = root_lm
         self.sub_lm = sub_lm
         self.tools = dict(tools or {})
@@ -96,8 +103,65 @@ class SharedState:
         parent_id: str,
         prompt: str,
         tools: Sequence[ToolSpec] | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        """One model call: budget check, concurrency bound, usage, trace."""
+        """One model call: the cache, else budget check, concurrency bound, usage, trace.
+        `schema` is a JSON Schema the reply must follow (see `LM.acomplete`)."""
+
+        async def make() -> Completion:
+            return await self._metered_call(
+                lm, messages, purpose, run_id, parent_id, prompt, tools, schema
+            )
+
+        if self.cache is None:
+            return await make()
+
+        def served(completion: Completion, how: str) -> None:
+            saved = self.usage.record_hit(completion)
+            span = self.recorder.call_started(
+                run_id=run_id,
+                parent_id=parent_id,
+                purpose=purpose,
+                model=lm.name,
+                prompt_chars=len(prompt),
+            )
+            self.recorder.call_ended(
+                span,
+                purpose=purpose,
+                model=completion.model,
+                prompt=prompt,
+                reply=completion.text,
+                input_tokens=0,
+                output_tokens=0,
+                cached_tokens=0,
+                usd=0.0,
+                error=None,
+                cache=how,
+                saved_tokens=completion.input_tokens + completion.output_tokens,
+                saved_usd=saved,
+            )
+
+        return await self.cache.call(
+            lm,
+            messages,
+            tools=tools,
+            max_tokens=self.settings.max_reply_tokens,
+            schema=schema,
+            make=make,
+            served=served,
+        )
+
+    async def _metered_call(
+        self,
+        lm: LM,
+        messages: list[Message],
+        purpose: str,
+        run_id: str,
+        parent_id: str,
+        prompt: str,
+        tools: Sequence[ToolSpec] | None,
+        schema: Mapping[str, Any] | None,
+    ) -> Completion:
         self.budget.check()
         span: Span | None = None  # set once the call holds a slot and really starts
         completion: Completion | None = None
@@ -112,8 +176,11 @@ class SharedState:
                     model=lm.name,
                     prompt_chars=len(prompt),
                 )
+                options: dict[str, Any] = {"tools": tools}
+                if schema is not None:
+                    options["schema"] = schema  # only then: older adapters lack the keyword
                 completion = await lm.acomplete(
-                    messages, tools=tools, max_tokens=self.settings.max_reply_tokens
+                    messages, max_tokens=self.settings.max_reply_tokens, **options
                 )
             usd = self.usage.record(completion)
             error = None

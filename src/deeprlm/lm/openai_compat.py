@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import openai
@@ -32,6 +32,7 @@ class OpenAICompatibleLM(ProviderLM):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_RETRIES,
         context_window: int | None = None,
+        temperature: float | None = None,
     ) -> None:
         if not model:
             raise InputError("openai/NAME needs a model name after 'openai/'")
@@ -51,14 +52,31 @@ class OpenAICompatibleLM(ProviderLM):
             "max_retries": max_retries,
         }
         super().__init__(model, self.base_url or "the OpenAI API", options, context_window)
+        self.temperature = temperature  # None: the server's default (sent only when set)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """What besides the messages shapes a reply (read by the sub-call cache)."""
+        return {"temperature": self.temperature, "base_url": self.base_url}
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLM({self.name!r}, base_url={self.base_url!r})"
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.name, "messages": list(messages)}
+        if self.temperature is not None:
+            request["temperature"] = self.temperature
+        if schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": dict(schema), "strict": True},
+            }
         if tools:
             request["tools"] = [
                 {

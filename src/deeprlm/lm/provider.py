@@ -13,7 +13,7 @@ import functools
 import os
 import ssl
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -83,7 +83,11 @@ class ProviderLM(LMDefaults):
         return getattr(self.sdk, self.async_client)(**self._options, http_client=http_client)
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -100,6 +104,7 @@ class ProviderLM(LMDefaults):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
@@ -107,5 +112,6 @@ class ProviderLM(LMDefaults):
             client = self._make_client()
             self._async_clients[loop] = client
         with provider_errors(self.sdk, self._where):
-            response = await self._send(client, self._request(messages, tools, max_tokens))
+            request = self._request(messages, tools, max_tokens, schema)
+            response = await self._send(client, request)
             return self._parse(response)
