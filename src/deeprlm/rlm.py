@@ -229,6 +229,7 @@ class RLM:
             record.setdefault("query", query)
             record.setdefault("specs", self.specs)
             record.setdefault("sources", list(sources))
+            record.setdefault("output", self.output.schema if self.output else None)
             run_cache.cache.put_run(run_cache.token, record)
         root = Run(shared, query, context, info=info, output=self.output, cache_facts=cache_facts)
         started = time.perf_counter()
