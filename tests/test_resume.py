@@ -53,6 +53,19 @@ def no_repeats(requests):
     return len(bodies) == len(set(bodies))
 
 
+def group_ends(group, wait_s=10.0):
+    """True once no process of the group is left."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.killpg(group, signal.SIGKILL)  # leave nothing behind either way
+    return False
+
+
 def cli(*args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI")}
     return [sys.executable, "-m", "deeprlm", *args], env
@@ -82,7 +95,13 @@ def test_a_killed_run_resumes_with_no_call_made_twice(chat_server, tmp_path):
         "--quiet",
         "--json",
     )
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: what is left of it can be seen
+    )
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()
@@ -90,6 +109,7 @@ def test_a_killed_run_resumes_with_no_call_made_twice(chat_server, tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    assert group_ends(proc.pid), "the killed command left its run going on in another process"
     before = len(server.requests)
     assert before == 5  # two root turns, three sub-calls
 
