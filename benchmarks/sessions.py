@@ -13,8 +13,9 @@ Three measurements, one table:
   (the goal is at most 1 ms).
 - resume after a kill at 50%: a 10-turn run whose every turn makes a batch of 8 sub-calls
   (root calls 50 ms, sub-calls 200 ms at the server) is run by the CLI, killed with
-  SIGKILL when turn 6 starts, and resumed with `deeprlm ask --resume`: the time to resume
-  and finish against the time of the whole run, the calls replayed and made, and the
+  SIGKILL when turn 6 starts, and resumed with `deeprlm ask --resume`: how long the replay
+  takes to get back to where the run stopped (the resumed run's first call made), the
+  time to finish (the command's start-up included) against the whole run's, the calls replayed and made, and the
   calls the server saw twice (those in flight at the kill, which had no reply to store).
 """
 
@@ -39,6 +40,8 @@ from deeprlm.cache import Cache, RunCache
 from deeprlm.lm.base import Completion
 from deeprlm.lm.openai_compat import OpenAICompatibleLM
 from deeprlm.lm.scripted import ScriptedLM
+from deeprlm.trace.events import LMCallEnded
+from deeprlm.trace.jsonl import read_jsonl
 from deeprlm_bench.tasks.niah import hidden_fact
 
 from fake_server import FakeChatServer, FakeReply, last_user_text
@@ -220,10 +223,14 @@ def resume_after_kill(folder: Path) -> list[list[str]]:
         bodies = [json.dumps(b, sort_keys=True) for b in server.requests]
         twice = len(bodies) - len(set(bodies))
         total = json.loads(out)["usage"]["total"]
+        events, _ = read_jsonl(folder / "run.resumed.jsonl")
+        calls = [e for e in events if isinstance(e, LMCallEnded)]
+        replayed_s = next(e.start for e in calls if not e.cache)  # the first call made
         rows.append(
             [
                 f"resume after a kill at turn {KILL_AT}/{TURNS}",
-                f"{took:.2f} s (whole run {whole:.2f} s)",
+                f"back at the kill in {replayed_s:.2f} s; done {took:.2f} s after the "
+                f"command started (whole run {whole:.2f} s)",
                 f"{total['cache_hits']} calls replayed, {total['calls']} made",
                 # A call in flight when the process died had no reply to store.
                 f"{twice} in flight at the kill, sent again",

@@ -109,7 +109,9 @@ def request_key(
         "max_tokens": max_tokens,
         "schema": schema,
     }
-    text = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(
+        request, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr
+    )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

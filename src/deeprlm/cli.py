@@ -240,7 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     if command == "ask":
         try:
-            settings = Settings.from_kwargs(**settings_from_flags(args))
+            given = settings_from_flags(args)
+            if args.resume:  # the run's own settings, unless given (its REPL kind, say)
+                given = {**resume.recorded_settings(resume.read(args.resume)), **given}
+            settings = Settings.from_kwargs(**given)
         except InputError as err:
             return _bad_input(args, err)
         if settings.repl == "inprocess":

@@ -105,6 +105,12 @@ class OutputSchema:
 
     def check(self, text: str) -> Checked:
         readings = _readings(text)
+        if readings and readings[0] == text.strip() and text.strip()[:1] in "{[":
+            # It looks like JSON and is not: say why, rather than that a string is no object.
+            try:
+                json.loads(text.strip())
+            except ValueError as err:
+                return Checked(problem=f"the answer is not valid JSON ({err})")
         first_problem: str | None = None
         for value in readings:
             result = self._check_value(value)
