@@ -15,8 +15,9 @@ Three measurements, one table:
   (root calls 50 ms, sub-calls 200 ms at the server) is run by the CLI, killed with
   SIGKILL when turn 6 starts, and resumed with `deeprlm ask --resume`: how long the replay
   takes to get back to where the run stopped (the resumed run's first call made), the
-  time to finish (the command's start-up included) against the whole run's, the calls replayed and made, and the
-  calls the server saw twice (those in flight at the kill, which had no reply to store).
+  time to finish (the command's start-up included) against the whole run's, the calls
+  replayed and made, and the calls the server saw twice (those in flight at the kill,
+  which had no reply to store).
 """
 
 from __future__ import annotations
