@@ -293,3 +293,19 @@ def test_cache_flags_reach_the_run(chat_server, tmp_path):
     assert (home / "cache.sqlite").exists()
     off = run_cli("ask", "q", *common, "--cache", "off", env={"DEEPRLM_HOME": str(home)})
     assert json.loads(off.stdout)["usage"]["total"]["cache_hits"] == 0
+
+
+def test_the_progress_lines_count_cached_calls(chat_server, tmp_path):
+    import io
+
+    from deeprlm.trace.console import console_sink
+
+    server = chat_server(root_or_sub)
+    cache = tmp_path / "cache.sqlite"
+    RLM(lm(server), cache=cache, repl="inprocess").run("q", "ctx")
+    stream = io.StringIO()
+    sink = console_sink(stream=stream)
+    assert sink is not None
+    RLM(lm(server), cache=cache, repl="inprocess", on_event=sink).run("q", "ctx")
+    sink.close()
+    assert "7 cached calls" in stream.getvalue()
