@@ -320,9 +320,8 @@ class Cache:
             self.usable = False
             self._note(
                 f"cache: {self.path} is damaged ({err}); the run goes on without a cache, "
-                "and the next run moves the file aside"
+                "and the next process to open it moves it aside"
             )
-            self._opened = True  # stay closed for this process's runs
         elif what == "write":
             self.writable = False
             self._note(
