@@ -376,9 +376,11 @@ class RunCache:
         schema: Mapping[str, Any] | None,
         make: Callable[[], Awaitable[Completion]],
         served: Callable[[Completion, str], None],
+        storable: Callable[[Completion], bool] | None = None,
     ) -> Completion:
         """The reply from the file, from an identical call in flight, or from `make()`
-        (then stored). `served(completion, how)` records a reply that cost nothing."""
+        (then stored, if `storable` says so). `served(completion, how)` records a reply
+        that cost nothing."""
         key, shareable = self.key(lm, messages, tools=tools, max_tokens=max_tokens, schema=schema)
         stored = self.cache.get(key)
         if stored is not None:
@@ -386,7 +388,7 @@ class RunCache:
             return stored
         if not shareable:
             completion = await make()
-            await self._store(key, completion)
+            await self._store(key, completion, storable)
             return completion
         flights = _in_flight()
         leader = flights.get(key)
@@ -405,7 +407,7 @@ class RunCache:
             completion = await make()
             # Stored before the waiters are answered, so that a caller arriving between
             # the two finds the entry rather than making the call again.
-            await self._store(key, completion)
+            await self._store(key, completion, storable)
         except BaseException as err:
             if isinstance(err, asyncio.CancelledError):
                 future.cancel()
@@ -420,10 +422,17 @@ class RunCache:
             if flights.get(key) is future:
                 del flights[key]
 
-    async def _store(self, key: str, completion: Completion) -> None:
+    async def _store(
+        self,
+        key: str,
+        completion: Completion,
+        storable: Callable[[Completion], bool] | None,
+    ) -> None:
         # Stored before the reply is used: a run killed after this point replays it.
-        if completion.finish_reason == "cancelled":
-            return  # a reply cut short by a limit is not the reply to this request
+        if completion.finish_reason == "cancelled" or completion.estimated:
+            return  # cut short by a limit, or never really answered
+        if storable is not None and not storable(completion):
+            return
         await asyncio.to_thread(self.cache.put, key, completion)
 
 

@@ -52,7 +52,12 @@ class Fold:
                 )
             else:
                 usage = ModelUsage(
-                    1, event.input_tokens, event.output_tokens, event.cached_tokens, event.usd
+                    1,
+                    event.input_tokens,
+                    event.output_tokens,
+                    event.cached_tokens,
+                    event.usd,
+                    1 if event.estimated else 0,
                 )
             self.usage.add(model, usage)
             self.failed[model] += event.error is not None

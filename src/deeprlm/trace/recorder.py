@@ -173,7 +173,15 @@ class Recorder:
     # --- model calls ---------------------------------------------------------------------
 
     def call_started(
-        self, *, run_id: str, parent_id: str, purpose: str, model: str, prompt_chars: int
+        self,
+        *,
+        run_id: str,
+        parent_id: str,
+        purpose: str,
+        model: str,
+        prompt_chars: int,
+        attempt: int = 1,
+        max_tokens: int | None = None,
     ) -> Span:
         return self._start(
             LMCallStarted,
@@ -181,6 +189,8 @@ class Recorder:
             purpose=purpose,
             model=model,
             prompt_chars=prompt_chars,
+            attempt=attempt,
+            max_tokens=max_tokens,
         )
 
     def call_ended(
@@ -196,6 +206,8 @@ class Recorder:
         cached_tokens: int,
         usd: float,
         error: str | None,
+        attempt: int = 1,
+        estimated: bool = False,
         cache: str = "",
         saved_tokens: int = 0,
         saved_usd: float = 0.0,
@@ -213,6 +225,8 @@ class Recorder:
             cached_tokens=cached_tokens,
             usd=usd,
             error=_optional(error, self.limits.message),
+            attempt=attempt,
+            estimated=estimated,
             cache=cache,
             saved_tokens=saved_tokens,
             saved_usd=saved_usd,
