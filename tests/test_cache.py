@@ -309,3 +309,23 @@ def test_the_progress_lines_count_cached_calls(chat_server, tmp_path):
     RLM(lm(server), cache=cache, repl="inprocess", on_event=sink).run("q", "ctx")
     sink.close()
     assert "7 cached calls" in stream.getvalue()
+
+
+def test_a_reply_cut_short_under_a_budget_is_not_kept(tmp_path):
+    """Under a token budget the reply cap may be lowered to fit what is left: a reply cut
+    there is not the reply to the request as keyed."""
+    from deeprlm.lm.base import Completion
+
+    def policy(messages):
+        if messages[0]["role"] == "system":
+            turn = sum(m["role"] == "assistant" for m in messages)
+            return [repl('r = llm_query("long answer please")'), 'FINAL_VAR("r")'][min(turn, 1)]
+        return Completion(text="cut", model="s", output_tokens=5, finish_reason="length")
+
+    path = tmp_path / "c.sqlite"
+    for _ in range(2):
+        lm = ScriptedLM(policy, name="s", temperature=0.0)
+        result = RLM(lm, cache=path, repl="inprocess", max_tokens=1_000_000).run("q", "c")
+    # The second run's root turns were hits; the cut sub-call was made again.
+    assert result.usage.total.cache_hits == 2 and result.usage.total.calls == 1
+    assert len(lm.calls) == 1
