@@ -181,8 +181,8 @@ def _read_zip(name: str, data: bytes, budget: _Budget) -> tuple[dict[str, str], 
             key = member_key(info.filename)
             if info.is_dir() or not key or _skipped_dir(key):
                 continue
-            mode = info.external_attr >> 16
-            if mode and not stat.S_ISREG(mode):
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver said nothing
+            if kind and kind != stat.S_IFREG:
                 skipped.append(key)  # a link or other special file
                 continue
             budget.take(info.file_size, f"{name}:{key}")
