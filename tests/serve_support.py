@@ -93,11 +93,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def serve_process(
-    *args: str, env: Mapping[str, str] | None = None
+    *args: str, env: Mapping[str, str] | None = None, command: str = "serve"
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`deeprlm serve ARGS --port 0` as a real process; yields it and its URL."""
+    """`deeprlm serve ARGS --port 0` (or another `command`) as a real process; yields it
+    and its URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "deeprlm", "serve", "--port", "0", *args],
+        [sys.executable, "-m", "deeprlm", command, "--port", "0", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

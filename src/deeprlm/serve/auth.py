@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import socket
+from typing import Any
 
 from deeprlm.errors import InputError
 from deeprlm.serve.config import API_KEY_ENV
@@ -87,3 +89,34 @@ class KeyRing:
         if not found:
             raise ApiError(401, "invalid API key", code="invalid_api_key")
         return found
+
+
+class KeyGuard:
+    """ASGI middleware that turns away HTTP requests without a valid key (401), for an app
+    that does not check keys itself (the MCP server's)."""
+
+    def __init__(self, app: Any, keys: KeyRing) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.keys.required:
+            headers = dict(scope.get("headers") or [])
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            try:
+                self.keys.owner(authorization)
+            except ApiError as err:
+                body = json.dumps(err.body()).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": err.status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -11,7 +11,7 @@ import contextlib
 import resource
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
@@ -84,13 +84,23 @@ def run(
     *,
     on_ready: Callable[[str], None],
     log_level: str = "warning",
+    after: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serves `app` until interrupted; `on_ready(url)` once it accepts connections."""
+    """Serves `app` until interrupted; `on_ready(url)` once it accepts connections, and
+    `after()` on the same event loop once it has stopped."""
     raise_open_files_limit()
     sock = bind(limits.host, limits.port)
     url = url_of(sock)
     server = _Server(_config(app, limits, log_level), lambda: on_ready(url))
-    asyncio.run(server.serve(sockets=[sock]))
+
+    async def main() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            if after is not None:
+                await after()
+
+    asyncio.run(main())
 
 
 class ServerThread:
