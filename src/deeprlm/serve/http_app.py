@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,7 @@ class _Api:
     # -- chat completions
 
     async def chat(self, request: Request) -> Response:
+        entered = time.perf_counter()
         owner = self.owner(request)
         body = await _json_body(request)
         chat = openai_api.parse_chat(body)
@@ -219,7 +221,15 @@ class _Api:
                 sep="\n",
                 send_timeout=self.write_timeout_s,
             )
-        return await self._complete(request, question)
+        response = await self._complete(request, question)
+        result = question.record.result
+        if result is not None:
+            # What the run took and what the whole request took here (RFC Server-Timing).
+            total_ms = (time.perf_counter() - entered) * 1000
+            response.headers["Server-Timing"] = (
+                f"run;dur={result.wall_s * 1000:.3f}, total;dur={total_ms:.3f}"
+            )
+        return response
 
     async def _complete(self, request: Request, question: Question) -> Response:
         """Runs the question; a client that goes away meanwhile cancels it."""
