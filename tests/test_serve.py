@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -434,3 +436,14 @@ def test_runs_status_trace_and_view_while_running_and_after(chat_server):
     assert finished["status"] == "answered" and finished["answer"] == "c"
     events = [json.loads(line) for line in trace.splitlines()]
     assert events[-1]["type"] == "run_ended" and len(events) > len(partial.splitlines())
+
+
+def test_ask_never_loads_the_web_stack():
+    code = (
+        "import sys, deeprlm.cli\n"
+        "deeprlm.cli.build_parser('ask')\n"
+        "heavy = ('starlette', 'uvicorn', 'sse_starlette', 'mcp', 'multipart')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
