@@ -221,3 +221,99 @@ def _closed_by_peer(s: socket.socket) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def test_a_client_that_stops_reading_a_large_response_is_dropped():
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from deeprlm.serve.config import ServerSettings
+    from deeprlm.serve.server import ServerThread
+
+    total = 64 * 1024 * 1024
+    sent = {"ended": False}
+
+    async def big(request):
+        async def body():
+            try:
+                for _ in range(total // 65536):
+                    yield b"\0" * 65536
+            finally:
+                sent["ended"] = True
+
+        return StreamingResponse(body())
+
+    app = Starlette(routes=[Route("/big", big)])
+    limits = ServerSettings(port=0, write_timeout_s=1.0)
+    with ServerThread(app, limits) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        # The client reads nothing; the buffers fill and, a second later, the server lets go
+        # (otherwise the stream would wait for the client forever).
+        wait_for(lambda: sent["ended"], timeout_s=15)
+        received = 0
+        s.settimeout(5)
+        try:
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+        s.close()
+    # The stream ended without the client: dropped, not delivered.
+    assert received < total
+
+
+def test_a_body_that_stops_arriving_gets_408(chat_server):
+    upstream = chat_server(scripted())
+    with served(upstream.url, server={"body_timeout_s": 1.0}) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"model": '
+        )
+        started = time.monotonic()
+        reply = s.recv(65536).decode()
+        s.close()
+    assert reply.startswith("HTTP/1.1 408") and "stalled" in reply
+    assert time.monotonic() - started < 5
+
+
+def test_a_chunked_upload_over_the_limit_is_413(chat_server):
+    upstream = chat_server(scripted())
+
+    def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+
+    with served(upstream.url, server={"max_body_mb": 0.005}) as server:
+        done = httpx.post(
+            server.url + "/v1/contexts",
+            content=chunks(),
+            headers={"Content-Type": "text/plain"},
+            timeout=30,
+        )
+    assert done.status_code == 413 and done.json()["error"]["code"] == "too_large"
+
+
+def test_a_provider_failing_mid_stream_ends_it_with_an_error_chunk(chat_server):
+    from fake_server import FakeReply
+
+    upstream = chat_server(scripted(on_second=lambda body: FakeReply("quota gone", status=403)))
+    with served(upstream.url) as server:
+        stream = openai.OpenAI(base_url=server.url + "/v1", api_key="x").chat.completions.create(
+            model="deeprlm",
+            messages=[{"role": "user", "content": "q"}],
+            extra_body={"context": "c"},
+            stream=True,
+        )
+        received = []
+        with pytest.raises(openai.APIError) as failed:
+            for chunk in stream:
+                received.append(chunk)
+    assert received and received[0].choices[0].delta.role == "assistant"
+    assert "quota gone" in str(failed.value)
+    assert failed.value.body["usage"]["prompt_tokens"] > 0
+    assert failed.value.body["deeprlm"]["status"] == "error"

@@ -67,7 +67,8 @@ class ServerSettings:
     )
     max_context_mb: float = setting(
         256.0,
-        help="text one uploaded context may hold, after unpacking an archive",
+        help="what one uploaded context may unpack to (an archive's declared sizes, added up "
+        "before anything is unpacked), and what load_context may read",
         section=SERVER,
         check="positive",
     )
