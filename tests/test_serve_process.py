@@ -317,3 +317,42 @@ def test_a_provider_failing_mid_stream_ends_it_with_an_error_chunk(chat_server):
     assert "quota gone" in str(failed.value)
     assert failed.value.body["usage"]["prompt_tokens"] > 0
     assert failed.value.body["deeprlm"]["status"] == "error"
+
+
+def test_a_config_file_names_the_models_and_their_limits(chat_server, tmp_path):
+    upstream = chat_server(scripted(answer="FINAL(done)"))
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        "[server]\nmax_runs = 2\n\n"
+        f'[models.quick]\nmodel = "openai/root"\nbase_url = "{upstream.url}"\n'
+        "max_iterations = 1\n\n"
+        f'[models.full]\nmodel = "openai/root"\nbase_url = "{upstream.url}"\n'
+    )
+    with serve_process("--config", str(config)) as (_, url):
+        api = openai.OpenAI(base_url=url + "/v1", api_key="x")
+        models = {m.id: m.model_extra["deeprlm"] for m in api.models.list().data}
+        quick = api.chat.completions.create(
+            model="quick", messages=[{"role": "user", "content": "q"}], extra_body={"context": "c"}
+        )
+        full = api.chat.completions.create(
+            model="full", messages=[{"role": "user", "content": "q"}], extra_body={"context": "c"}
+        )
+    assert sorted(models) == ["full", "quick"]
+    assert models["quick"]["settings"]["max_iterations"] == 1
+    assert quick.model_extra["deeprlm"]["forced"] is True  # one turn, then the forced answer
+    assert full.model_extra["deeprlm"]["forced"] is False
+    assert full.choices[0].message.content == "done"
+
+
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text('[models.x]\nmodel = "openai/root"\nmax_iterations = "lots"\nrepl = "x"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "deeprlm", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "models.x" in done.stderr

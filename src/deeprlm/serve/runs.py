@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from deeprlm.rlm import RLMResult
 from deeprlm.trace.events import Event
 from deeprlm.trace.jsonl import JsonlSink
 from deeprlm.trace.progress import Progress, short_tokens, short_usd
+from deeprlm.trace.recorder import Trace
 from deeprlm.usage import UsageReport
 
 FINISHED = ("answered", "forced", "limit", "error", "cancelled")
@@ -87,6 +89,9 @@ class RunRecord:
     def _end(self, status: str, result: RLMResult | None, error: str | None) -> None:
         if self.status in FINISHED:
             return
+        if result is not None:
+            # The trace is in its file; the events in memory would only pile up.
+            result = replace(result, trace=Trace())
         self.status, self.result, self.error = status, result, error
         self.ended = time.time()
         if self._sink is not None:

@@ -58,7 +58,7 @@ class LoadedContext:
             "created": int(self.created),
             "kind": self.info.kind,
             "chars": self.info.chars,
-            "files": self.info.items if isinstance(self.value, dict) else 1,
+            "files": 1 if isinstance(self.value, str) else self.info.items,
             "skipped": list(self.skipped),
             "sha256": self.info.sha256,
             "questions": self.questions,

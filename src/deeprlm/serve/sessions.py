@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from deeprlm.repl.base import ContextValue
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.trace.events import Event
+from deeprlm.trace.recorder import Trace
 
 EventSink = Callable[[Event], None]
 
@@ -74,7 +75,8 @@ class QuestionByQuestion:
             rlm.settings = replace(rlm.settings, **overrides)
         async with self._lock:
             result = await rlm.arun(query, self._context, skipped=self._skipped)
-        self.history.append((query, result))
+        # Kept without its events (they went to `on_event`), so a long session stays small.
+        self.history.append((query, replace(result, trace=Trace())))
         return result
 
     def variables(self) -> dict[str, str]:
