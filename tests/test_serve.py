@@ -447,3 +447,19 @@ def test_ask_never_loads_the_web_stack():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_served_code_always_runs_in_the_sandbox():
+    from deeprlm.errors import InputError
+    from deeprlm.serve.config import build_config
+    from deeprlm.serve.service import Service
+
+    config = build_config(
+        {"models": {"trusting": {"model": "openai/root", "base_url": "http://127.0.0.1:9"}}},
+        server_flags={},
+        cli_setup=None,
+        setting_flags={"repl": "inprocess"},
+        environ={},
+    )
+    with pytest.raises(InputError, match="sandbox"):
+        Service(config, force_sandbox=True)
