@@ -463,3 +463,17 @@ def test_served_code_always_runs_in_the_sandbox():
     )
     with pytest.raises(InputError, match="sandbox"):
         Service(config, force_sandbox=True)
+
+
+def test_a_stream_waiting_in_line_says_so_then_runs(chat_server):
+    upstream = chat_server(scripted(delay_s=0.5))
+    with served(upstream.url, server={"max_runs": 1, "max_queued": 1}) as server:
+        first = threading.Thread(target=lambda: ask(server, extra_body={"context": "one"}))
+        first.start()
+        wait_for(lambda: server.service.admission.running == 1)
+        chunks = list(ask(server, stream=True, extra_body={"context": "two"}))
+        first.join(60)
+    lines = [c.choices[0].delta.model_extra.get("reasoning_content") for c in chunks[1:-2]]
+    assert lines[0] == "waiting for a free run slot\n"
+    assert any(line and line.startswith("turn") for line in lines[1:])
+    assert chunks[-2].choices[0].delta.content == "two"

@@ -272,16 +272,22 @@ class _Api:
         run = asyncio.create_task(self.service.execute(question))
         try:
             yield _data(openai_api.chunk(record, {"role": "assistant", "content": ""}))
+
+            def progress(line: str) -> Any:
+                if chat.progress == "comments":
+                    return ServerSentEvent(comment=line)
+                return _data(openai_api.chunk(record, {"reasoning_content": line + "\n"}))
+
+            await asyncio.sleep(0)  # the run takes a free slot now, if there is one
+            if record.status == "queued" and chat.progress != "none":
+                yield progress("waiting for a free run slot")
             last = ""
             async for _ in record.changes(PROGRESS_INTERVAL_S):
                 line = progress_line(record.progress)
                 if line == last or chat.progress == "none":
                     continue
                 last = line
-                if chat.progress == "comments":
-                    yield ServerSentEvent(comment=line)
-                else:
-                    yield _data(openai_api.chunk(record, {"reasoning_content": line + "\n"}))
+                yield progress(line)
             await asyncio.wait({run})
             err = run.exception()
             result: RLMResult | None = run.result() if err is None else None
