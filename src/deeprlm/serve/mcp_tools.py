@@ -44,7 +44,8 @@ def build_mcp(service: Service, roots: Sequence[str], keys: KeyRing | None = Non
     allowed = [os.path.realpath(root) for root in roots]
     max_bytes = service.config.server.max_context_bytes
     default_model = next(iter(service.setups))
-    mcp: MCPServer = MCPServer("deeprlm", instructions=INSTRUCTIONS, log_level="WARNING")
+    models = f" Models for ask: {', '.join(service.setups)} (the first is the default)."
+    mcp: MCPServer = MCPServer("deeprlm", instructions=INSTRUCTIONS + models, log_level="WARNING")
 
     def owner(ctx: Context) -> str:
         if keys is None or not keys.required:
