@@ -33,7 +33,7 @@ from deeprlm.serve.admission import Admission, Ticket
 from deeprlm.serve.config import ServeConfig, Setup
 from deeprlm.serve.errors import ApiError, bad_request, busy, not_found
 from deeprlm.serve.runs import RunRecord
-from deeprlm.serve.sessions import Session, open_session
+from deeprlm.serve.sessions import Session, open_session, run_once
 from deeprlm.settings import Settings, bounds
 
 
@@ -237,13 +237,14 @@ class Service:
                     )
                 else:
                     assert question.context is not None
-                    session = open_session(question.rlm, question.context, skipped=question.skipped)
-                    try:
-                        result = await session.aask(
-                            record.query, on_event=record.on_event, **question.overrides
-                        )
-                    finally:
-                        await session.aclose()
+                    result = await run_once(
+                        question.rlm,
+                        record.query,
+                        question.context,
+                        skipped=question.skipped,
+                        on_event=record.on_event,
+                        **question.overrides,
+                    )
         except asyncio.CancelledError:
             record.cancel()
             raise

@@ -1,9 +1,10 @@
-"""The seam between the front ends and a loaded context: a session answers one question at a
-time about one context, each with its own per-question settings and event sink.
+"""The seam between the front ends and the library: a question about a context given with
+it (`run_once`), and a loaded context's session, which answers one question at a time,
+each with its own per-question settings and event sink (`open_session`).
 
-`open_session` is the only place that makes one. `QuestionByQuestion` stands in for the
-library's session until it lands: the same methods, each question a fresh `RLM.arun` over
-the context (so its REPL is not kept warm between questions).
+`open_session` is the only place that makes a session. `QuestionByQuestion` stands in for
+the library's session until it lands: the same methods, each question a fresh run over the
+context (so its REPL is not kept warm between questions).
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ class Session(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def run_once(
+    rlm: RLM,
+    query: str,
+    context: ContextValue,
+    *,
+    skipped: Sequence[str] = (),
+    on_event: EventSink | None = None,
+    **overrides: Any,
+) -> RLMResult:
+    """One run over `context` with this question's settings and sink (the `RLM` is shared
+    by every request for its setup, so it is copied, not changed)."""
+    configured = copy.copy(rlm)
+    configured.on_event = on_event
+    if overrides:
+        configured.settings = replace(rlm.settings, **overrides)
+    return await configured.arun(query, context, skipped=skipped)
+
+
 def open_session(
     rlm: RLM, context: ContextValue, *, skipped: Sequence[str] = (), session_id: str | None = None
 ) -> Session:
@@ -69,12 +88,15 @@ class QuestionByQuestion:
     async def aask(
         self, query: str, on_event: EventSink | None = None, **overrides: Any
     ) -> RLMResult:
-        rlm = copy.copy(self._rlm)
-        rlm.on_event = on_event
-        if overrides:
-            rlm.settings = replace(rlm.settings, **overrides)
         async with self._lock:
-            result = await rlm.arun(query, self._context, skipped=self._skipped)
+            result = await run_once(
+                self._rlm,
+                query,
+                self._context,
+                skipped=self._skipped,
+                on_event=on_event,
+                **overrides,
+            )
         # Kept without its events (they went to `on_event`), so a long session stays small.
         self.history.append((query, replace(result, trace=Trace())))
         return result
