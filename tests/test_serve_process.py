@@ -64,17 +64,23 @@ def test_a_stream_closed_by_its_client_cancels_the_run_and_its_worker(sleeper):
         assert process.poll() is None
 
 
-def test_a_client_that_times_out_cancels_its_run(sleeper):
+def test_a_client_that_hangs_up_on_a_plain_request_cancels_its_run(sleeper):
     with serve_process("--model", "openai/root", "--base-url", sleeper.url) as (process, url):
-        impatient = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=6)
-        with pytest.raises(openai.APITimeoutError):
-            impatient.chat.completions.create(
-                model="deeprlm",
-                messages=[{"role": "user", "content": "q?"}],
-                extra_body={"context": "c"},
-            )
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        body = json.dumps(
+            {"model": "deeprlm", "messages": [{"role": "user", "content": "q?"}], "context": "c"}
+        ).encode()
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        wait_for(lambda: "running code" in runs(url)[0]["progress"]["line"])
+        assert descendants(process.pid)
+        s.close()  # hang up while the cell sleeps
         run = wait_for(lambda: [r for r in runs(url) if r["status"] == "cancelled"])[0]
-        assert run["progress"]["turn"] == 1  # it was cancelled inside the sleeping cell
+        assert run["progress"]["turn"] == 1
         wait_for(lambda: not descendants(process.pid), timeout_s=15)
 
 
