@@ -349,7 +349,7 @@ def test_a_request_may_lower_the_servers_bounds_but_not_raise_them(upstream):
             server,
             extra_body={
                 "context": "c",
-                "deeprlm": {"max_iterations": 50, "max_depth": 0, "max_usd": 5},
+                "deeprlm": {"max_iterations": 50, "max_depth": 0, "max_tokens": 5000},
             },
         )
         run_id = done.model_extra["deeprlm"]["run_id"]
@@ -357,8 +357,27 @@ def test_a_request_may_lower_the_servers_bounds_but_not_raise_them(upstream):
     settings = json.loads(trace.splitlines()[0])["settings"]
     assert settings["max_iterations"] == 3  # capped at the server's
     assert settings["max_depth"] == 0  # lowered
-    assert settings["max_usd"] == 5  # the server set no bound
+    assert settings["max_tokens"] == 5000  # the server set no bound
     assert settings["repl"] == "sandbox"
+
+
+def test_a_usd_budget_needs_the_models_price(upstream, tmp_path):
+    body = {"context": "c", "deeprlm": {"max_usd": 0.5}}
+    with served(upstream.url) as server, pytest.raises(openai.BadRequestError) as unpriced:
+        ask(server, extra_body=body)
+    prices = tmp_path / "prices.toml"
+    prices.write_text('["root"]\ninput = 1.0\noutput = 2.0\n')
+    with served(
+        upstream.url,
+        models={
+            "priced": {"model": "openai/root", "base_url": upstream.url, "prices": str(prices)}
+        },
+    ) as server:
+        done = client(server).chat.completions.create(
+            model="priced", messages=[{"role": "user", "content": "q"}], extra_body=body
+        )
+    assert "needs the price of model 'root'" in unpriced.value.body["message"]
+    assert done.model_extra["deeprlm"]["usd"] > 0
 
 
 def test_a_limit_returns_the_partial_answer_cut_short(chat_server):

@@ -32,8 +32,9 @@ from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
+from deeprlm.trace.jsonl import check_trace_path
 from deeprlm.trace.viewer import add_view_command
-from deeprlm.usage import UsageReport
+from deeprlm.usage import Price, UsageReport, load_prices, parse_price
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -106,6 +107,19 @@ def _add_ask(subparsers: Any) -> None:
         help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
     )
     add_setting_flags(ask)
+    prices = ask.add_argument_group("prices (USD per million tokens; a USD budget needs one)")
+    prices.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="a model's input and output price, e.g. my-model=0.5,1.5 (repeatable)",
+    )
+    prices.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help='a prices file: a table per model, e.g. ["my-model"] input = 0.5 output = 1.5',
+    )
     output = ask.add_argument_group("output")
     output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     output.add_argument("--json", action="store_true", help="print one JSON object")
@@ -126,8 +140,23 @@ def _print_failure(message: str, status: str = "error") -> None:
     print(json.dumps(data, ensure_ascii=False))
 
 
+def _prices(args: argparse.Namespace) -> dict[str, Price]:
+    """--prices FILE, then each --price (which wins for its model)."""
+    prices = load_prices(args.prices) if args.prices else {}
+    prices.update(parse_price(spec) for spec in args.price)
+    return prices
+
+
 def _ask(args: argparse.Namespace) -> int:
-    context, skipped = load_paths(args.context)
+    # What can be judged without work is judged first (the settings were, in `main`): a bad
+    # trace path or price costs nothing, not the reading of a large context.
+    if args.trace:
+        check_trace_path(args.trace)
+    prices = _prices(args)
+    notes: list[str] = []
+    context, skipped = load_paths(args.context, notes=notes)
+    for note in notes if not args.quiet else ():
+        print(f"deeprlm: note: {note}", file=sys.stderr)
     progress = console_sink(quiet=args.quiet)
     sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
 
@@ -140,6 +169,7 @@ def _ask(args: argparse.Namespace) -> int:
         args.sub_model,
         models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
+        prices=prices,
         trace_path=args.trace,
         on_event=on_event if sinks else None,
         **settings_from_flags(args),
@@ -221,6 +251,8 @@ def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) ->
         return EXIT_FAILED
     except KeyboardInterrupt:
         _fail("interrupted")
+        if as_json:
+            _print_failure("interrupted")
         return 130
 
 

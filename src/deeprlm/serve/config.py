@@ -14,6 +14,7 @@ request may ask for. Setups come from a TOML file, from the command line, or bot
     sub_model = "openai/gpt-5-mini"
     base_url = "https://..."      # for openai/NAME specs
     sub_models = { fast = "openai/gpt-5-nano" }
+    prices = "prices.toml"        # as deeprlm ask --prices: a USD budget needs a price
     max_usd = 1.0                 # any setting of the settings table
     timeout_s = 600
     sandbox = { memory_mb = 2048 }
@@ -137,6 +138,7 @@ class Setup:
     sub_models: dict[str, str] = field(default_factory=dict)
     base_url: str | None = None
     api_key_env: str | None = None  # which variable holds the provider's key
+    prices: str | None = None  # a prices file (USD per million tokens; a USD budget needs one)
     settings: Settings = field(default_factory=Settings)
 
     def describe(self) -> dict[str, Any]:
@@ -161,7 +163,7 @@ class ServeConfig:
     api_keys: tuple[str, ...] = ()
 
 
-SETUP_KEYS = ("model", "sub_model", "sub_models", "base_url", "api_key_env")
+SETUP_KEYS = ("model", "sub_model", "sub_models", "base_url", "api_key_env", "prices")
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -48,6 +48,12 @@ def add_model_options(parser: argparse.ArgumentParser, *, exclude: Iterable[str]
     models.add_argument(
         "--base-url", metavar="URL", help="OpenAI-compatible server for openai/NAME specs"
     )
+    models.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help="a prices file (USD per million tokens, as for deeprlm ask); a USD budget needs "
+        "the price of every model",
+    )
     excluded = set(exclude)
     add_setting_flags(
         parser,
@@ -81,9 +87,10 @@ def config_from_args(
             "sub_model": args.sub_model,
             "sub_models": {k: v for group in args.sub_models for k, v in group.items()},
             "base_url": args.base_url,
+            "prices": args.prices,
         }
-    elif args.sub_model or args.sub_models or args.base_url:
-        raise InputError("--sub-model, --sub-models and --base-url go with --model")
+    elif args.sub_model or args.sub_models or args.base_url or args.prices:
+        raise InputError("--sub-model, --sub-models, --base-url and --prices go with --model")
     server_flags = settings_from_flags(args, of=ServerSettings)
     if server_names is not None:
         server_flags = {k: v for k, v in server_flags.items() if k in set(server_names)}

@@ -20,7 +20,7 @@ import typing
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,7 @@ class Service:
             except InputError as err:
                 raise bad_request(str(err), code="bad_context") from None
         effective = capped_overrides(setup.settings, overrides or {})
+        check_prices(self.rlms[setup.name], effective)
         ticket = self.admission.admit()
         run_id = f"run-{uuid.uuid4().hex[:24]}"
         record = RunRecord(
@@ -283,15 +284,28 @@ def build_rlm(setup: Setup) -> RLM:
 
     root = make(setup.model)
     sub = make(setup.sub_model) if setup.sub_model and setup.sub_model != setup.model else None
-    rlm = RLM(
+    settings = {f.name: getattr(setup.settings, f.name) for f in fields(Settings)}
+    return RLM(
         root,
         sub,
         models={name: make(spec) for name, spec in setup.sub_models.items()},
         base_url=setup.base_url,
         api_key=api_key,
+        prices=setup.prices,
+        **settings,
     )
-    rlm.settings = setup.settings
-    return rlm
+
+
+def check_prices(rlm: RLM, overrides: Mapping[str, Any]) -> None:
+    """A USD budget a request sets needs every model's price, as the `RLM` itself checks
+    for its own (else the budget would count $0 and never stop)."""
+    if overrides.get("max_usd") is None or rlm.settings.max_usd is not None:
+        return
+    for lm in (rlm.model, rlm.sub_model, *rlm.models.values()):
+        try:
+            rlm.prices.require(lm)
+        except InputError as err:
+            raise bad_request(str(err), code="bad_setting") from None
 
 
 # A request may turn sub-calls off, never on; and lower any bound, never raise it.
