@@ -4,9 +4,12 @@
     deeprlm ask --resume TRACE.jsonl [--max-... N]
     deeprlm view TRACE.jsonl [--open]
     deeprlm bench run|report|example ...
+    deeprlm serve [--config FILE] [--model SPEC] ...
+    deeprlm mcp --root PATH [--model SPEC] ...
 
-`bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra): its
-parser is built, and its code imported, only when it is the command being run.
+`bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra), and
+`serve` and `mcp` need their extras: a lazy command's parser is built, and its code (and its
+heavy dependencies) imported, only when it is the command being run.
 
 Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on stderr),
 3 a limit was reached (the partial answer is still printed).
@@ -43,6 +46,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 # Commands loaded when run: name -> (module with `register(subparsers)`, a line of help).
 LAZY_COMMANDS = {
     "bench": ("deeprlm_bench.cli", "run the benchmarks and baselines (the bench extra)"),
+    "serve": ("deeprlm.serve.cli", "serve an OpenAI-compatible HTTP endpoint (the serve extra)"),
+    "mcp": ("deeprlm.serve.mcp_cli", "serve the RLM to agents over MCP (the mcp extra)"),
 }
 
 
@@ -58,7 +63,8 @@ def _fail(message: str) -> None:
     print(f"deeprlm: error: {message}", file=sys.stderr)
 
 
-def _named_models(text: str) -> dict[str, str]:
+def named_models(text: str) -> dict[str, str]:
+    """Parses NAME=SPEC[,NAME=SPEC] (the --sub-models flag)."""
     models = {}
     for item in text.split(","):
         name, sep, spec = item.partition("=")
@@ -94,7 +100,7 @@ def _add_ask(subparsers: Any) -> None:
         "--sub-models",
         action="append",
         default=[],
-        type=_named_models,
+        type=named_models,
         metavar="NAME=SPEC[,NAME=SPEC]",
         help="more models the code may pick by name, as llm_query(p, model=NAME); "
         "repeatable (the code can name only these, root and sub)",
