@@ -60,7 +60,7 @@ def test_a_stream_closed_by_its_client_cancels_the_run_and_its_worker(sleeper):
             assert workers, "the sandbox worker runs the cell"
         # The connection is closed here, with the cell still sleeping.
         wait_for(lambda: runs(url)[0]["status"] == "cancelled")
-        wait_for(lambda: not descendants(process.pid), timeout_s=15)
+        wait_for(lambda: not descendants(process.pid), timeout_s=30)
         assert process.poll() is None
 
 
@@ -81,7 +81,7 @@ def test_a_client_that_hangs_up_on_a_plain_request_cancels_its_run(sleeper):
         s.close()  # hang up while the cell sleeps
         run = wait_for(lambda: [r for r in runs(url) if r["status"] == "cancelled"])[0]
         assert run["progress"]["turn"] == 1
-        wait_for(lambda: not descendants(process.pid), timeout_s=15)
+        wait_for(lambda: not descendants(process.pid), timeout_s=30)
 
 
 def test_the_bind_rule_needs_a_key_off_loopback():
