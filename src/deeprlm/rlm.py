@@ -1,10 +1,12 @@
 """The public entry point: `RLM(...).run(query, context)` and its async twin `arun`.
 
-`RLM` holds the configuration (models, settings, tools, prices, trace sinks); each call of
-`run`/`arun` builds a fresh run tree, so one `RLM` can answer many queries, one after the
-other or concurrently. The sync `run` drives the same async core on a private event loop.
-`rlm.session(context)` keeps one REPL and its variables across many questions (see
-`deeprlm.session`); each of its questions is a run tree of the same kind (`RunTree`).
+`RLM` holds the configuration (models, settings, tools, prices, trace sinks, the sub-call
+cache, the answer's schema); each call of `run`/`arun` builds a fresh run tree, so one
+`RLM` can answer many queries, one after the other or concurrently. `resume`/`aresume`
+continue a run that stopped early from its trace (see `deeprlm.resume`). The sync twins
+drive the same async core on a private event loop. `rlm.session(context)` keeps one REPL
+and its variables across many questions (see `deeprlm.session`); each run, and each of a
+session's questions, is one `RunTree`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from deeprlm import resume as resuming
 from deeprlm.blocking import run_blocking
+from deeprlm.cache import Cache, CacheArg, RunCache, as_cache
 from deeprlm.context import ContextInfo, describe, normalize
 from deeprlm.engine import Run, SharedState
 from deeprlm.engine.run import AttachedREPL
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
+from deeprlm.output import OutputSchema, as_output
 from deeprlm.repl import ContextValue
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
@@ -52,10 +57,16 @@ class RLMResult:
     # a depth limit that turned rlm_query into a plain call.
     notes: tuple[str, ...] = ()
     error: str | None = None  # why the run stopped early (status limit or error)
+    # With `RLM(output=...)`: the parsed answer (a model instance for a pydantic type);
+    # `answer` is then its JSON. None otherwise, and when the run did not answer.
+    value: Any = None
+    # The JSON form of `value`, for `to_dict`; set by the RLM with `value`.
+    value_json: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
+            "value": self.value_json,
             "status": self.status,
             "forced": self.forced,
             "usage": self.usage.to_dict(),
@@ -81,6 +92,13 @@ class RLM:
     (USD per million tokens), or is the path of a TOML prices file (`load_prices`); a USD
     budget is refused here for a model without a price. A `trace_path` that cannot be
     written is refused here too, before any work.
+
+    `cache` keeps model replies so that no identical call is paid twice and a run can be
+    resumed: None/False (the default) for none, True for `$DEEPRLM_HOME/cache.sqlite`, a
+    path, or a `deeprlm.cache.Cache` (`Cache(path, sampled=True)` also shares the replies
+    of models that sample). `output` holds the final answer to a JSON Schema (a dict) or
+    a type pydantic checks (a `BaseModel`, ...): `result.value` is then the parsed object
+    and `result.answer` its JSON; a schema that is not valid JSON Schema is refused here.
     """
 
     def __init__(
@@ -96,6 +114,8 @@ class RLM:
         prices: Mapping[str, Price] | str | os.PathLike[str] | None = None,
         trace_path: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
+        cache: CacheArg = None,
+        output: Any = None,
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
@@ -103,18 +123,25 @@ class RLM:
             check_trace_path(trace_path)
         given_prices = as_prices(prices)
         self.prices = PriceTable(given_prices)
-        # What a saved session needs to make this RLM again in another process: the model
-        # specs (None where a model was given as an object), the server and the prices the
-        # caller gave; never a key.
+        self.output: OutputSchema | None = as_output(output)
+        self.cache: Cache | None = as_cache(cache)
+        # The specs, as given, for a resumed run or a reopened session to make the same
+        # models: the names of those given as objects (which cannot be made again), the
+        # server and the prices the caller gave; never a key.
         self.specs: dict[str, Any] = {
             "model": model if isinstance(model, str) else None,
-            "sub_model": sub_model if isinstance(sub_model, str) or sub_model is None else None,
-            "sub_model_given": sub_model is not None,
-            "models": {
-                name: spec if isinstance(spec, str) else None
-                for name, spec in (models or {}).items()
-            },
+            "sub_model": sub_model if isinstance(sub_model, str) else None,
+            "models": {k: v for k, v in (models or {}).items() if isinstance(v, str)},
             "base_url": base_url,
+            "objects": [
+                name
+                for name, spec in (
+                    ("model", model),
+                    ("sub_model", sub_model),
+                    *(models or {}).items(),
+                )
+                if spec is not None and not isinstance(spec, str)
+            ],
             "prices": {name: asdict(price) for name, price in given_prices.items()},
         }
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
@@ -134,15 +161,60 @@ class RLM:
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
 
-    def run(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
+    def run(
+        self,
+        query: str,
+        context: Any,
+        *,
+        skipped: Sequence[str] = (),
+        sources: Sequence[str] = (),
+    ) -> RLMResult:
         """Answers `query` over `context` (str, list of str, or dict of str -> str).
-        `skipped` names files left out of the context (binary), for its description."""
-        return run_blocking(self.arun(query, context, skipped=skipped))
+        `skipped` names files left out of the context (binary), for its description;
+        `sources` the paths it was loaded from, kept with a cached run for `resume`."""
+        return run_blocking(self.arun(query, context, skipped=skipped, sources=sources))
 
-    async def arun(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
+    async def arun(
+        self,
+        query: str,
+        context: Any,
+        *,
+        skipped: Sequence[str] = (),
+        sources: Sequence[str] = (),
+    ) -> RLMResult:
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
+        return await self._arun(query, normalize(context), skipped, sources, None)
+
+    def resume(
+        self, trace: str | os.PathLike[str], context: Any, *, skipped: Sequence[str] = ()
+    ) -> RLMResult:
+        """Continues the run recorded in `trace` (made with a cache) over the same
+        `context`: its calls replay from the cache, its cells run again, and it goes on
+        from where it stopped, with the limit that stopped it raised (doubled, unless this
+        RLM's setting is higher). Its own trace goes to this RLM's `trace_path`."""
+        return run_blocking(self.aresume(trace, context, skipped=skipped))
+
+    async def aresume(
+        self, trace: str | os.PathLike[str], context: Any, *, skipped: Sequence[str] = ()
+    ) -> RLMResult:
+        recorded = resuming.read(os.fspath(trace), self.cache)
         context = normalize(context)
+        if describe(context, skipped).sha256 != recorded.context_sha256:
+            raise InputError(
+                f"the context is not the one the run in {recorded.trace} read (its sha256 "
+                "differs); give the same context to resume it"
+            )
+        return await self._arun(recorded.query, context, skipped, (), recorded)
+
+    async def _arun(
+        self,
+        query: str,
+        context: Any,
+        skipped: Sequence[str],
+        sources: Sequence[str],
+        resumed: resuming.Recorded | None,
+    ) -> RLMResult:
         info = describe(context, skipped)
         sinks: list[Callable[[Event], None]] = []
         jsonl = JsonlSink(self.trace_path) if self.trace_path is not None else None
@@ -151,7 +223,10 @@ class RLM:
         if self.on_event is not None:
             sinks.append(self.on_event)
         try:
-            return await RunTree(self, query, context, info, sinks=sinks).execute()
+            tree = RunTree(
+                self, query, context, info, sinks=sinks, sources=sources, resumed=resumed
+            )
+            return await tree.execute()
         finally:
             if jsonl is not None:
                 jsonl.close()
@@ -162,12 +237,13 @@ class RLM:
         *,
         skipped: Sequence[str] = (),
         session_id: str | None = None,
-        cache: str = "on",
+        cache: CacheArg = "on",
     ) -> Session:
         """A session over `context`: one REPL kept across questions, with its variables
         (see `deeprlm.session.Session`). `context` is a value as for `run`, or a path (a
         `pathlib.Path`, or a list of them) to load, which a saved session reloads from
-        there. `cache`: the sub-call cache its questions use ("on", "off" or a path)."""
+        there. `cache`: the sub-call cache its questions use; "on" (the default) is this
+        RLM's cache, or the default file when it has none; "off", or a path."""
         from deeprlm.session import Session
 
         return Session(self, context, skipped=skipped, session_id=session_id, cache=cache)
@@ -175,9 +251,9 @@ class RLM:
 
 class RunTree:
     """One query's run tree, from its root run to its `RLMResult`: the shared state, the
-    trace, and how an ending (an answer, a limit, a failure) becomes a result. `arun` makes
-    one per call; a session makes one per question, over its own REPL (`attached`), with a
-    recap of its earlier questions and trace ids of their own."""
+    cache, the trace, and how an ending (an answer, a limit, a failure) becomes a result.
+    `arun` and `aresume` make one per call; a session makes one per question, over its own
+    REPL (`attached`), with a recap of its earlier questions and trace ids of their own."""
 
     def __init__(
         self,
@@ -187,17 +263,30 @@ class RunTree:
         info: ContextInfo,
         *,
         sinks: list[Callable[[Event], None]],
+        sources: Sequence[str] = (),
+        resumed: resuming.Recorded | None = None,
         settings: Settings | None = None,
+        cache: Cache | bool | None = True,
         attached: AttachedREPL | None = None,
         recap: str = "",
         trace: Trace | None = None,
-        cache: str | None = None,
     ) -> None:
-        self.settings = settings or rlm.settings
-        self.trace_path = str(rlm.trace_path) if rlm.trace_path else None
+        """`cache`: True for the RLM's own; a `Cache`, or None for none."""
+        self.rlm = rlm
+        settings = settings or rlm.settings
+        used = rlm.cache if cache is True else cache or None
+        if resumed is not None:
+            settings = resuming.raised(settings, resumed)
+            if used is None or str(used.path) != resumed.cache_path:
+                used = Cache(resumed.cache_path, sampled=resumed.sampled)
+        self.settings = settings
         self.trace = trace or Trace(sinks)
-        self.shared = SharedState(
-            self.settings,
+        self.run_cache: RunCache | None = None
+        if used is not None:
+            used.open()
+            self.run_cache = RunCache(used, token=resumed.token if resumed else None)
+        self.shared = shared = SharedState(
+            settings,
             rlm.model,
             rlm.sub_model,
             recorder=Recorder(self.trace),
@@ -206,14 +295,61 @@ class RunTree:
             models=rlm.models,
             tools=rlm.tools,
             sub_tools=rlm.sub_tools,
-            cache=cache,
+            cache=self.run_cache,
         )
-        self.root = Run(self.shared, query, context, info=info, attached=attached, recap=recap)
+        if resumed is not None:
+            shared.prompt_iterations = resumed.prompt_iterations
+        cache_facts: dict[str, Any] = {}
+        if self.run_cache is not None:
+            cache_facts = {
+                "path": str(self.run_cache.cache.path),
+                "run": self.run_cache.token,
+                "sampled": self.run_cache.cache.sampled,
+                "prompt_iterations": shared.prompt_iterations,
+            }
+            record = dict(resumed.record) if resumed is not None else {}
+            record.setdefault("query", query)
+            record.setdefault("specs", rlm.specs)
+            record.setdefault("sources", list(sources))
+            record.setdefault("output", rlm.output.schema if rlm.output else None)
+            self.run_cache.cache.put_run(self.run_cache.token, record)
+        self.root = Run(
+            shared,
+            query,
+            context,
+            info=info,
+            output=rlm.output,
+            cache_facts=cache_facts,
+            attached=attached,
+            recap=recap,
+        )
+        if resumed is not None:
+            shared.recorder.note(
+                run_id=self.root.id,
+                parent_id=self.root.id,
+                message=resuming.note(resumed, settings),
+            )
         self.started = time.perf_counter()
 
+    def _cache_notes(self) -> None:
+        # What the cache file had to say (moved aside, full) goes into the trace.
+        if self.run_cache is not None:
+            for message in self.run_cache.cache.take_notes():
+                self.shared.recorder.note(
+                    run_id=self.root.id, parent_id=self.root.id, message=message
+                )
+
     def result(
-        self, answer: str, status: str, forced: bool = False, error: str | None = None
+        self,
+        answer: str,
+        status: str,
+        forced: bool = False,
+        error: str | None = None,
+        value: Any = None,
     ) -> RLMResult:
+        self._cache_notes()
+        output = self.rlm.output
+        trace_path = self.rlm.trace_path
         return RLMResult(
             answer=answer,
             usage=self.shared.usage.report(),
@@ -223,9 +359,13 @@ class RunTree:
             forced=forced,
             status=status,
             trace=self.trace,
-            trace_path=self.trace_path,
+            trace_path=str(trace_path) if trace_path else None,
             notes=tuple(dict.fromkeys(note.message for note in self.trace.of_type(Note))),
             error=error,
+            value=value,
+            value_json=(
+                output.to_json_value(value) if output is not None and value is not None else None
+            ),
         )
 
     async def execute(self) -> RLMResult:
@@ -248,7 +388,9 @@ class RunTree:
             failure = err
         else:
             status = "forced" if outcome.forced else "answered"
-            return self.result(outcome.answer, status, outcome.forced)
+            return self.result(outcome.answer, status, outcome.forced, value=outcome.value)
+        finally:
+            self._cache_notes()
         failure.partial_answer = self.root.partial()
         failure.usage = shared.usage.report()
         status = "limit" if isinstance(failure, LimitError) else "error"

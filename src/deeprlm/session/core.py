@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deeprlm import prompts
+from deeprlm.cache import Cache, CacheArg
 from deeprlm.context import ContextInfo, describe, load_paths, normalize
 from deeprlm.engine.host import HostRelay
 from deeprlm.engine.run import AttachedREPL, repl_settings
@@ -41,6 +42,7 @@ from deeprlm.errors import (
     LimitError,
     TokenLimitError,
 )
+from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.repl import ContextValue, make_repl
 from deeprlm.session.store import (
     CONTEXT_FILE,
@@ -87,12 +89,14 @@ class Session:
         *,
         skipped: Sequence[str] = (),
         session_id: str | None = None,
-        cache: str = "on",
+        cache: CacheArg = "on",
         _saved: SavedSession | None = None,
     ) -> None:
         self.rlm = rlm
         self.settings: Settings = rlm.settings
-        self.cache = _check_cache(cache)
+        # The sub-call cache of its questions: "on" (the RLM's own, else the default file),
+        # "off", or a path; kept as said, so that a reopened session uses the same.
+        self.cache, self._cache = _check_cache(cache)
         if session_id is None:
             self.id = new_id()
         else:
@@ -251,7 +255,7 @@ class Session:
                 attached=attached,
                 recap=recap,
                 trace=trace,
-                cache=self.cache,
+                cache=self._question_cache(),
             )
             asked_at = time.time()
             try:
@@ -276,6 +280,17 @@ class Session:
             self._record(query, result, tree.root.id, asked_at)
             await self._refresh_variables()
             return result
+
+    def set_cache(self, cache: CacheArg) -> None:
+        """Changes the sub-call cache of the questions to come ("on", "off", a path or a
+        `Cache`)."""
+        self.cache, self._cache = _check_cache(cache)
+
+    def _question_cache(self) -> Cache | None:
+        if self._cache is None and self.cache != "off":
+            on = self.cache == "on"
+            self._cache = (self.rlm.cache or Cache()) if on else Cache(self.cache)
+        return self._cache
 
     def question_settings(self, **overrides: Any) -> Settings:
         """The settings a question with these overrides runs with (before the session's
@@ -574,44 +589,40 @@ class Session:
 
 def rlm_from(saved: SavedSession, **overrides: Any) -> RLM:
     """An RLM made from a saved session's model specs, prices and settings. `overrides`:
-    model, sub_model, base_url or trace_path to use instead of the saved ones, and prices
-    to add to theirs."""
+    model, sub_model, base_url, trace_path or output to use instead of the saved ones, and
+    prices to add to theirs. Models given as objects cannot be made again: such a session
+    is reopened with `Session.open(session_id, rlm=...)`."""
     from deeprlm.rlm import RLM
 
     specs = saved.rlm
-    model = overrides.get("model") or specs.get("model")
-    if not model:
-        raise InputError(
-            f"session {saved.id} was made with a model object, not a spec: reopen it with "
-            "Session.open(session_id, rlm=...)"
+    objects = [
+        name
+        for name in specs.get("objects") or ()
+        if not (name in ("model", "sub_model") and overrides.get(name))
+    ]
+    if objects:
+        given = (
+            "was given as a model object" if len(objects) == 1 else "were given as model objects"
         )
-    models = dict(specs.get("models") or {})
-    if any(spec is None for spec in models.values()):
         raise InputError(
-            f"session {saved.id} names sub-call models given as objects: reopen it with "
-            "Session.open(session_id, rlm=...)"
-        )
-    sub_model = overrides.get("sub_model") or specs.get("sub_model")
-    if sub_model is None and specs.get("sub_model_given") and "sub_model" not in overrides:
-        raise InputError(
-            f"session {saved.id} was made with a sub-model object, not a spec: reopen it "
-            "with Session.open(session_id, rlm=...)"
+            f"session {saved.id}: its {', '.join(map(str, objects))} {given}, not specs; "
+            "reopen it with Session.open(session_id, rlm=...)"
         )
     known = {row.name for row in table()}
     settings = {k: v for k, v in saved.rlm["settings"].items() if k in known}
-    trace = overrides.get("trace_path") or saved.trace
     prices = {
         str(name): Price(**{k: v for k, v in dict(rates).items() if k in PRICE_FIELDS})
         for name, rates in dict(specs.get("prices") or {}).items()
     }
     prices.update(overrides.get("prices") or {})
     return RLM(
-        model,
-        sub_model,
-        models=models,
+        overrides.get("model") or specs.get("model") or DEFAULT_MODEL,
+        overrides.get("sub_model") or specs.get("sub_model"),
+        models=dict(specs.get("models") or {}),
         base_url=overrides.get("base_url") or specs.get("base_url"),
         prices=prices,
-        trace_path=trace,
+        trace_path=overrides.get("trace_path") or saved.trace,
+        output=overrides.get("output"),
         **settings,
     )
 
@@ -635,13 +646,20 @@ def _as_paths(context: Any) -> list[str] | None:
     return None
 
 
-def _check_cache(cache: Any) -> str:
-    """The sub-call cache: "on" (the default place under $DEEPRLM_HOME), "off", or a path."""
+def _check_cache(cache: Any) -> tuple[str, Cache | None]:
+    """A session's cache as it is saved ("on", "off" or a path), and the `Cache` when one
+    was given as such."""
+    if isinstance(cache, Cache):
+        return str(cache.path), cache
+    if cache is True:
+        return "on", None
+    if cache is None or cache is False:
+        return "off", None
     if isinstance(cache, os.PathLike):
-        return os.fspath(cache)
+        return os.fspath(cache), None
     if not isinstance(cache, str) or not cache.strip():
-        raise InputError(f'cache must be "on", "off" or a path, got {cache!r}')
-    return cache
+        raise InputError(f"cache must be 'on', 'off', a path or a Cache, not {cache!r}")
+    return cache.strip(), None
 
 
 def _before_run(err: DeepRLMError, query: str) -> DeepRLMError:
