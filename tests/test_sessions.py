@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from deeprlm import (
@@ -23,6 +24,7 @@ from deeprlm import (
     SessionError,
     TokenLimitError,
 )
+from deeprlm.lm.openai_compat import OpenAICompatibleLM
 from deeprlm.session.store import SESSION_FILE
 from deeprlm.usage import Price
 
@@ -665,3 +667,96 @@ def test_sessions_are_independent_and_run_side_by_side(chat_server):
         import builtins
 
         builtins.__dict__.pop("_test_barrier", None)
+
+
+def same_sub_call_twice() -> QuestionScript:
+    """Both questions' code makes the same sub-call."""
+    return QuestionScript(
+        {
+            first: [
+                repl(f"{name} = llm_query('label the scores')\nprint({name})"),
+                lambda body: f"FINAL({outputs(last_user_text(body))[0]})",
+            ]
+            for first, name in (("label them", "label"), ("label them again", "again"))
+        },
+        sub=lambda prompt: f"labelled: {prompt}",
+    )
+
+
+def sub_requests(server) -> int:
+    return sum(1 for body in server.requests if body["messages"][0]["role"] != "system")
+
+
+def test_questions_share_the_sub_call_cache_and_its_hits_count_in_the_session(chat_server, home):
+    server = chat_server(same_sub_call_twice())
+    lm = OpenAICompatibleLM("m", base_url=server.url, temperature=0.0)
+    with RLM(lm, repl="inprocess").session(CONTEXT) as session:
+        first = session.ask("label them")
+        second = session.ask("label them again")
+        total = session.usage.total
+    assert first.answer == second.answer == "labelled: label the scores"
+    assert sub_requests(server) == 1  # the second question's sub-call came from the cache
+    assert (first.usage.total.cache_hits, second.usage.total.cache_hits) == (0, 1)
+    assert second.usage.total.saved_tokens > 0
+    assert total.cache_hits == 1 and total.saved_tokens == second.usage.total.saved_tokens
+    assert total.calls == first.usage.total.calls + second.usage.total.calls
+    assert (home / "cache.sqlite").is_file()  # the default cache, under DEEPRLM_HOME
+
+    # Off, every call is made; the cache file is not written.
+    other = chat_server(same_sub_call_twice())
+    lm = OpenAICompatibleLM("m", base_url=other.url, temperature=0.0)
+    with RLM(lm, repl="inprocess").session(CONTEXT, cache="off") as session:
+        session.ask("label them")
+        session.ask("label them again")
+        assert session.usage.total.cache_hits == 0
+    assert sub_requests(other) == 2
+
+
+class Scores(pydantic.BaseModel):
+    best: str
+    points: int
+
+
+def test_a_question_can_have_a_typed_answer(chat_server):
+    script = QuestionScript(
+        {
+            "parse the scores": three_questions().turns["parse the scores"],
+            "who scored best?": [
+                repl("best = max(scores, key=scores.get)\nfound = {'best': best}"),
+                # Wrong at first (a field is missing): the root is told and corrects it.
+                'FINAL_VAR("found")',
+                repl("found['points'] = scores[best]"),
+                'FINAL_VAR("found")',
+            ],
+        }
+    )
+    server = chat_server(script)
+    with RLM("openai/m", base_url=server.url, repl="inprocess").session(CONTEXT) as session:
+        untyped = session.ask("parse the scores")
+        typed = session.ask("who scored best?", output=Scores)
+        with pytest.raises(InputError, match="not a valid JSON Schema"):
+            session.ask("who scored best?", output={"type": "objekt"})
+        asked = len(session.history)
+    assert untyped.value is None and untyped.answer == "3 scores parsed"
+    assert typed.value == Scores(best="bo", points=5)
+    assert json.loads(typed.answer) == {"best": "bo", "points": 5}
+    assert typed.iterations == 4
+    told = script.requests["who scored best?"][2]["messages"][-1]["content"]
+    assert "does not follow the required JSON Schema" in told and "points" in told
+    assert asked == 2  # a bad schema is refused before the question runs
+    # The schema was given with the question.
+    assert '"points"' in script.first_prompt("who scored best?")
+
+
+def test_a_session_trace_is_not_resumed_as_a_single_run(chat_server, tmp_path):
+    server = chat_server(three_questions())
+    trace = tmp_path / "session.jsonl"
+    rlm = RLM("openai/m", base_url=server.url, repl="inprocess", trace_path=trace)
+    with rlm.session(CONTEXT) as session:
+        session.ask("parse the scores")
+        session.ask("who scored best?")
+        session_id = session.id
+    # Its questions went through the cache, but a question alone is not the session: its
+    # REPL held what earlier questions made.
+    with pytest.raises(InputError, match=f"questions of session {session_id}.*--session"):
+        RLM("openai/m", base_url=server.url, repl="inprocess").resume(trace, CONTEXT)

@@ -68,6 +68,13 @@ def read(trace: str | Path, cache: Cache | None = None) -> Recorded:
     root = next((e for e in events if isinstance(e, RunStarted) and e.parent_id is None), None)
     if root is None:
         raise InputError(f"{path} holds no run to resume (no root run_started event)")
+    session = root.cache.get("session")
+    if session:
+        # A question alone is not its session: its REPL held what earlier questions made.
+        raise InputError(
+            f"{path} holds the questions of session {session}, not a single run; go on with "
+            f"it with --session {session} (deeprlm ask or deeprlm chat)"
+        )
     if not root.cache.get("run"):
         raise InputError(
             f"{path}: that run was made without a sub-call cache, so there is nothing to "

@@ -224,7 +224,14 @@ class RLM:
             sinks.append(self.on_event)
         try:
             tree = RunTree(
-                self, query, context, info, sinks=sinks, sources=sources, resumed=resumed
+                self,
+                query,
+                context,
+                info,
+                sinks=sinks,
+                sources=sources,
+                resumed=resumed,
+                output=self.output,
             )
             return await tree.execute()
         finally:
@@ -270,9 +277,14 @@ class RunTree:
         attached: AttachedREPL | None = None,
         recap: str = "",
         trace: Trace | None = None,
+        output: OutputSchema | None = None,
+        session_id: str | None = None,
     ) -> None:
-        """`cache`: True for the RLM's own; a `Cache`, or None for none."""
+        """`cache`: True for the RLM's own; a `Cache`, or None for none. `output`: the
+        schema the answer must follow, if any. `session_id`: the session whose question
+        this is, kept in the trace so that resuming names the session instead."""
         self.rlm = rlm
+        self.output = output
         settings = settings or rlm.settings
         used = rlm.cache if cache is True else cache or None
         if resumed is not None:
@@ -307,18 +319,20 @@ class RunTree:
                 "sampled": self.run_cache.cache.sampled,
                 "prompt_iterations": shared.prompt_iterations,
             }
+            if session_id is not None:
+                cache_facts["session"] = session_id
             record = dict(resumed.record) if resumed is not None else {}
             record.setdefault("query", query)
             record.setdefault("specs", rlm.specs)
             record.setdefault("sources", list(sources))
-            record.setdefault("output", rlm.output.schema if rlm.output else None)
+            record.setdefault("output", output.schema if output else None)
             self.run_cache.cache.put_run(self.run_cache.token, record)
         self.root = Run(
             shared,
             query,
             context,
             info=info,
-            output=rlm.output,
+            output=output,
             cache_facts=cache_facts,
             attached=attached,
             recap=recap,
@@ -348,7 +362,7 @@ class RunTree:
         value: Any = None,
     ) -> RLMResult:
         self._cache_notes()
-        output = self.rlm.output
+        output = self.output
         trace_path = self.rlm.trace_path
         return RLMResult(
             answer=answer,

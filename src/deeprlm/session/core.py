@@ -43,6 +43,7 @@ from deeprlm.errors import (
     TokenLimitError,
 )
 from deeprlm.lm.specs import DEFAULT_MODEL
+from deeprlm.output import OutputSchema, as_output
 from deeprlm.repl import ContextValue, make_repl
 from deeprlm.session.store import (
     CONTEXT_FILE,
@@ -180,12 +181,19 @@ class Session:
     # --- asking --------------------------------------------------------------------------
 
     async def aask(
-        self, query: str, on_event: Callable[[Event], None] | None = None, **overrides: Any
+        self,
+        query: str,
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        output: Any = None,
+        **overrides: Any,
     ) -> RLMResult:
         """Answers `query` over the session's context and REPL. `overrides` are settings for
-        this question only (max_iterations, max_usd, timeout_s, ...). `on_event` gets this
-        question's trace events, on the caller's loop. Raises as `RLM.arun` does; the
+        this question only (max_iterations, max_usd, timeout_s, ...); `output` a schema its
+        answer must follow (as `RLM(output=...)`; by default the RLM's). `on_event` gets
+        this question's trace events, on the caller's loop. Raises as `RLM.arun` does; the
         session stays usable."""
+        schema = self._output(output)
         caller = asyncio.get_running_loop()
         relay = None
         if on_event is not None:
@@ -194,17 +202,23 @@ class Session:
             def relay(event: Event) -> None:
                 caller.call_soon_threadsafe(callback, event)
 
-        return await self._loop_thread().run_async(self._ask(query, relay, overrides))
+        return await self._loop_thread().run_async(self._ask(query, relay, overrides, schema))
 
     def ask(
-        self, query: str, on_event: Callable[[Event], None] | None = None, **overrides: Any
+        self,
+        query: str,
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        output: Any = None,
+        **overrides: Any,
     ) -> RLMResult:
         """The blocking twin of `aask` (`on_event` is called from the session's thread). A
         KeyboardInterrupt while it runs cancels the question, waits for it to stop, and is
         raised again: the session goes on."""
+        schema = self._output(output)
         thread = self._loop_thread()
         try:
-            return thread.run_sync(self._ask(query, on_event, overrides))
+            return thread.run_sync(self._ask(query, on_event, overrides, schema))
         except KeyboardInterrupt:
             thread.run_sync(self._idle())
             raise
@@ -214,6 +228,7 @@ class Session:
         query: str,
         on_event: Callable[[Event], None] | None,
         overrides: Mapping[str, Any],
+        output: OutputSchema | None,
     ) -> RLMResult:
         from deeprlm.rlm import RunTree
 
@@ -256,6 +271,8 @@ class Session:
                 recap=recap,
                 trace=trace,
                 cache=self._question_cache(),
+                output=output,
+                session_id=self.id,
             )
             asked_at = time.time()
             try:
@@ -280,6 +297,10 @@ class Session:
             self._record(query, result, tree.root.id, asked_at)
             await self._refresh_variables()
             return result
+
+    def _output(self, output: Any) -> OutputSchema | None:
+        """A question's schema: its own (checked before anything runs), else the RLM's."""
+        return as_output(output) if output is not None else self.rlm.output
 
     def set_cache(self, cache: CacheArg) -> None:
         """Changes the sub-call cache of the questions to come ("on", "off", a path or a
