@@ -18,6 +18,7 @@ import pytest
 from conftest import repl
 from fake_server import FakeReply
 from serve_support import scripted, served, wait_for
+from session_script import QuestionScript
 
 
 def client(server, **kwargs) -> openai.OpenAI:
@@ -190,6 +191,39 @@ def test_an_uploaded_folder_is_reused_by_id_across_questions(upstream):
     assert [c["questions"] for c in listed] == [2]
     assert deleted.json()["deleted"] is True
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "context_not_found"
+
+
+def test_a_loaded_context_keeps_its_variables_between_questions(chat_server):
+    script = QuestionScript(
+        {
+            "remember it": [
+                repl("kept = f'{len(context)} chars, set by the first question'\nprint(kept)"),
+                "FINAL(remembered)",
+            ],
+            "what was kept?": [repl('seen = kept\nprint("ok")'), 'FINAL_VAR("seen")'],
+        }
+    )
+    upstream = chat_server(script)
+    with served(upstream.url) as server:
+        made = upload(server, content=b"some text", headers={"Content-Type": "text/plain"})
+        assert made.status_code == 201, made.text
+
+        def ask_about_it(question: str) -> str | None:
+            done = client(server).chat.completions.create(
+                model="deeprlm",
+                messages=[{"role": "user", "content": question}],
+                extra_body={"context_id": made.json()["id"]},
+            )
+            return done.choices[0].message.content
+
+        first = ask_about_it("remember it")
+        second = ask_about_it("what was kept?")
+    assert first == "remembered"
+    # `kept` exists only in the REPL the first question ran in.
+    assert second == "9 chars, set by the first question"
+    # The second root was told of the first question and of the variable it left.
+    recap = script.first_prompt("what was kept?")
+    assert "Q: remember it" in recap and "kept (str)" in recap
 
 
 def test_uploads_of_text_json_and_zip(upstream):
