@@ -87,7 +87,7 @@ class RLM:
         self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
         if self.sub_model is self.model and hasattr(self.model, "for_role"):
             # An in-process model keeps one cache per role, so sub-calls leave the root's
-            # growing conversation cached (see `deeprlm.lm.llama`).
+            # growing conversation cached (see `deeprlm.local.llama`).
             self.sub_model = self.model.for_role("sub")
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")

@@ -1,27 +1,32 @@
-"""`LlamaCppLM`: a GGUF model run in process through llama-cpp-python.
+"""`LlamaCppLM`: a GGUF model run by llama.cpp in a child process deeprlm owns.
 
-Prefix reuse is the point of this adapter. llama.cpp keeps the tokens it has evaluated in
-a context's KV cache, and a new prompt that starts with them only pays for its new tail. A
-root conversation only grows, so each root turn costs just its new tokens, as long as
-nothing else uses the same context in between. Sub-calls would, so every role ("root",
-"sub", or any name) gets a context of its own: `lm.for_role("sub")` returns a twin that
-shares the weights (mmapped once by the OS), the chat template and one lock, but not the
-cache. Calls are serialised by that lock; two cores gain nothing from interleaving them.
+The model's native code runs in that child (`deeprlm.local.worker`), so that a crash in it
+(a build for another CPU, a corrupt file, memory running out) fails one call with an
+`LMError` instead of killing the user's process: the run ends like any failed run, with its
+partial answer, usage and trace, and the next call starts a fresh child. No server and no
+port: the two talk over a socketpair (`deeprlm.local.protocol`).
+
+The child loads the file once and keeps one llama.cpp context per role, each with its own
+KV cache: `lm.for_role("sub")` returns a twin that shares the child, the settings and one
+lock, so sub-calls never evict the root conversation's cached prefix (see
+`deeprlm.local.runtime`). Calls are serialised by that lock; two cores gain nothing from
+interleaving them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from deeprlm.errors import InputError, LMError
-from deeprlm.lm.base import Completion, Message, SyncLM, ToolSpec
+from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.local import protocol
+from deeprlm.local.process import Cancelled, ModelProcess
 
 DEFAULT_CONTEXT_WINDOW = 32_768
 DEFAULT_MAX_TOKENS = 1_024
@@ -29,13 +34,6 @@ DEFAULT_MAX_TOKENS = 1_024
 # a worked example better than instructions (see `deeprlm.prompts`).
 SMALL_MODEL_BYTES = 5_000_000_000
 _GGUF_MAGIC = b"GGUF"
-# Used only when a GGUF carries no chat template of its own.
-_CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def available_cores() -> int:
@@ -59,6 +57,9 @@ class LlamaSettings:
     batch: int = 512
     flash_attn: bool = True
 
+    def for_child(self) -> dict[str, Any]:
+        return {**asdict(self), "threads": self.threads or available_cores()}
+
 
 def check_gguf(path: Path) -> Path:
     """Fails with one clear line unless `path` is a readable GGUF file."""
@@ -76,66 +77,44 @@ def check_gguf(path: Path) -> Path:
 
 
 class _Shared:
-    """What the role twins of one model share: the file, settings, lock, and contexts."""
+    """What the role twins of one model share: the file, settings, lock and child."""
 
-    def __init__(self, path: Path, settings: LlamaSettings) -> None:
+    def __init__(self, path: Path, settings: LlamaSettings, name: str) -> None:
         self.path = path
         self.settings = settings
+        self.name = name
         self.lock = threading.Lock()
-        self.contexts: dict[str, Any] = {}
-        self.formatter: Any = None
+        self.process: ModelProcess | None = None
 
-    def context(self, role: str) -> Any:
-        """The llama.cpp context of `role`, loaded on first use. Call with the lock held."""
-        llm = self.contexts.get(role)
-        if llm is None:
-            llm = self._load()
-            self.contexts[role] = llm
-            if self.formatter is None:
-                self.formatter = _chat_formatter(llm)
-        return llm
-
-    def _load(self) -> Any:
+    def request(
+        self, message: dict[str, Any], during: str, cancel: threading.Event
+    ) -> dict[str, Any] | None:
+        """One request to the child, started first if need be. None when `cancel` made
+        the child stop before it answered. Call with the lock held."""
         try:
-            from llama_cpp import Llama
-        except ImportError as exc:
-            raise InputError(
-                "the embedded model needs llama-cpp-python: pip install 'deeprlm[local]'"
-            ) from exc
-        threads = self.settings.threads or available_cores()
-        try:
-            return Llama(
-                str(self.path),
-                n_ctx=self.settings.context_window,
-                n_batch=self.settings.batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                seed=self.settings.seed,
-                flash_attn=self.settings.flash_attn,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise InputError(f"llama.cpp cannot load {self.path}: {exc}") from exc
+            if self.process is None or not self.process.alive():
+                self.process = None
+                process = ModelProcess(self.path, self.settings.for_child(), self.name)
+                process.start(cancel)
+                self.process = process
+            return self.process.request(message, during, cancel)
+        except Cancelled:
+            self.stop()
+            return None
+        except BaseException:
+            # A crash already ended the child; anything else (an interrupt) leaves it in
+            # an unknown state: the next call starts afresh either way.
+            if self.process is not None and not self.process.alive():
+                self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.close()
+            self.process = None
 
 
-def _chat_formatter(llm: Any) -> Any:
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    def token_text(token: int) -> str:
-        if token < 0:
-            return ""
-        return llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
-
-    template = llm.metadata.get("tokenizer.chat_template") or _CHATML
-    return Jinja2ChatFormatter(
-        template=template,
-        eos_token=token_text(llm.token_eos()),
-        bos_token=token_text(llm.token_bos()),
-        add_generation_prompt=True,
-    )
-
-
-class LlamaCppLM(SyncLM):
+class LlamaCppLM:
     """A chat model over one GGUF file. `context_window` is in tokens."""
 
     supports_tools = False
@@ -151,10 +130,13 @@ class LlamaCppLM(SyncLM):
         _shared: _Shared | None = None,
     ) -> None:
         if _shared is None:
-            _shared = _Shared(check_gguf(Path(model_path)), settings or LlamaSettings())
+            path = check_gguf(Path(model_path))
+            _shared = _Shared(
+                path, settings or LlamaSettings(), name or path.name.removesuffix(".gguf")
+            )
         self._shared = _shared
         self.role = role
-        self.name = name or _shared.path.name.removesuffix(".gguf")
+        self.name = _shared.name
         self.context_window = _shared.settings.context_window
         if prompt_family is None:
             small = _shared.path.stat().st_size < SMALL_MODEL_BYTES
@@ -166,32 +148,48 @@ class LlamaCppLM(SyncLM):
     def path(self) -> Path:
         return self._shared.path
 
+    @property
+    def settings(self) -> LlamaSettings:
+        return self._shared.settings
+
+    @property
+    def process_id(self) -> int | None:
+        """The pid of the child running the model, None while there is none."""
+        process = self._shared.process
+        return process.pid if process is not None and process.alive() else None
+
     def for_role(self, role: str) -> LlamaCppLM:
         """The same model with its own KV cache for `role` ("root", "sub", ...)."""
         twin = self._twins.get(role)
         if twin is None:
             twin = LlamaCppLM(
-                self.path,
-                name=self.name,
-                role=role,
-                prompt_family=self.prompt_family,
-                _shared=self._shared,
+                self.path, role=role, prompt_family=self.prompt_family, _shared=self._shared
             )
             twin._twins = self._twins
             self._twins[role] = twin
         return twin
 
     def load(self) -> None:
-        """Loads this role's context now rather than on the first call."""
+        """Starts the child, loads the model and this role's context now rather than on
+        the first call."""
         with self._shared.lock:
-            self._shared.context(self.role)
+            answer = self._shared.request(
+                {"op": "open", "role": self.role}, "while making a context", threading.Event()
+            )
+        if answer is not None and not answer.get("ok"):
+            raise LMError(str(answer.get("message")))
+
+    def build_info(self) -> dict[str, Any]:
+        """What the child's llama.cpp says about itself: `version` and `system_info` (its
+        compiled features). Starts the child if need be."""
+        self.load()
+        process = self._shared.process
+        return dict(process.hello) if process is not None else {}
 
     def close(self) -> None:
-        """Frees every role's context; the object loads them again if called later."""
+        """Ends the child and frees every role's context; a later call starts it again."""
         with self._shared.lock:
-            for llm in self._shared.contexts.values():
-                llm.close()
-            self._shared.contexts.clear()
+            self._shared.stop()
 
     def complete(
         self,
@@ -199,12 +197,35 @@ class LlamaCppLM(SyncLM):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
-        """One reply. Setting `cancel` (from another thread) stops the call within one
-        batch of prompt tokens or one generated token; the reply so far comes back with
+        """One reply. `schema`: a JSON Schema the reply's text must follow (enforced with a
+        grammar). Setting `cancel` (from another thread) stops the call within one batch of
+        prompt tokens or one generated token; the reply so far comes back with
         `finish_reason="cancelled"`."""
-        return self._complete(messages, max_tokens, cancel or threading.Event())
+        cancel = cancel or threading.Event()
+        message = {
+            "op": "complete",
+            "role": self.role,
+            "messages": [dict(m) for m in messages],
+            "max_tokens": max_tokens,
+            "schema": schema,
+        }
+        with self._shared.lock:
+            if cancel.is_set():
+                return self._completion({}, "cancelled")
+            answer = self._shared.request(message, "during a call", cancel)
+        if answer is None:
+            return self._completion({}, "cancelled")
+        if not answer.get("ok"):
+            text = str(answer.get("message"))
+            if answer.get("kind") == protocol.SCHEMA:
+                raise InputError(text)
+            if answer.get("kind") == protocol.FAILED:
+                text = f"llama.cpp failed: {text}"
+            raise LMError(text)
+        return self._completion(answer, answer.get("finish_reason"))
 
     async def acomplete(
         self,
@@ -212,108 +233,26 @@ class LlamaCppLM(SyncLM):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
-        # A worker thread cannot be killed, so a cancelled caller (a wall-clock limit) raises
-        # a flag that prompt evaluation and sampling check between steps.
+        # The waiting thread cannot be killed, so a cancelled caller (a wall-clock limit)
+        # raises a flag that it passes on to the child, which checks it between steps.
         cancel = threading.Event()
         try:
             return await asyncio.to_thread(
-                self.complete, messages, max_tokens=max_tokens, cancel=cancel
+                self.complete, messages, max_tokens=max_tokens, schema=schema, cancel=cancel
             )
         except asyncio.CancelledError:
             cancel.set()
             raise
 
-    def _complete(
-        self, messages: Sequence[Message], max_tokens: int | None, cancel: threading.Event
-    ) -> Completion:
-        from llama_cpp import StoppingCriteriaList
-
-        settings = self._shared.settings
-        with self._shared.lock:
-            llm = self._shared.context(self.role)
-            try:
-                tokens = self._prompt_tokens(llm, messages)
-                room = settings.context_window - len(tokens)
-                if room <= 0:
-                    raise LMError(
-                        f"prompt of {len(tokens):,} tokens does not fit the model's context "
-                        f"window of {settings.context_window:,} tokens; send a shorter prompt"
-                    )
-                cached = _prefill(llm, tokens, settings.batch, cancel)
-                if cancel.is_set():
-                    return self._completion("", len(tokens), 0, cached, "cancelled")
-                out = llm.create_completion(
-                    tokens,
-                    max_tokens=min(max_tokens or settings.max_tokens, room),
-                    temperature=settings.temperature,
-                    repeat_penalty=settings.repeat_penalty,
-                    seed=settings.seed,
-                    stopping_criteria=StoppingCriteriaList([lambda ids, logits: cancel.is_set()]),
-                )
-            except (ValueError, RuntimeError) as exc:
-                raise LMError(f"llama.cpp failed: {exc}") from exc
-        choice = out["choices"][0]
-        reason = "cancelled" if cancel.is_set() else choice.get("finish_reason")
-        return self._completion(
-            choice["text"], len(tokens), out["usage"]["completion_tokens"], cached, reason
-        )
-
-    def _prompt_tokens(self, llm: Any, messages: Sequence[Message]) -> list[int]:
-        chat = [{**m, "content": defuse_control_text(_text(m.get("content")))} for m in messages]
-        prompt = self._shared.formatter(messages=chat).prompt
-        # `special=True` so the template's own markers become control tokens; text inside
-        # the messages was defused above, so only the template's markers can.
-        return llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-
-    def _completion(
-        self, text: str, prompt: int, generated: int, cached: int, reason: str | None
-    ) -> Completion:
+    def _completion(self, answer: dict[str, Any], reason: str | None) -> Completion:
         return Completion(
-            text=text,
+            text=str(answer.get("text", "")),
             model=self.name,
-            input_tokens=prompt,
-            output_tokens=generated,
-            cached_tokens=cached,
+            input_tokens=int(answer.get("input_tokens", 0)),
+            output_tokens=int(answer.get("output_tokens", 0)),
+            cached_tokens=int(answer.get("cached_tokens", 0)),
             cost_usd=0.0,
             finish_reason=reason,
         )
-
-
-def _prefill(llm: Any, tokens: list[int], batch: int, cancel: threading.Event) -> int:
-    """Evaluates all but the last prompt token, reusing the cached prefix, in batches so a
-    cancel takes effect within one batch. Returns how many tokens came from the cache.
-
-    The last token is left to `create_completion`, whose own prefix match then finds
-    everything else in place and evaluates just that one to get fresh logits.
-    """
-    from llama_cpp import Llama
-
-    cached = min(Llama.longest_token_prefix(llm._input_ids.tolist(), tokens), len(tokens) - 1)
-    llm.n_tokens = cached  # `eval` drops every cached token past this point.
-    for start in range(cached, len(tokens) - 1, batch):
-        if cancel.is_set():
-            break
-        llm.eval(tokens[start : min(start + batch, len(tokens) - 1)])
-    return cached
-
-
-# Text spelling a control token (`<|im_start|>`) would become one when the prompt is
-# tokenized with special=True, so a context could forge a system turn. A zero-width joiner
-# after the '<' keeps the text readable and makes it plain text again.
-_CONTROL_TEXT = re.compile(r"<(\|[^<>|\s]{1,64}\|)>")
-
-
-def defuse_control_text(text: str) -> str:
-    return _CONTROL_TEXT.sub("<\u200d\\1>", text)
-
-
-def _text(content: Any) -> str:
-    """Message content as plain text (OpenAI content parts are joined)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content)
