@@ -16,6 +16,7 @@ from typing import Any
 
 from deeprlm.bench.cli import register as add_bench_command
 from deeprlm.context import load_paths
+from deeprlm.doctor import add_doctor_command
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.repl import REPL_KINDS
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ask(subparsers)
     add_view_command(subparsers)
     add_bench_command(subparsers)
+    add_doctor_command(subparsers)
     return parser
 
 
