@@ -9,8 +9,9 @@ EXTRAS := dev,local,bench,anthropic
 
 # Reinstalled whenever pyproject.toml or the llama.cpp build changes; the stamp keeps repeat
 # runs instant. llama-cpp-python is installed first, from a wheel built with portable flags
-# (no -march=native, no AMX) that is never taken from pip's cache: see scripts/llama_wheel.sh.
-$(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh
+# (no -march=native, no AMX; they live in src/deeprlm/local/build.py) that is never taken
+# from pip's cache: see scripts/llama_wheel.sh.
+$(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh src/deeprlm/local/build.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install --force-reinstall --no-deps "$$(scripts/llama_wheel.sh $(PY))"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -115,21 +116,30 @@ def test_the_best_level_needs_every_avx512_extension_it_builds_with():
     assert build.best_level([*BASE_FLAGS, "avx512f", "avx512bw"]) == "avx2"
 
 
-def test_the_wheel_script_reads_its_flags_from_the_module():
+def test_the_wheel_script_takes_its_flags_and_version_from_the_module():
     """scripts/llama_wheel.sh runs build.py as a plain script, before deeprlm is installed."""
+    script = str(ROOT / "src/deeprlm/local/build.py")
     for level, flags in build.LEVELS.items():
         done = subprocess.run(
-            [sys.executable, "-I", str(ROOT / "src/deeprlm/local/build.py"), "cmake-args", level],
+            [sys.executable, "-I", script, "cmake-args", level],
             capture_output=True,
             text=True,
             check=True,
         )
         assert done.stdout.strip() == flags
+        assert "-DGGML_NATIVE=OFF" in flags and "-DGGML_AMX_INT8=OFF" in flags
     assert "-DGGML_AVX512=OFF" in build.LEVELS["avx2"]
     assert "-DGGML_AVX512=ON" in build.LEVELS["avx512"]
-    for flags in build.LEVELS.values():
-        assert "-DGGML_NATIVE=OFF" in flags and "-DGGML_AMX_INT8=OFF" in flags
-    assert "avx512" in (ROOT / "scripts/llama_wheel.sh").read_text()
+    version = subprocess.run(
+        [sys.executable, "-I", script, "version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.strip() == build.LLAMA_CPP_VERSION
+    wheel_script = (ROOT / "scripts/llama_wheel.sh").read_text()
+    assert '"$BUILD" cmake-args "$LEVEL"' in wheel_script and '"$BUILD" version' in wheel_script
+    # The extra pins the same version.
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        local = tomllib.load(f)["project"]["optional-dependencies"]["local"]
+    assert f"llama-cpp-python=={build.LLAMA_CPP_VERSION}" in local
 
 
 def test_the_installed_build_suits_this_cpu():

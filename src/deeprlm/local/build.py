@@ -11,8 +11,8 @@ two strings is left to the callers (the model's child process reports the build'
 merely asking a bad build can crash).
 
 `LEVELS` holds the CMake flags of the portable builds; `scripts/llama_wheel.sh` reads them
-from here (`python build.py cmake-args LEVEL`), so this module uses the standard library
-only and never imports deeprlm.
+and the pinned version from here (`python build.py cmake-args LEVEL`, `... version`), before
+deeprlm is installed, so this module uses the standard library only and imports no deeprlm.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-LLAMA_CPP_VERSION = "0.3.36"
+LLAMA_CPP_VERSION = "0.3.36"  # the same pin as the `local` extra in pyproject.toml
 
 _COMMON_FLAGS = (
     "-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF "
@@ -212,10 +212,13 @@ def describe_cpu(flags: Iterable[str]) -> str:
 
 def _main(argv: list[str]) -> int:
     """`python build.py cmake-args [LEVEL]` prints the CMake flags of a level (for other
-    architectures than x86-64, the portable baseline); `best-level` the fastest for this
-    CPU."""
+    architectures than x86-64, the portable baseline); `version` the llama-cpp-python
+    version deeprlm pins; `best-level` the fastest level for this CPU."""
     import platform
 
+    if argv == ["version"]:
+        print(LLAMA_CPP_VERSION)
+        return 0
     if argv[:1] == ["cmake-args"] and len(argv) <= 2:
         level = argv[1] if len(argv) == 2 else DEFAULT_LEVEL
         if level not in LEVELS:
@@ -226,7 +229,7 @@ def _main(argv: list[str]) -> int:
     if argv == ["best-level"]:
         print(best_level(read_cpu_flags() or ()))
         return 0
-    print("usage: build.py cmake-args [avx2|avx512] | best-level", file=sys.stderr)
+    print("usage: build.py cmake-args [avx2|avx512] | version | best-level", file=sys.stderr)
     return 2
 
 
