@@ -228,6 +228,7 @@ def test_a_run_whose_model_crashes_keeps_its_partial_answer_usage_and_trace(
     assert "SIGSEGV" in str(err)
     first_reply = err.result.trace.of_type(LMCallEnded)[0].reply
     assert first_reply and err.partial_answer == first_reply
+    assert err.usage is not None
     assert err.usage.by_model[lm.name].calls == 1
     assert err.usage.by_model[lm.name].output_tokens == 16
     result = err.result

@@ -102,10 +102,9 @@ class _Shared:
             self.stop()
             return None
         except BaseException:
-            # A crash already ended the child; anything else (an interrupt) leaves it in
-            # an unknown state: the next call starts afresh either way.
-            if self.process is not None and not self.process.alive():
-                self.stop()
+            # A crash has ended the child already; anything else (an interrupt) leaves a
+            # request in flight: the next call starts afresh either way.
+            self.stop()
             raise
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import llama_cpp
 from llama_cpp import _internals as internals
@@ -85,7 +85,7 @@ _WARN, _ERROR, _CONT = 3, 4, 5
 _keeping = False
 
 
-@llama_cpp.llama_log_callback  # type: ignore[misc]
+@llama_cpp.llama_log_callback
 def _log(level: int, text: bytes, user_data: Any) -> None:
     global _keeping
     if level != _CONT:
@@ -181,7 +181,7 @@ class Runtime:
 
     def prompt_tokens(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         chat = [{**m, "content": defuse_control_text(_text(m.get("content")))} for m in messages]
-        prompt = self.formatter(messages=chat).prompt
+        prompt = self.formatter(messages=cast(Any, chat)).prompt
         # `special=True` so the template's own markers become control tokens; text inside
         # the messages was defused above, so only the template's markers can.
         return self.model.tokenize(prompt.encode("utf-8", "replace"), add_bos=False, special=True)
