@@ -99,3 +99,17 @@ def test_a_damaged_model_fails_with_the_fix(tmp_path: Path, monkeypatch: pytest.
     assert found.status == "fail"
     assert "is damaged" in found.detail
     assert "rm " in found.fix and "deeprlm.local.weights" in found.fix
+
+
+def test_a_build_that_crashes_when_loaded_fails_with_the_reinstall_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (tmp_path / "llama_cpp").mkdir()
+    (tmp_path / "llama_cpp" / "__init__.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    found = checks.llama_section(checks.Findings(frozenset({"avx2"}))).checks[0]
+    assert found.status == "fail"
+    assert "stopped on an illegal instruction" in found.detail
+    assert "CMAKE_ARGS=" in found.fix and "--force-reinstall" in found.fix

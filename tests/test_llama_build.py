@@ -157,3 +157,11 @@ def test_the_installed_build_suits_this_cpu():
     assert verdict.ok, verdict.message
     assert "AMX_INT8" not in verdict.compiled
     assert hello["version"] == build.LLAMA_CPP_VERSION
+
+
+def test_the_readme_gives_pip_users_the_same_flags():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("CMAKE_ARGS=") : readme.index("pip install 'deeprlm[local]'")]
+    assert block.replace("\\\n", " ").split('"')[1].split() == build.LEVELS["avx2"].split()
+    assert "--no-cache-dir --no-binary llama-cpp-python" in block
+    assert f"llama-cpp-python=={build.LLAMA_CPP_VERSION}" in block

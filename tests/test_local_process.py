@@ -180,6 +180,29 @@ def test_a_build_that_does_not_suit_the_cpu_is_refused_before_loading(
     assert lm.complete([user("hi")]).output_tokens == 16
 
 
+def fake_llama_cpp(folder: Path, body: str) -> Path:
+    """A `llama_cpp` package, found before the real one, whose import runs `body`."""
+    (folder / "llama_cpp").mkdir(parents=True)
+    (folder / "llama_cpp" / "__init__.py").write_text(body)
+    return folder
+
+
+def test_a_build_that_stops_on_an_illegal_instruction_is_one_line_with_the_fix(
+    lm: LlamaCppLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """What a build for another CPU does when imported: the child dies of SIGILL."""
+    fake = fake_llama_cpp(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake))
+    with pytest.raises(LMError) as caught:
+        lm.complete([user("hi")])
+    message = str(caught.value)
+    assert "stopped on an illegal instruction (SIGILL" in message
+    assert "while starting llama.cpp" in message
+    assert "--no-cache-dir --no-binary llama-cpp-python" in message
+    assert "\n" not in message
+    assert lm.process_id is None
+
+
 def test_the_child_ends_when_its_host_dies(tiny: Path):
     host = subprocess.Popen(
         [
