@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,28 +69,43 @@ def show(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 # --- speed ------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time a process has used so far. On a shared machine it says what the work costs
+    when wall time says mostly how busy the neighbours are."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def speed(lm: LlamaCppLM) -> dict[str, float]:
-    """Prompt and generation tokens per second on a context of its own (nothing cached)."""
+    """Prompt and generation tokens per second on a context of its own (nothing cached), per
+    second of wall time and per second of the model process's CPU time."""
     probe = lm.for_role("speed")
     probe.complete([{"role": "user", "content": "Hi."}], max_tokens=1)  # load outside timing
     text = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(150))
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(probe.process_id), time.perf_counter()
     read = probe.complete([{"role": "user", "content": text}], max_tokens=1)
     prompt_s = time.perf_counter() - started
+    prompt_cpu = cpu_seconds(probe.process_id) - cpu
     evaluated = read.input_tokens - read.cached_tokens
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(probe.process_id), time.perf_counter()
     story = probe.complete(
         [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
         max_tokens=128,
     )
     gen_s = time.perf_counter() - started
+    gen_cpu = cpu_seconds(probe.process_id) - cpu
     return {
         "prompt_tokens": evaluated,
         "prompt_s": round(prompt_s, 2),
         "prompt_tok_s": round(evaluated / prompt_s, 1),
+        "prompt_tok_cpu_s": round(evaluated / prompt_cpu, 1),
         "gen_tokens": story.output_tokens,
         "gen_s": round(gen_s, 2),
         "gen_tok_s": round(story.output_tokens / gen_s, 1),
+        "gen_tok_cpu_s": round(story.output_tokens / gen_cpu, 1),
     }
 
 
@@ -120,10 +137,13 @@ def root_turns() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
 
 def per_call(lm: LlamaCppLM, repeats: int) -> list[list[Any]]:
     """The same calls through the child process and in this process (the same llama.cpp
-    code, `deeprlm.local.runtime`, called directly), alternating, medians in ms."""
+    code, `deeprlm.local.runtime`, called directly), alternating; medians in ms of wall time
+    and of CPU time (through the child: this process's and the child's together)."""
     from deeprlm.local import runtime
 
+    runtime.quiet_logs()
     child = lm.for_role("per-call")
+    child.load()
     inproc = runtime.Runtime(str(lm.path), runtime.Settings(**lm.settings.for_child()))
     first, second = root_turns()
     tiny = [{"role": "user", "content": "Hi."}]
@@ -134,38 +154,61 @@ def per_call(lm: LlamaCppLM, repeats: int) -> list[list[Any]]:
     def in_process(messages: list[dict[str, str]], max_tokens: int) -> Any:
         return inproc.complete("per-call", messages, max_tokens=max_tokens)
 
+    def cpu() -> float:
+        return time.process_time() + cpu_seconds(child.process_id)
+
+    rows = [round_trip(child, repeats * 20, cpu)]
     workloads = [
         ("minimal call: cached prompt, 1 token", tiny, tiny, 1),
         ("root turn: new tail of the prompt, 128 tokens", first, second, 128),
     ]
-    rows = []
     try:
         for label, warm, timed, max_tokens in workloads:
-            times: dict[str, list[float]] = {"child": [], "in process": []}
+            wall: dict[str, list[float]] = {"child": [], "in process": []}
+            used: dict[str, list[float]] = {"child": [], "in process": []}
             shape = None
             for _ in range(repeats):
                 for mode, call in (("child", via_child), ("in process", in_process)):
                     call(warm, 1)  # the cache holds `warm` and nothing after it
-                    started = time.perf_counter()
+                    cpu_before, started = cpu(), time.perf_counter()
                     reply = call(timed, max_tokens)
-                    times[mode].append(time.perf_counter() - started)
+                    wall[mode].append(time.perf_counter() - started)
+                    used[mode].append(cpu() - cpu_before)
                     shape = (reply.input_tokens - reply.cached_tokens, reply.output_tokens)
-            inside = statistics.median(times["in process"]) * 1000
-            through = statistics.median(times["child"]) * 1000
             assert shape is not None
-            rows.append(
-                [
-                    label,
-                    f"{shape[0]:,}/{shape[1]:,}",
-                    round(inside, 1),
-                    round(through, 1),
-                    round(through - inside, 1),
-                    f"{(through - inside) / inside:+.1%}",
-                ]
-            )
+            rows.append([label, f"{shape[0]:,}/{shape[1]:,}", *_compare(wall), *_compare(used)])
     finally:
         inproc.close()
     return rows
+
+
+def _compare(samples: dict[str, list[float]]) -> list[Any]:
+    inside = statistics.median(samples["in process"]) * 1000
+    through = statistics.median(samples["child"]) * 1000
+    share = f"{(through - inside) / inside:+.1%}" if inside else "-"
+    return [round(inside, 1), round(through, 1), share]
+
+
+def round_trip(child: LlamaCppLM, repeats: int, cpu: Callable[[], float]) -> list[Any]:
+    """The process boundary alone: a request the child answers without any llama.cpp work
+    (its role's context exists already)."""
+    wall, used = [], []
+    for _ in range(repeats):
+        cpu_before, started = cpu(), time.perf_counter()
+        child.load()
+        wall.append(time.perf_counter() - started)
+        used.append(cpu() - cpu_before)
+    through, spent = statistics.median(wall) * 1000, statistics.median(used) * 1000
+    return [
+        "round trip, no model work",
+        "0/0",
+        0.0,
+        round(through, 2),
+        "-",
+        0.0,
+        round(spent, 2),
+        "-",
+    ]
 
 
 # --- needles ----------------------------------------------------------------------------
@@ -316,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-iterations", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per question")
     parser.add_argument("--repl", default=None, help="REPL kind (default: the library's)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="llama.cpp threads (default: every core)"
+    )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-per-call", action="store_true")
     parser.add_argument("--repeats", type=int, default=5, help="per-call measurements per mode")
@@ -324,8 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     lm = local_lm()
-    report: dict[str, Any] = {"model": lm.name, "cores": available_cores()}
-    print(f"model {lm.name}, {available_cores()} cores, window {lm.context_window:,} tokens")
+    if args.threads:
+        lm = LlamaCppLM(lm.path, name=lm.name, settings=replace(lm.settings, threads=args.threads))
+    threads = lm.settings.for_child()["threads"]
+    report: dict[str, Any] = {"model": lm.name, "cores": available_cores(), "threads": threads}
+    print(
+        f"model {lm.name}, {available_cores()} cores, {threads} threads, "
+        f"window {lm.context_window:,} tokens"
+    )
     if not args.skip_speed:
         compiled = build.compiled_features(lm.build_info().get("system_info", ""))
         numbers: dict[str, Any] = {
@@ -335,7 +387,17 @@ def main(argv: list[str] | None = None) -> int:
         report["speed"] = numbers
         show(
             "Speed (through the child process)",
-            ["build", "prompt tokens", "s", "prompt tok/s", "generated", "s", "gen tok/s"],
+            [
+                "build",
+                "prompt tokens",
+                "s",
+                "prompt tok/s",
+                "tok/CPU-s",
+                "generated",
+                "s",
+                "gen tok/s",
+                "tok/CPU-s",
+            ],
             [list(numbers.values())],
         )
     if not args.skip_per_call:
@@ -348,8 +410,10 @@ def main(argv: list[str] | None = None) -> int:
                 "new/generated tokens",
                 "in process ms",
                 "child ms",
-                "overhead ms",
                 "overhead",
+                "in process CPU ms",
+                "child CPU ms",
+                "CPU overhead",
             ],
             rows,
         )
