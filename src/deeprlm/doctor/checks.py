@@ -204,10 +204,11 @@ def llama_section(findings: Findings) -> Section:
     detail = f"llama-cpp-python {version} compiled with {compiled}"
     if not verdict.checked:
         return _llama(WARN, detail + "; not checked against this CPU", "")
+    detail += ": suits this CPU"
     level = build.best_level(findings.cpu_flags or ())
     if level != build.DEFAULT_LEVEL and "AVX512" not in verdict.compiled:
-        detail += f"; this CPU could also run the {level} build (see the README)"
-    return _llama(OK, detail + ": suits this CPU", "")
+        detail += f" (which could also run the faster {level} build: see the README)"
+    return _llama(OK, detail, "")
 
 
 def _llama(status: str, detail: str, fix: str) -> Section:
