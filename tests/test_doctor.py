@@ -15,6 +15,9 @@ from deeprlm import cli
 from deeprlm.doctor import checks
 from deeprlm.local import weights
 
+# The doctor asks the installed llama.cpp build about itself.
+pytestmark = pytest.mark.local_extra
+
 SECTIONS = ["python", "packages", "cpu", "llama.cpp build", "model", "sandbox", "viewer tests"]
 
 

@@ -142,6 +142,7 @@ def test_the_wheel_script_takes_its_flags_and_version_from_the_module():
     assert f"llama-cpp-python=={build.LLAMA_CPP_VERSION}" in local
 
 
+@pytest.mark.local_extra
 def test_the_installed_build_suits_this_cpu():
     """The build `make setup` installed, asked in a child process as doctor asks it."""
     done = subprocess.run(

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from deeprlm import RLM
-from deeprlm.demo import haystack
 from deeprlm.local.llama import LlamaCppLM
 from deeprlm.local.models import local_lm
 from deeprlm.trace.events import LMCallEnded, RunEnded
-from deeprlm.trace.recorder import read_jsonl
+from deeprlm.trace.jsonl import read_jsonl
+from deeprlm_bench.tasks.niah import hidden_fact
 
 pytestmark = pytest.mark.local_model
 
@@ -81,7 +81,7 @@ def test_cancelling_stops_a_long_reply(lm: LlamaCppLM):
 
 
 def test_a_run_finds_the_fact_in_a_haystack(lm: LlamaCppLM):
-    case = haystack(30_000, depth=0.6, seed=3)
+    case = hidden_fact(30_000, depth=0.6, seed=3)
     result = RLM(lm, max_iterations=6).run(case.query, case.text)
     assert case.answer.lower() in result.answer.lower()
     root = result.usage.by_model[lm.name]
@@ -90,7 +90,7 @@ def test_a_run_finds_the_fact_in_a_haystack(lm: LlamaCppLM):
 
 
 def test_deeprlm_ask_uses_the_embedded_model_by_default(tmp_path: Path):
-    case = haystack(20_000, depth=0.3, seed=5)
+    case = hidden_fact(20_000, depth=0.3, seed=5)
     context = tmp_path / "notes.txt"
     context.write_text(case.text)
     done = subprocess.run(
@@ -108,7 +108,7 @@ def test_a_model_process_killed_mid_run_ends_the_cli_with_one_line_and_a_full_tr
 ):
     """SIGSEGV to the model's process while it reads the second root turn's prompt: the
     command exits 1 with one line, prints the answer so far, and the trace is whole."""
-    case = haystack(20_000, depth=0.3, seed=5)
+    case = hidden_fact(20_000, depth=0.3, seed=5)
     context = tmp_path / "notes.txt"
     context.write_text(case.text)
     trace = tmp_path / "run.jsonl"

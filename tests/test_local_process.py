@@ -20,8 +20,10 @@ from deeprlm.errors import InputError, LMError
 from deeprlm.local import build
 from deeprlm.local.llama import LlamaCppLM, LlamaSettings
 from deeprlm.trace.events import LMCallEnded, LMCallStarted, RunEnded
-from deeprlm.trace.recorder import read_jsonl
+from deeprlm.trace.jsonl import read_jsonl
 from tiny_gguf import write_tiny_gguf
+
+pytestmark = pytest.mark.local_extra
 
 SETTINGS = LlamaSettings(context_window=2048, max_tokens=16, threads=1)
 

@@ -15,6 +15,8 @@ from deeprlm.lm.specs import resolve_lm
 from deeprlm.local.hub import HubFile, parse_hub_spec
 from deeprlm.local.llama import LlamaCppLM
 
+pytestmark = pytest.mark.local_extra
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

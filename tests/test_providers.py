@@ -10,10 +10,12 @@ import pytest
 
 from deeprlm import RLM, InputError, LMError, resolve_lm
 from deeprlm.lm.anthropic_lm import AnthropicLM
-from deeprlm.lm.fake_server import FakeReply, last_user_text
+from deeprlm.lm.base import complete_sync
 from deeprlm.lm.openai_compat import OpenAICompatibleLM
+from deeprlm.trace.events import LMCallEnded
 
 from conftest import repl
+from fake_server import FakeReply, last_user_text
 
 
 def openai_lm(server, **kwargs) -> OpenAICompatibleLM:
@@ -23,7 +25,7 @@ def openai_lm(server, **kwargs) -> OpenAICompatibleLM:
 def test_completion_text_and_usage_come_from_the_server(chat_server):
     server = chat_server(lambda body: FakeReply(text="hello there", cost_usd=0.25))
     lm = openai_lm(server)
-    completion = lm.complete([{"role": "user", "content": "hi"}])
+    completion = complete_sync(lm, [{"role": "user", "content": "hi"}])
     assert completion.text == "hello there"
     assert completion.input_tokens > 0 and completion.output_tokens > 0
     assert completion.cost_usd == 0.25
@@ -40,10 +42,23 @@ def test_429_and_500_are_retried_then_succeed(chat_server):
             FakeReply(status=503, text="busy", headers={"Retry-After": "0"}),
         ]
     )
-    server = chat_server(lambda body: next(failures, FakeReply(text="finally")))
-    completion = openai_lm(server).complete([{"role": "user", "content": "hi"}])
-    assert completion.text == "finally"
+    server = chat_server(lambda body: next(failures, FakeReply(text="FINAL(finally)")))
+    result = RLM("openai/m", base_url=server.url).run("q", "ctx")
+    assert result.answer == "finally"
     assert len(server.requests) == 3
+    attempts = [e for e in result.trace.of_type(LMCallEnded)]
+    assert [e.attempt for e in attempts] == [1, 2, 3]
+    assert "HTTP 429" in attempts[0].error and "HTTP 503" in attempts[1].error
+
+
+def test_one_attempt_of_an_adapter_says_whether_to_retry(chat_server):
+    server = chat_server(
+        lambda body: FakeReply(status=429, text="quota", headers={"Retry-After": "7"})
+    )
+    with pytest.raises(LMError) as caught:
+        complete_sync(openai_lm(server), [{"role": "user", "content": "hi"}])
+    assert caught.value.transient and caught.value.retry_after_s == 7
+    assert len(server.requests) == 1  # the SDK's own retries are off
 
 
 def test_retries_exhausted_give_one_clear_line(chat_server):
@@ -51,9 +66,10 @@ def test_retries_exhausted_give_one_clear_line(chat_server):
         lambda body: FakeReply(status=429, text="quota", headers={"Retry-After": "0"})
     )
     with pytest.raises(LMError) as caught:
-        openai_lm(server, max_retries=2).complete([{"role": "user", "content": "hi"}])
+        RLM("openai/m", base_url=server.url, max_retries=2).run("q", "ctx")
     message = str(caught.value)
     assert "HTTP 429" in message and "rate limited" in message and "\n" not in message
+    assert "gave up after 3 attempts" in message
     assert len(server.requests) == 3
 
 
@@ -63,19 +79,19 @@ def test_retries_exhausted_give_one_clear_line(chat_server):
 def test_garbage_from_the_server_is_an_lm_error(chat_server, raw):
     server = chat_server(lambda body: FakeReply(raw=raw))
     with pytest.raises(LMError, match=r"not a (valid )?(chat )?completion"):
-        openai_lm(server, max_retries=0).complete([{"role": "user", "content": "hi"}])
+        complete_sync(openai_lm(server, max_retries=0), [{"role": "user", "content": "hi"}])
 
 
 def test_an_empty_choice_list_is_an_empty_reply_not_a_crash(chat_server):
     server = chat_server(lambda body: FakeReply(raw=b'{"id": "x", "choices": [], "usage": null}'))
-    completion = openai_lm(server).complete([{"role": "user", "content": "hi"}])
+    completion = complete_sync(openai_lm(server), [{"role": "user", "content": "hi"}])
     assert completion.text == ""
 
 
 def test_unreachable_server_is_an_lm_error():
     lm = OpenAICompatibleLM("m", base_url="http://127.0.0.1:9/v1", max_retries=0)
     with pytest.raises(LMError, match=r"cannot reach http://127\.0\.0\.1:9/v1"):
-        lm.complete([{"role": "user", "content": "hi"}])
+        complete_sync(lm, [{"role": "user", "content": "hi"}])
 
 
 def test_model_specs_resolve_and_bad_ones_are_refused(monkeypatch):
@@ -182,3 +198,16 @@ def test_one_lm_serves_runs_on_different_event_loops(chat_server):
     worker.start()
     worker.join()
     assert answers + thread_answer == ["ok", "ok", "ok"]
+
+
+def test_the_reply_cap_is_named_as_each_server_expects(chat_server):
+    """OpenAI's reasoning models refuse `max_tokens`; the servers that copy its API know
+    only that name."""
+    messages = [{"role": "user", "content": "hi"}]
+    openai_itself = OpenAICompatibleLM("gpt-5", api_key="test-key")
+    assert openai_itself._request(messages, None, 100)["max_completion_tokens"] == 100
+    server = chat_server(lambda body: "x" * 400)
+    local = openai_lm(server)
+    assert local._request(messages, None, 100)["max_tokens"] == 100
+    completion = complete_sync(local, messages, max_tokens=10)
+    assert completion.finish_reason == "length" and completion.output_tokens == 10

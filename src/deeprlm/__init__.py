@@ -17,10 +17,11 @@ from deeprlm.errors import (
     TimeLimitError,
     TokenLimitError,
 )
-from deeprlm.lm import LM, Completion, ScriptedLM, resolve_lm
+from deeprlm.lm import LM, Completion, LMDefaults, ScriptedLM, complete_sync, resolve_lm
+from deeprlm.repl.sandbox import SandboxSettings
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
-from deeprlm.usage import Price, UsageReport, register_price
+from deeprlm.usage import Price, UsageReport, load_prices, register_price
 
 __version__ = "0.1.0"
 
@@ -32,18 +33,22 @@ __all__ = [
     "CostLimitError",
     "DeepRLMError",
     "InputError",
+    "LMDefaults",
     "LMError",
     "LimitError",
     "Price",
     "RLMResult",
     "SandboxError",
+    "SandboxSettings",
     "ScriptedLM",
     "Settings",
     "SubCallLimitError",
     "TimeLimitError",
     "TokenLimitError",
     "UsageReport",
+    "complete_sync",
     "load_paths",
+    "load_prices",
     "register_price",
     "resolve_lm",
 ]

@@ -76,7 +76,7 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if healthy(sections) else 1
 
 
-def add_doctor_command(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     doctor = subparsers.add_parser(
         "doctor", help="check that this machine can run deeprlm, and say how to fix what not"
     )

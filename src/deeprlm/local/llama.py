@@ -27,6 +27,7 @@ from deeprlm.errors import InputError, LMError
 from deeprlm.lm.base import Completion, Message, ToolSpec
 from deeprlm.local import protocol
 from deeprlm.local.process import Cancelled, ModelProcess
+from deeprlm.usage import Price
 
 DEFAULT_CONTEXT_WINDOW = 32_768
 DEFAULT_MAX_TOKENS = 1_024
@@ -117,6 +118,7 @@ class LlamaCppLM:
     """A chat model over one GGUF file. `context_window` is in tokens."""
 
     supports_tools = False
+    price = Price(0.0, 0.0)  # runs on this machine: a USD budget has nothing to count
 
     def __init__(
         self,
@@ -150,6 +152,11 @@ class LlamaCppLM:
     @property
     def settings(self) -> LlamaSettings:
         return self._shared.settings
+
+    @property
+    def default_max_tokens(self) -> int:
+        """The reply cap used when a call gives none."""
+        return self._shared.settings.max_tokens
 
     @property
     def process_id(self) -> int | None:
