@@ -114,7 +114,7 @@ def test_a_model_process_killed_mid_run_ends_the_cli_with_one_line_and_a_full_tr
     trace = tmp_path / "run.jsonl"
     cli = subprocess.Popen(
         [sys.executable, "-m", "deeprlm.cli", "ask", case.query, "--context", str(context),
-         "-q", "--trace", str(trace)],
+         "-q", "--trace", str(trace), "--call-timeout", "900"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -153,8 +153,9 @@ def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str]) -> 
 
 
 def _model_process_of(pid: int) -> int:
-    """The embedded model's child of process `pid`."""
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        if "deeprlm.local.worker" in Path(f"/proc/{child}/cmdline").read_text():
-            return int(child)
+    """The embedded model's child of process `pid` (started by any of its threads)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if "deeprlm.local.worker" in Path(f"/proc/{child}/cmdline").read_text():
+                return int(child)
     raise AssertionError("the model's process is not running")
