@@ -6,6 +6,7 @@ with a tiny model, fast."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -101,6 +102,22 @@ def test_deeprlm_ask_uses_the_embedded_model_by_default(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr
     assert case.answer.lower() in done.stdout.lower()
+
+
+def test_a_schema_holds_the_reply_to_it_with_a_grammar(lm: LlamaCppLM):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "year": {"type": "integer"}},
+        "required": ["city", "year"],
+        "additionalProperties": False,
+    }
+    reply = lm.complete(
+        [user("Where and when were the first modern Olympic Games held?")],
+        max_tokens=60,
+        schema=schema,
+    )
+    value = json.loads(reply.text)
+    assert set(value) == {"city", "year"} and isinstance(value["year"], int)
 
 
 def test_a_model_process_killed_mid_run_ends_the_cli_with_one_line_and_a_full_trace(

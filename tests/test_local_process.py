@@ -4,6 +4,7 @@ schemas, cancelling, the build check, and every way the child can die."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,11 +13,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
-from deeprlm import RLM
-from deeprlm.errors import InputError, LMError
+from deeprlm import RLM, cache
+from deeprlm.errors import LMError
+from deeprlm.lm.base import complete_sync
 from deeprlm.local import build
 from deeprlm.local.llama import LlamaCppLM, LlamaSettings
 from deeprlm.trace.events import LMCallEnded, LMCallStarted, RunEnded
@@ -85,10 +88,57 @@ def test_a_schema_constrains_the_reply(lm: LlamaCppLM):
     assert isinstance(json.loads(reply.text)["age"], int)
 
 
-def test_a_schema_that_makes_no_grammar_is_bad_input(lm: LlamaCppLM):
-    with pytest.raises(InputError, match="JSON schema"):
+def test_a_schema_that_makes_no_grammar_is_an_lm_error_and_the_child_lives_on(lm: LlamaCppLM):
+    lm.load()
+    pid = lm.process_id
+    with pytest.raises(LMError, match=r"^llama\.cpp cannot hold a reply to this schema: no gram"):
         lm.complete([user("hi")], schema={"type": "object", "properties": {"a": {"$ref": 42}}})
+    assert lm.complete([user("hi")]).output_tokens > 0
+    assert lm.process_id == pid  # refused in the child, which was not restarted
     assert lm.complete([user("hi")]).output_tokens > 0  # the child is still fine
+
+
+def test_a_schema_given_as_any_mapping_holds_the_reply_through_acomplete(lm: LlamaCppLM):
+    schema = MappingProxyType(
+        {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    )
+    reply = complete_sync(lm, [user("Fine?")], schema=schema, max_tokens=40)
+    assert reply.finish_reason == "stop"
+    assert isinstance(json.loads(reply.text)["ok"], bool)
+
+
+def test_sampling_says_replies_repeat_so_the_sub_call_cache_keeps_them(tiny: Path):
+    greedy = LlamaCppLM(tiny, settings=SETTINGS)
+    warm = LlamaCppLM(tiny, settings=LlamaSettings(context_window=2048, temperature=0.7))
+    assert greedy.sampling["temperature"] == 0.0 and not cache.samples(greedy)
+    assert cache.samples(warm)
+    key = {"tools": None, "max_tokens": 8, "schema": None}
+    # Settings that change the reply change the key: no reply is served for the other.
+    assert cache.request_key(greedy, [user("hi")], **key) != cache.request_key(
+        warm, [user("hi")], **key
+    )
+
+
+def test_a_call_abandoned_by_its_caller_is_stopped_in_the_child_not_killed(tiny: Path):
+    lm = LlamaCppLM(tiny, settings=LlamaSettings(context_window=4096, max_tokens=4000))
+    try:
+        lm.load()
+        pid = lm.process_id
+
+        async def abandon() -> float:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(lm.acomplete([user("Go on forever.")]), 0.3)
+            return time.monotonic() - started
+
+        assert asyncio.run(abandon()) < 5
+        # The lock is free again at once, and the same child answers: it was told to stop.
+        started = time.monotonic()
+        assert lm.complete([user("Again.")], max_tokens=4).finish_reason == "length"
+        assert time.monotonic() - started < 5
+        assert lm.process_id == pid
+    finally:
+        lm.close()
 
 
 def test_cancelling_stops_a_long_reply_within_tokens(tiny: Path):

@@ -16,9 +16,10 @@ interleaving them.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,17 @@ class LlamaCppLM:
         return self._shared.settings.max_tokens
 
     @property
+    def sampling(self) -> dict[str, Any]:
+        """What besides the messages shapes a reply (read by the sub-call cache)."""
+        s = self._shared.settings
+        return {
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "repeat_penalty": s.repeat_penalty,
+            "context_window": s.context_window,
+        }
+
+    @property
     def process_id(self) -> int | None:
         """The pid of the child running the model, None while there is none."""
         process = self._shared.process
@@ -203,20 +215,20 @@ class LlamaCppLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
-        schema: dict[str, Any] | None = None,
+        schema: Mapping[str, Any] | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
-        """One reply. `schema`: a JSON Schema the reply's text must follow (enforced with a
-        grammar). Setting `cancel` (from another thread) stops the call within one batch of
-        prompt tokens or one generated token; the reply so far comes back with
-        `finish_reason="cancelled"`."""
+        """One reply. `schema`: a JSON Schema the reply's text must follow (the child holds
+        the model to it with a grammar). Setting `cancel` (from another thread) stops the
+        call within one batch of prompt tokens or one generated token; the reply so far
+        comes back with `finish_reason="cancelled"`."""
         cancel = cancel or threading.Event()
         message = {
             "op": "complete",
             "role": self.role,
             "messages": [dict(m) for m in messages],
             "max_tokens": max_tokens,
-            "schema": schema,
+            "schema": None if schema is None else _plain_schema(schema),
         }
         with self._shared.lock:
             if cancel.is_set():
@@ -227,8 +239,8 @@ class LlamaCppLM:
         if not answer.get("ok"):
             text = str(answer.get("message"))
             if answer.get("kind") == protocol.SCHEMA:
-                raise InputError(text)
-            if answer.get("kind") == protocol.FAILED:
+                text = f"llama.cpp cannot hold a reply to this schema: {text}"
+            elif answer.get("kind") == protocol.FAILED:
                 text = f"llama.cpp failed: {text}"
             raise LMError(text)
         return self._completion(answer, answer.get("finish_reason"))
@@ -239,7 +251,7 @@ class LlamaCppLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
-        schema: dict[str, Any] | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         # The waiting thread cannot be killed, so a cancelled caller (a wall-clock limit)
         # raises a flag that it passes on to the child, which checks it between steps.
@@ -262,3 +274,18 @@ class LlamaCppLM:
             cost_usd=0.0,
             finish_reason=reason,
         )
+
+
+def _plain_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` as plain JSON for the wire (any Mapping inside it becomes a dict)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    try:
+        result: dict[str, Any] = json.loads(json.dumps(schema, default=plain))
+    except (TypeError, ValueError) as exc:
+        raise LMError(f"llama.cpp cannot hold a reply to this schema: {exc}") from exc
+    return result

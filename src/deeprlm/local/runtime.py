@@ -291,14 +291,14 @@ class Runtime:
             try:
                 grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             except Exception as exc:  # the converter raises whatever it trips on
-                raise BadSchema(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
+                raise BadSchema(f"no grammar comes of it ({type(exc).__name__}: {exc})") from exc
             # llama.cpp parses the grammar when a sampler is made, and makes none (a null
             # that would crash the chain) if it cannot: try once here.
             probe = llama_cpp.llama_sampler_init_grammar(
                 self.model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
             )
             if not probe:
-                raise BadSchema("the JSON schema's grammar does not parse in llama.cpp")
+                raise BadSchema("its grammar does not parse in llama.cpp")
             llama_cpp.llama_sampler_free(probe)
             self._grammars[key] = grammar
         return grammar
