@@ -116,3 +116,21 @@ def test_a_build_that_crashes_when_loaded_fails_with_the_reinstall_command(
     assert found.status == "fail"
     assert "stopped on an illegal instruction" in found.detail
     assert "CMAKE_ARGS=" in found.fix and "--force-reinstall" in found.fix
+
+
+def test_every_extra_is_checked_and_a_missing_one_is_a_warning_naming_the_install(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    installed = checks.packages_section().checks
+    # Read from the package's metadata: every extra but `local` (checked package by package).
+    assert {c.name for c in installed} >= {"[anthropic]", "[bench]", "[dev]", "[mcp]", "[serve]"}
+    real = checks.metadata.requires("deeprlm") or []
+    monkeypatch.setattr(
+        checks.metadata,
+        "requires",
+        lambda name: [*real, 'no-such-server-lib>=1; extra == "serve"'],
+    )
+    serve = next(c for c in checks.packages_section().checks if c.name == "[serve]")
+    assert serve.status == "warn"
+    assert serve.detail == "no-such-server-lib not installed (needed for deeprlm serve only)"
+    assert serve.fix == "pip install 'deeprlm[serve]'"

