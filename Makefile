@@ -9,8 +9,11 @@ EXTRAS := dev,local,bench,anthropic,serve,mcp
 
 # Reinstalled whenever pyproject.toml or the llama.cpp build changes; the stamp keeps repeat
 # runs instant. llama-cpp-python is installed first, from a wheel built with portable flags
-# (no -march=native, no AMX) that is never taken from pip's cache: see scripts/llama_wheel.sh.
-$(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh
+# (-DGGML_NATIVE=OFF, so no -march=native; the AMX kernels off; AVX2 as the baseline: the
+# table LEVELS in src/deeprlm/local/build.py) that is never taken from pip's cache (the
+# script builds with --no-cache-dir into a folder keyed by the flags): see
+# scripts/llama_wheel.sh. The editable install after it finds the pin satisfied and keeps it.
+$(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh src/deeprlm/local/build.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install --force-reinstall --no-deps "$$(scripts/llama_wheel.sh $(PY))"

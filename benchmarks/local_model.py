@@ -1,9 +1,13 @@
-"""How the embedded model performs on this machine: raw speed, prefix-cache reuse of the root
-conversation, and needle-in-a-haystack accuracy and time at several context sizes.
+"""How the embedded model performs on this machine: raw speed, what running it in a child
+process costs per call, prefix-cache reuse of the root conversation, and needle-in-a-haystack
+accuracy and time at several context sizes.
 
-    python benchmarks/local_model.py                          # all three parts
-    python benchmarks/local_model.py --skip-needles           # speed only
+    python benchmarks/local_model.py                          # every part
+    python benchmarks/local_model.py --skip-needles           # speed and per-call cost only
     python benchmarks/local_model.py --sizes 100k,1m --cases 5 --json out.json
+
+The speed table names the llama.cpp build it measured (its compiled instruction sets), so
+that builds can be compared by running this script from each one's environment.
 
 Tables print as Markdown. Times are wall clock on whatever else the machine is doing, so run
 it on a quiet machine (and with `nice` on a shared one) to compare numbers.
@@ -13,16 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deeprlm import RLM
+from deeprlm import RLM, prompts
+from deeprlm.context import describe
 from deeprlm.errors import DeepRLMError, LimitError
-from deeprlm.lm.llama import LlamaCppLM, available_cores
+from deeprlm.local import build
+from deeprlm.local.llama import LlamaCppLM, available_cores
 from deeprlm.local.models import local_lm
 from deeprlm.trace.events import LMCallEnded
 from deeprlm_bench.tasks.niah import hidden_fact
@@ -40,7 +48,7 @@ def show(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     """Prints a Markdown table, numbers right-aligned, ready to paste into a report."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(columns)]
-    left = [h in ("query", "answer", "status") for h in columns]
+    left = [h in ("query", "answer", "status", "build", "call") for h in columns]
 
     def line(values: list[str]) -> str:
         padded = [
@@ -61,29 +69,146 @@ def show(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 # --- speed ------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time a process has used so far. On a shared machine it says what the work costs
+    when wall time says mostly how busy the neighbours are."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def speed(lm: LlamaCppLM) -> dict[str, float]:
-    """Prompt and generation tokens per second on a context of its own (nothing cached)."""
+    """Prompt and generation tokens per second on a context of its own (nothing cached), per
+    second of wall time and per second of the model process's CPU time."""
     probe = lm.for_role("speed")
     probe.complete([{"role": "user", "content": "Hi."}], max_tokens=1)  # load outside timing
     text = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(150))
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(probe.process_id), time.perf_counter()
     read = probe.complete([{"role": "user", "content": text}], max_tokens=1)
     prompt_s = time.perf_counter() - started
+    prompt_cpu = cpu_seconds(probe.process_id) - cpu
     evaluated = read.input_tokens - read.cached_tokens
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(probe.process_id), time.perf_counter()
     story = probe.complete(
         [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
         max_tokens=128,
     )
     gen_s = time.perf_counter() - started
+    gen_cpu = cpu_seconds(probe.process_id) - cpu
     return {
         "prompt_tokens": evaluated,
         "prompt_s": round(prompt_s, 2),
         "prompt_tok_s": round(evaluated / prompt_s, 1),
+        "prompt_tok_cpu_s": round(evaluated / prompt_cpu, 1),
         "gen_tokens": story.output_tokens,
         "gen_s": round(gen_s, 2),
         "gen_tok_s": round(story.output_tokens / gen_s, 1),
+        "gen_tok_cpu_s": round(story.output_tokens / gen_cpu, 1),
     }
+
+
+# --- the child process's cost per call ------------------------------------------------------
+
+
+def root_turns() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """A root conversation after its first turn, and the same one a turn later: the second
+    adds a reply and a cell's output, what a typical root turn reads anew."""
+    case = hidden_fact(100_000, depth=0.5, seed=7)
+    setup = prompts.PromptSetup(family="small", max_output_chars=2_000)
+    first = [
+        {"role": "system", "content": prompts.system_prompt(setup)},
+        {"role": "user", "content": prompts.first_message(case.query, describe(case.text))},
+    ]
+    reply = (
+        "Let me search the context for the key words of the question.\n```repl\n"
+        "import re\nhits = [m.start() for m in re.finditer('code', context)]\n"
+        "print(len(hits))\nfor h in hits[:5]:\n    print(context[max(0, h - 150):h + 150])\n```"
+    )
+    output = "\n".join(case.text[i : i + 300] for i in range(0, 6_000, 1_200))[:2_000]
+    second = [
+        *first,
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": f"Output of your code:\n{output}\nWhat next?"},
+    ]
+    return first, second
+
+
+def per_call(lm: LlamaCppLM, repeats: int) -> list[list[Any]]:
+    """The same calls through the child process and in this process (the same llama.cpp
+    code, `deeprlm.local.runtime`, called directly), alternating; medians in ms of wall time
+    and of CPU time (through the child: this process's and the child's together)."""
+    from deeprlm.local import runtime
+
+    runtime.quiet_logs()
+    child = lm.for_role("per-call")
+    child.load()
+    inproc = runtime.Runtime(str(lm.path), runtime.Settings(**lm.settings.for_child()))
+    first, second = root_turns()
+    tiny = [{"role": "user", "content": "Hi."}]
+
+    def via_child(messages: list[dict[str, str]], max_tokens: int) -> Any:
+        return child.complete(messages, max_tokens=max_tokens)
+
+    def in_process(messages: list[dict[str, str]], max_tokens: int) -> Any:
+        return inproc.complete("per-call", messages, max_tokens=max_tokens)
+
+    def cpu() -> float:
+        return time.process_time() + cpu_seconds(child.process_id)
+
+    rows = [round_trip(child, repeats * 20, cpu)]
+    workloads = [
+        ("minimal call: cached prompt, 1 token", tiny, tiny, 1),
+        ("root turn: new tail of the prompt, 128 tokens", first, second, 128),
+    ]
+    try:
+        for label, warm, timed, max_tokens in workloads:
+            wall: dict[str, list[float]] = {"child": [], "in process": []}
+            used: dict[str, list[float]] = {"child": [], "in process": []}
+            shape = None
+            for _ in range(repeats):
+                for mode, call in (("child", via_child), ("in process", in_process)):
+                    call(warm, 1)  # the cache holds `warm` and nothing after it
+                    cpu_before, started = cpu(), time.perf_counter()
+                    reply = call(timed, max_tokens)
+                    wall[mode].append(time.perf_counter() - started)
+                    used[mode].append(cpu() - cpu_before)
+                    shape = (reply.input_tokens - reply.cached_tokens, reply.output_tokens)
+            assert shape is not None
+            rows.append([label, f"{shape[0]:,}/{shape[1]:,}", *_compare(wall), *_compare(used)])
+    finally:
+        inproc.close()
+    return rows
+
+
+def _compare(samples: dict[str, list[float]]) -> list[Any]:
+    inside = statistics.median(samples["in process"]) * 1000
+    through = statistics.median(samples["child"]) * 1000
+    share = f"{(through - inside) / inside:+.1%}" if inside else "-"
+    return [round(inside, 1), round(through, 1), share]
+
+
+def round_trip(child: LlamaCppLM, repeats: int, cpu: Callable[[], float]) -> list[Any]:
+    """The process boundary alone: a request the child answers without any llama.cpp work
+    (its role's context exists already)."""
+    wall, used = [], []
+    for _ in range(repeats):
+        cpu_before, started = cpu(), time.perf_counter()
+        child.load()
+        wall.append(time.perf_counter() - started)
+        used.append(cpu() - cpu_before)
+    through, spent = statistics.median(wall) * 1000, statistics.median(used) * 1000
+    return [
+        "round trip, no model work",
+        "0/0",
+        0.0,
+        round(through, 2),
+        "-",
+        0.0,
+        round(spent, 2),
+        "-",
+    ]
 
 
 # --- needles ----------------------------------------------------------------------------
@@ -234,21 +359,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-iterations", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per question")
     parser.add_argument("--repl", default=None, help="REPL kind (default: the library's)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="llama.cpp threads (default: every core)"
+    )
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-per-call", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5, help="per-call measurements per mode")
     parser.add_argument("--skip-needles", action="store_true")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     args = parser.parse_args(argv)
 
     lm = local_lm()
-    report: dict[str, Any] = {"model": lm.name, "cores": available_cores()}
-    print(f"model {lm.name}, {available_cores()} cores, window {lm.context_window:,} tokens")
+    if args.threads:
+        lm = LlamaCppLM(lm.path, name=lm.name, settings=replace(lm.settings, threads=args.threads))
+    threads = lm.settings.for_child()["threads"]
+    report: dict[str, Any] = {"model": lm.name, "cores": available_cores(), "threads": threads}
+    print(
+        f"model {lm.name}, {available_cores()} cores, {threads} threads, "
+        f"window {lm.context_window:,} tokens"
+    )
     if not args.skip_speed:
-        numbers = speed(lm)
+        compiled = build.compiled_features(lm.build_info().get("system_info", ""))
+        numbers: dict[str, Any] = {
+            "build": " ".join(f for f in compiled if f.startswith(("AVX", "AMX"))),
+            **speed(lm),
+        }
         report["speed"] = numbers
         show(
-            "Speed",
-            ["prompt tokens", "s", "prompt tok/s", "generated", "s", "gen tok/s"],
+            "Speed (through the child process)",
+            [
+                "build",
+                "prompt tokens",
+                "s",
+                "prompt tok/s",
+                "tok/CPU-s",
+                "generated",
+                "s",
+                "gen tok/s",
+                "tok/CPU-s",
+            ],
             [list(numbers.values())],
+        )
+    if not args.skip_per_call:
+        rows = per_call(lm, args.repeats)
+        report["per_call"] = rows
+        show(
+            f"Time per call: child process vs in process (median of {args.repeats})",
+            [
+                "call",
+                "new/generated tokens",
+                "in process ms",
+                "child ms",
+                "overhead",
+                "in process CPU ms",
+                "child CPU ms",
+                "CPU overhead",
+            ],
+            rows,
         )
     if not args.skip_needles:
         settings: dict[str, Any] = {

@@ -8,23 +8,18 @@
 # script therefore never reads pip's cache: it builds with fixed flags into a folder named by
 # a hash of version + flags, and installs only from there.
 #
+# The version and the flags come from src/deeprlm/local/build.py (run as a plain script: this
+# runs before deeprlm is installed), which also checks a build against the CPU at run time.
+#
 # Usage: scripts/llama_wheel.sh PYTHON [avx2|avx512]   (default avx2: every x86-64 machine of
 # this kind has AVX2; avx512 adds AVX-512 without AMX, for machines known to have it)
 set -euo pipefail
 
 PY=${1:?usage: llama_wheel.sh PYTHON [avx2|avx512]}
 LEVEL=${2:-${DEEPRLM_LLAMA_LEVEL:-avx2}}
-VERSION=0.3.36
-
-COMMON="-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF \
--DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
--DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF"
-case "$(uname -m)/$LEVEL" in
-  x86_64/avx2) FLAGS="$COMMON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF" ;;
-  x86_64/avx512) FLAGS="$COMMON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON" ;;
-  *) FLAGS="-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF" ;;  # other architectures: the compiler's portable default
-esac
-FLAGS=$(echo "$FLAGS" | tr -s ' ')
+BUILD="$(cd "$(dirname "$0")/.." && pwd)/src/deeprlm/local/build.py"
+VERSION=$("$PY" -I "$BUILD" version)
+FLAGS=$("$PY" -I "$BUILD" cmake-args "$LEVEL")
 
 KEY=$(printf '%s %s %s' "$VERSION" "$FLAGS" "$("$PY" -c 'import sys; print(sys.implementation.cache_tag)')" | sha256sum | cut -c1-16)
 DIR="${DEEPRLM_HOME:-$HOME/.cache/deeprlm}/wheels/llama-cpp-python-$VERSION-$LEVEL-$KEY"

@@ -11,9 +11,9 @@ import pytest
 
 from deeprlm import RLM
 from deeprlm.errors import InputError
-from deeprlm.lm.llama import LlamaCppLM
 from deeprlm.lm.specs import resolve_lm
 from deeprlm.local.hub import HubFile, parse_hub_spec
+from deeprlm.local.llama import LlamaCppLM
 
 pytestmark = pytest.mark.local_extra
 

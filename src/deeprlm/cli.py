@@ -8,6 +8,7 @@
     deeprlm bench run|report|example ...
     deeprlm serve [--config FILE] [--model SPEC] ...
     deeprlm mcp --root PATH [--model SPEC] ...
+    deeprlm doctor [--json]
 
 `bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra), and
 `serve` and `mcp` need their extras: a lazy command's parser is built, and its code (and its
@@ -54,6 +55,7 @@ LAZY_COMMANDS = {
     "bench": ("deeprlm_bench.cli", "run the benchmarks and baselines (the bench extra)"),
     "serve": ("deeprlm.serve.cli", "serve an OpenAI-compatible HTTP endpoint (the serve extra)"),
     "mcp": ("deeprlm.serve.mcp_cli", "serve the RLM to agents over MCP (the mcp extra)"),
+    "doctor": ("deeprlm.doctor", "check what deeprlm needs on this machine, and how to fix it"),
 }
 
 

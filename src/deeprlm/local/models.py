@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 
 from deeprlm.errors import InputError
-from deeprlm.lm.llama import LlamaCppLM, check_gguf
 from deeprlm.local import hub, weights
+from deeprlm.local.llama import LlamaCppLM, check_gguf
 
 LOCAL_NAME = "qwen2.5-coder-1.5b"
 
