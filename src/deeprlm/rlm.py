@@ -17,6 +17,7 @@ from typing import Any
 from deeprlm.blocking import run_blocking
 from deeprlm.context import describe, normalize
 from deeprlm.engine import Run, SharedState
+from deeprlm.engine.shared import Permits
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
@@ -84,6 +85,7 @@ class RLM:
         prices: Mapping[str, Price] | None = None,
         trace_path: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
+        permits: Permits | None = None,
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
@@ -100,6 +102,7 @@ class RLM:
         self.prices = PriceTable(prices)
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
+        self.permits = permits
 
     def run(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
         """Answers `query` over `context` (str, list of str, or dict of str -> str).
@@ -128,6 +131,7 @@ class RLM:
             models=self.models,
             tools=self.tools,
             sub_tools=self.sub_tools,
+            permits=self.permits,
         )
         root = Run(shared, query, context, info=info)
         started = time.perf_counter()

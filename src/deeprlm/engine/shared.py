@@ -5,13 +5,19 @@ the settings, the models, the budget, the usage meter, the trace recorder, and t
 semaphore that bounds model calls in flight. `call_lm` is the only way anything in a run
 tree (or a benchmark baseline) calls a model: budget check, concurrency bound, usage and
 trace, in that one function.
+
+`Permits` is the seam for a bound wider than one tree: the questions of a batch, in one
+process or across a cluster, share each model's permits (`deeprlm.batch.permits`); a single
+run holds none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from deeprlm.budget import Budget
 from deeprlm.errors import DeepRLMError, LMError
@@ -22,6 +28,20 @@ from deeprlm.textutil import clip
 from deeprlm.tools import tool_spec
 from deeprlm.trace.recorder import Recorder, Span
 from deeprlm.usage import UsageMeter
+
+
+class Permits(Protocol):
+    """Leave to send one call to a model, shared beyond one run tree. `hold(model)` is
+    entered around each provider call, inside the tree's own concurrency bound."""
+
+    def hold(self, model: str) -> AbstractAsyncContextManager[object]: ...
+
+
+class NoPermits:
+    """The default: nothing shared beyond the tree."""
+
+    def hold(self, model: str) -> AbstractAsyncContextManager[object]:
+        return contextlib.nullcontext()
 
 
 class SharedState:
@@ -39,6 +59,7 @@ class SharedState:
         models: Mapping[str, str | LM] | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         sub_tools: Mapping[str, Callable[..., Any]] | None = None,
+        permits: Permits | None = None,
     ) -> None:
         self.settings = settings
         self.root_lm = root_lm
@@ -49,6 +70,7 @@ class SharedState:
         self.usage = usage
         self.budget = Budget(settings, usage)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self.permits = permits or NoPermits()
         # Child runs each hold a REPL (a process, in the sandbox): bounded tree-wide.
         self.repl_slots = ReplSlots(settings.max_repls, settings.max_depth)
         self._resolve_lm = resolve_lm
@@ -104,7 +126,11 @@ class SharedState:
         usd = 0.0
         error: str | None = "cancelled"
         try:
-            async with asyncio.timeout(self.budget.remaining_s()) as deadline, self.semaphore:
+            async with (
+                asyncio.timeout(self.budget.remaining_s()) as deadline,
+                self.semaphore,
+                self.permits.hold(lm.name),
+            ):
                 span = self.recorder.call_started(
                     run_id=run_id,
                     parent_id=parent_id,
