@@ -23,8 +23,7 @@ from typing import Any
 from deeprlm import watchdog
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
-from deeprlm.flags import add_setting_flags, settings_from_flags
-from deeprlm.lm.specs import DEFAULT_MODEL
+from deeprlm.flags import add_model_flags, add_setting_flags, named_models, settings_from_flags
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
@@ -37,6 +36,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 # Commands loaded when run: name -> (module with `register(subparsers)`, a line of help).
 LAZY_COMMANDS = {
     "bench": ("deeprlm_bench.cli", "run the benchmarks and baselines (the bench extra)"),
+    "batch": ("deeprlm.batch.cli", "answer a file of questions, here or on a Ray cluster"),
 }
 
 
@@ -52,16 +52,6 @@ def _fail(message: str) -> None:
     print(f"deeprlm: error: {message}", file=sys.stderr)
 
 
-def _named_models(text: str) -> dict[str, str]:
-    models = {}
-    for item in text.split(","):
-        name, sep, spec = item.partition("=")
-        if not sep or not name.strip() or not spec.strip():
-            raise argparse.ArgumentTypeError(f"expected NAME=SPEC, got {item!r}")
-        models[name.strip()] = spec.strip()
-    return models
-
-
 def _add_ask(subparsers: Any) -> None:
     ask = subparsers.add_parser("ask", help="answer a query over a context")
     ask.add_argument("query", help="the question to answer")
@@ -73,32 +63,7 @@ def _add_ask(subparsers: Any) -> None:
         metavar="PATH",
         help="a file, a folder (its text files) or - for stdin; repeatable",
     )
-    models = ask.add_argument_group("models")
-    models.add_argument(
-        "--model",
-        "-m",
-        default=DEFAULT_MODEL,
-        metavar="SPEC",
-        help="root model: local, gguf:PATH, hf:REPO/FILE, openai/NAME, "
-        "anthropic/NAME (default: %(default)s)",
-    )
-    models.add_argument(
-        "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
-    )
-    models.add_argument(
-        "--sub-models",
-        action="append",
-        default=[],
-        type=_named_models,
-        metavar="NAME=SPEC[,NAME=SPEC]",
-        help="more models the code may pick by name, as llm_query(p, model=NAME); "
-        "repeatable (the code can name only these, root and sub)",
-    )
-    models.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
-    )
+    add_model_flags(ask)
     add_setting_flags(ask)
     output = ask.add_argument_group("output")
     output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
@@ -132,7 +97,7 @@ def _ask(args: argparse.Namespace) -> int:
     rlm = RLM(
         args.model,
         args.sub_model,
-        models={name: spec for group in args.sub_models for name, spec in group.items()},
+        models=named_models(args),
         base_url=args.base_url,
         trace_path=args.trace,
         on_event=on_event if sinks else None,
