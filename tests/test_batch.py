@@ -428,3 +428,49 @@ def test_an_unreachable_ray_cluster_is_one_clear_line(tmp_path):
         "deeprlm: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"
     ]
     assert time.monotonic() - started < 30
+
+
+def test_the_permit_broker_queues_in_order_and_frees_what_a_dead_holder_held():
+    from deeprlm.batch.ray_executor import PermitBroker
+
+    async def scenario():
+        broker = PermitBroker(limit=2)
+        await broker.acquire("m", "dead#1", "t1")
+        await broker.acquire("m", "alive#1", "t2")
+        waiting = [
+            asyncio.ensure_future(broker.acquire("m", "alive#1", t)) for t in ("t3", "t4", "t5")
+        ]
+        await asyncio.sleep(0)
+        assert not any(w.done() for w in waiting)
+        await broker.release("t4")  # gives up waiting: skipped when a permit frees
+        await broker.release_holder("dead#1")  # its worker died holding t1
+        await asyncio.sleep(0)
+        assert [w.done() for w in waiting] == [True, True, False]
+        await broker.release("t2")
+        await asyncio.sleep(0)
+        assert waiting[2].done()
+        stats = await broker.stats()
+        assert stats["peak"] == {"m": 2} and stats["in_use"] == {"m": 2}
+        assert stats["waiting"] == {"m": 0}
+        await broker.release("t3")
+        await broker.release("t5")
+        await broker.release("t5")  # twice is harmless
+        assert (await broker.stats())["in_use"] == {"m": 0}
+
+    asyncio.run(scenario())
+
+
+def test_the_bar_shows_done_failed_running_tokens_and_usd():
+    import io
+
+    from deeprlm.batch.progress import BatchProgress, Tally
+
+    stream = io.StringIO()
+    progress = BatchProgress("bar", stream=stream)
+    tally = Tally(total=5)
+    progress.start(tally, "local, 4 at once")
+    tally.statuses.update(answered=2, error=1)
+    tally.running, tally.tokens, tally.usd = 2, 12_345, 0.5
+    progress.update(tally)
+    progress.close()
+    assert "3/5 done 3  failed 1  running 2  12,345 tokens  $0.5000" in stream.getvalue()

@@ -171,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers,
             address=args.ray_address,
             provider_concurrency=args.provider_concurrency or config.settings.max_concurrency,
+            cpus_per_job=args.ray_cpus,
         )
         options["retries"] = args.retries
     if args.quiet:

@@ -81,6 +81,14 @@ def add_executor_flags(parser: argparse.ArgumentParser) -> None:
         help=f"jobs at once (default: {DEFAULT_LOCAL_WORKERS} locally; on Ray, the cluster's CPUs)",
     )
     run.add_argument(
+        "--ray-cpus",
+        type=_positive(float),
+        default=1.0,
+        metavar="X",
+        help="CPUs each job reserves on Ray; below 1 runs several per core, as questions "
+        "mostly wait on models (default: %(default)g)",
+    )
+    run.add_argument(
         "--provider-concurrency",
         type=_positive(int),
         metavar="N",
@@ -158,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> BatchConfig:
         executor=args.executor,
         workers=args.workers,
         ray_address=args.ray_address,
+        cpus_per_question=args.ray_cpus,
         provider_concurrency=args.provider_concurrency,
         retries=args.retries,
         max_usd=args.batch_max_usd,

@@ -214,7 +214,12 @@ class _Batch:
         record["failures"] = list(outcome.failures)
         if question.scorer is not None and record["status"] != "cancelled":
             record["reward"] = rewards.reward(question.scorer, question.gold, record["answer"])
-        if isinstance(finished, Finished) and finished.trajectory is not None:
+        # A cancelled question runs again on resume: its trajectory comes from that run.
+        if (
+            isinstance(finished, Finished)
+            and finished.trajectory is not None
+            and not outcome.cancelled
+        ):
             trajectory = dict(finished.trajectory)
             trajectory["status"] = record["status"]
             trajectory["reward"] = record.get("reward")

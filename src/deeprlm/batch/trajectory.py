@@ -28,15 +28,18 @@ characters of code, 20,000 of output, as much as the model read with the default
 limit); the messages come from the model calls themselves, whole. A sub-call whose messages
 were not seen (`complete: false`) has its prompt from the trace, clipped to 2,000 characters.
 
+A question run again (`--retry-failed`) appends a new line: the last line of an id is the
+one that counts, as in `results.jsonl`.
+
 `CallTap` sees the messages: it wraps the models of one run tree and pairs each call with
-the trace's call event, which the engine emits in the same task just before it calls the
-model.
+the trace's call event, which the engine emits just before it calls the model, in the same
+context (a context variable carries the call's id to the model, into any task made
+between the two).
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
+import contextvars
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,37 +71,30 @@ class Seen:
     reply: str
 
 
+# The call about to be sent, in this context: (its tap, the trace's call id).
+_CALL: contextvars.ContextVar[tuple[CallTap, str] | None] = contextvars.ContextVar(
+    "deeprlm_trajectory_call", default=None
+)
+
+
 class CallTap:
     """Records the whole messages of every call of one run tree, by the trace's call id.
     Give `on_event` to the run as an event sink and its models through `wrap`."""
 
     def __init__(self) -> None:
         self.calls: dict[str, Seen] = {}
-        self._current: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
-            weakref.WeakKeyDictionary()
-        )
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, LMCallStarted):
-            task = _current_task()
-            if task is not None:
-                self._current[task] = event.id
+            _CALL.set((self, event.id))
 
     def wrap(self, lm: LM) -> LM:
         return lm if isinstance(lm, TappedLM) else TappedLM(lm, self)
 
     def record(self, messages: Sequence[Message], completion: Completion) -> None:
-        task = _current_task()
-        call_id = self._current.get(task) if task is not None else None
-        if call_id is not None:
-            self.calls[call_id] = Seen([dict(m) for m in messages], completion.text)
-
-
-def _current_task() -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # a thread without a running loop
-        return None
+        current = _CALL.get()
+        if current is not None and current[0] is self:
+            self.calls[current[1]] = Seen([dict(m) for m in messages], completion.text)
 
 
 class TappedLM:
