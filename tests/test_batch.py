@@ -272,6 +272,13 @@ def test_the_batch_budget_stops_new_questions_and_keeps_what_finished(chat_serve
     args = ("batch", str(questions), "--out", str(out), "--model", "openai/m",
             "--base-url", server.url, "--repl", "inprocess", "--workers", "1",
             "--batch-max-usd", "0.1")  # fmt: skip
+    # A USD budget needs the model's price, as for `deeprlm ask`; the provider's own
+    # reported cost then wins over it.
+    unpriced = deeprlm(*args)
+    assert unpriced.returncode == 2 and server.requests == []
+    assert "a USD budget needs the price of model 'm'" in unpriced.stderr
+    assert len(unpriced.stderr.strip().splitlines()) == 1
+    args = (*args[:-2], "--price", "m=1,1", *args[-2:])
     done = deeprlm(*args)
     assert done.returncode == 3, done.stderr
     assert "batch budget reached: $0.1200 of $0.1000 spent; no new questions start" in done.stderr

@@ -60,7 +60,8 @@ def test_summary_stops_at_the_token_budget():
     setup = Setup(model, model, Settings(max_tokens=1500), window=3000)
     outcome = METHODS["summary"].run(niah(8192), setup)
     assert "token budget" in outcome.error
-    assert outcome.usage.total.tokens >= 1500
+    # Each call reserves its worst case first: the budget is kept, not passed.
+    assert 0 < outcome.usage.total.tokens <= 1500
     assert len(model.calls) < 5
 
 
@@ -123,6 +124,6 @@ def test_codeact_runs_on_the_engine_loop_budget_and_trace(tmp_path):
     assert outcome.iterations == 2 and len(looping.calls) == 2  # no forced extra turn
 
     costly = ScriptedLM(['```python\nprint("again")\n```'])
-    outcome = METHODS["codeact"].run(example, Setup(costly, costly, Settings(max_tokens=1_000)))
+    outcome = METHODS["codeact"].run(example, Setup(costly, costly, Settings(max_tokens=20_000)))
     assert "token budget" in outcome.error
-    assert outcome.usage.total.tokens >= 1_000
+    assert 0 < outcome.usage.total.tokens <= 20_000

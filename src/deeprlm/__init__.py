@@ -21,7 +21,7 @@ from deeprlm.lm import LM, Completion, LMDefaults, ScriptedLM, complete_sync, re
 from deeprlm.repl.sandbox import SandboxSettings
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
-from deeprlm.usage import Price, UsageReport, register_price
+from deeprlm.usage import Price, UsageReport, load_prices, register_price
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,7 @@ __all__ = [
     "UsageReport",
     "complete_sync",
     "load_paths",
+    "load_prices",
     "register_price",
     "resolve_lm",
 ]

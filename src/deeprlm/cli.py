@@ -23,11 +23,19 @@ from typing import Any
 from deeprlm import watchdog
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
-from deeprlm.flags import add_model_flags, add_setting_flags, named_models, settings_from_flags
+from deeprlm.flags import (
+    add_model_flags,
+    add_price_flags,
+    add_setting_flags,
+    named_models,
+    prices_from_flags,
+    settings_from_flags,
+)
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
+from deeprlm.trace.jsonl import check_trace_path
 from deeprlm.trace.viewer import add_view_command
 from deeprlm.usage import UsageReport
 
@@ -65,6 +73,7 @@ def _add_ask(subparsers: Any) -> None:
     )
     add_model_flags(ask)
     add_setting_flags(ask)
+    add_price_flags(ask)
     output = ask.add_argument_group("output")
     output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     output.add_argument("--json", action="store_true", help="print one JSON object")
@@ -86,7 +95,15 @@ def _print_failure(message: str, status: str = "error") -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    context, skipped = load_paths(args.context)
+    # What can be judged without work is judged first (the settings were, in `main`): a bad
+    # trace path or price costs nothing, not the reading of a large context.
+    if args.trace:
+        check_trace_path(args.trace)
+    prices = prices_from_flags(args)
+    notes: list[str] = []
+    context, skipped = load_paths(args.context, notes=notes)
+    for note in notes if not args.quiet else ():
+        print(f"deeprlm: note: {note}", file=sys.stderr)
     progress = console_sink(quiet=args.quiet)
     sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
 
@@ -99,6 +116,7 @@ def _ask(args: argparse.Namespace) -> int:
         args.sub_model,
         models=named_models(args),
         base_url=args.base_url,
+        prices=prices,
         trace_path=args.trace,
         on_event=on_event if sinks else None,
         **settings_from_flags(args),
@@ -180,6 +198,8 @@ def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) ->
         return EXIT_FAILED
     except KeyboardInterrupt:
         _fail("interrupted")
+        if as_json:
+            _print_failure("interrupted")
         return 130
 
 

@@ -4,8 +4,8 @@ Each setting becomes a flag named after it (`max_iterations` -> `--max-iteration
 trailing `_s` is dropped and the value is in SECONDS), typed from its annotation, with its
 help text and default from the table. A flag that is not given leaves the setting out, so
 the library's default applies; values are checked by `Settings` itself, in one place.
-The model flags (`--model`, `--sub-model`, `--sub-models`, `--base-url`) are made here too,
-for every command that runs the engine.
+The model flags (`--model`, `--sub-model`, `--sub-models`, `--base-url`) and the price flags
+(`--price`, `--prices`) are made here too, for every command that runs the engine.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.repl import REPL_KINDS
 from deeprlm.settings import Settings, table
+from deeprlm.usage import Price, load_prices, parse_price
 
 
 def flag_of(row: Field[Any]) -> str:
@@ -135,3 +136,26 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 def named_models(args: argparse.Namespace) -> dict[str, str]:
     """The --sub-models given, by name."""
     return {name: spec for group in args.sub_models for name, spec in group.items()}
+
+
+def add_price_flags(parser: argparse.ArgumentParser) -> None:
+    prices = parser.add_argument_group("prices (USD per million tokens; a USD budget needs one)")
+    prices.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="a model's input and output price, e.g. my-model=0.5,1.5 (repeatable)",
+    )
+    prices.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help='a prices file: a table per model, e.g. ["my-model"] input = 0.5 output = 1.5',
+    )
+
+
+def prices_from_flags(args: argparse.Namespace) -> dict[str, Price]:
+    """--prices FILE, then each --price (which wins for its model)."""
+    prices = load_prices(args.prices) if args.prices else {}
+    prices.update(parse_price(spec) for spec in args.price)
+    return prices

@@ -8,10 +8,12 @@ other or concurrently. The sync `run` drives the same async core on a private ev
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from deeprlm.blocking import run_blocking
@@ -24,9 +26,9 @@ from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
-from deeprlm.trace.jsonl import JsonlSink
+from deeprlm.trace.jsonl import JsonlSink, check_trace_path
 from deeprlm.trace.recorder import Recorder, Trace
-from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport
+from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport, as_prices
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ class RLM:
     with `models={"fast": "openai/gpt-5-mini"}`); besides those, only "root" and "sub". The
     code never makes the host build a model from a spec of its own.
     Keyword settings are those of `deeprlm.settings.Settings` (max_iterations, max_depth,
-    max_concurrency, budgets, repl, ...).
+    max_concurrency, budgets, deadlines, repl, ...). `prices` maps model names to `Price`
+    (USD per million tokens), or is the path of a TOML prices file (`load_prices`); a USD
+    budget is refused here for a model without a price. A `trace_path` that cannot be
+    written is refused here too, before any work.
     """
 
     def __init__(
@@ -82,13 +87,16 @@ class RLM:
         api_key: str | None = None,
         tools: ToolsArg = None,
         sub_tools: ToolsArg = None,
-        prices: Mapping[str, Price] | None = None,
+        prices: Mapping[str, Price] | str | os.PathLike[str] | None = None,
         trace_path: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
         permits: Permits | None = None,
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
+        if trace_path is not None:
+            check_trace_path(trace_path)
+        self.prices = PriceTable(as_prices(prices))
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
         self.model = self._resolve(model)
         self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
@@ -99,7 +107,10 @@ class RLM:
         self.models = check_models(models or {})
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")
-        self.prices = PriceTable(prices)
+        if self.settings.max_usd is not None:
+            # Else the budget would count $0 for it and never stop.
+            for lm in (self.model, self.sub_model, *self.models.values()):
+                self.prices.require(priced_as(lm))
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
         self.permits = permits
@@ -182,6 +193,17 @@ class RLM:
 
 # Names the code always has for llm_query's `model`: the root model and the sub model.
 BUILTIN_MODEL_NAMES = ("root", "sub")
+
+
+def priced_as(spec: str | LM) -> Any:
+    """What a model is priced as, without making it: a provider spec's model name; a model
+    that runs in process is free."""
+    if not isinstance(spec, str):
+        return spec
+    for prefix in ("openai/", "anthropic/"):
+        if spec.startswith(prefix):
+            return SimpleNamespace(name=spec.removeprefix(prefix))
+    return SimpleNamespace(name=spec, price=Price(0.0, 0.0))
 
 
 def check_models(models: Mapping[str, str | LM]) -> dict[str, str | LM]:

@@ -8,6 +8,7 @@ own knobs are one field too (`sandbox`, a `SandboxSettings`), settable from `RLM
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ DEFAULT_REPL = "sandbox" if sys.platform.startswith("linux") else "inprocess"
 # Sections of the table, in the order the command line's help shows them.
 LOOP = "the loop"
 RECURSION = "recursion and sub-calls"
+CALLS = "model calls: deadlines and retries (429s, 5xx, dropped connections, timeouts)"
 BUDGETS = "budgets shared by the whole run tree (reaching one ends the run with a LimitError)"
 CODE = "where the model's code runs"
 
@@ -71,7 +73,8 @@ class Settings:
     )
     max_reply_tokens: int | None = setting(
         None,
-        help="output tokens per model call (default: the provider's)",
+        help="output tokens per model call (default: the provider's; under a token or USD "
+        "budget, the model's own cap, else 8192)",
         section=LOOP,
         check="positive",
     )
@@ -113,6 +116,27 @@ class Settings:
         section=RECURSION,
         check="positive",
     )
+    call_timeout_s: float | None = setting(
+        120.0,
+        help="one request to a model; a timed-out one is tried once more",
+        section=CALLS,
+        check="positive",
+    )
+    sub_call_timeout_s: float | None = setting(
+        None,
+        help="one sub-call (an llm_query, an llm_batch item) with its retries, from when it "
+        "is sent (default: none of its own; sub-calls always end by 90% of their cell's "
+        "timeout, so the answers that made it reach the code)",
+        section=CALLS,
+        check="positive",
+    )
+    max_retries: int = setting(
+        5,
+        help="further attempts of a failed model call; the wait between them happens "
+        "outside the call's concurrency slot",
+        section=CALLS,
+        check="non-negative",
+    )
     max_sub_calls: int | None = setting(
         None, help="sub-calls across the run tree", section=BUDGETS, check="positive"
     )
@@ -149,6 +173,9 @@ class Settings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value, check = getattr(self, f.name), f.metadata["check"]
+            # nan passes every comparison, and inf means no limit (which None says).
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"{f.name} must be a finite number, got {value}")
             if value is None or check is None:
                 continue
             if (check == "positive" and value <= 0) or (check == "non-negative" and value < 0):

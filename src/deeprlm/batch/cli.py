@@ -32,7 +32,14 @@ from deeprlm.batch.run import (
 )
 from deeprlm.batch.store import RESULTS
 from deeprlm.batch.work import Models
-from deeprlm.flags import add_model_flags, add_setting_flags, named_models, settings_from_flags
+from deeprlm.flags import (
+    add_model_flags,
+    add_price_flags,
+    add_setting_flags,
+    named_models,
+    prices_from_flags,
+    settings_from_flags,
+)
 from deeprlm.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -131,6 +138,7 @@ def register(subparsers: Any) -> None:
     budget.add_argument("--batch-max-usd", type=_positive(float), metavar="X", help="USD")
     budget.add_argument("--batch-max-tokens", type=_positive(int), metavar="N", help="tokens")
     add_setting_flags(batch)
+    add_price_flags(batch)
     output = batch.add_argument_group("output")
     output.add_argument(
         "--export-trajectories",
@@ -160,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> BatchConfig:
             sub_model=args.sub_model,
             named=tuple(named_models(args).items()),
             base_url=args.base_url,
+            prices=tuple(prices_from_flags(args).items()),
         ),
         settings=Settings.from_kwargs(**settings_from_flags(args)),
         shared=dict(args.shared),

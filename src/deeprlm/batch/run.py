@@ -127,6 +127,10 @@ def read_batch(config: BatchConfig) -> tuple[list[Question], list[LineProblem]]:
         problems += [LineProblem(q.line, NO_TYPED_ANSWERS) for q in typed]
         questions = [q for q in questions if q.schema is None]
         problems.sort(key=lambda p: p.line)
+    usd = config.max_usd is not None or config.settings.max_usd is not None
+    if usd or any("max_usd" in q.limits for q in questions):
+        # A USD budget counts $0 for a model without a price and never stops.
+        config.models.require_prices()
     if config.strict and problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise InputError(f"{config.questions}: {problems[0]}{more}; nothing was run")

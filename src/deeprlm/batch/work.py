@@ -24,11 +24,11 @@ from deeprlm.errors import DeepRLMError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import resolve_lm
 from deeprlm.repl.base import ContextValue
-from deeprlm.rlm import RLM, RLMResult
+from deeprlm.rlm import RLM, RLMResult, priced_as
 from deeprlm.settings import Settings
 from deeprlm.trace.events import Event
 from deeprlm.trace.fold import Fold
-from deeprlm.usage import UsageReport
+from deeprlm.usage import Price, PriceTable, UsageReport
 
 # Typed answers (`RLM(output=SCHEMA)`) are a feature of the engine that may be absent.
 TYPED_ANSWERS = "output" in inspect.signature(RLM.__init__).parameters
@@ -36,12 +36,23 @@ TYPED_ANSWERS = "output" in inspect.signature(RLM.__init__).parameters
 
 @dataclass(frozen=True)
 class Models:
-    """The model specs of a batch; each worker makes its own models from them."""
+    """The model specs of a batch and their prices; each worker makes its own models."""
 
     model: str
     sub_model: str | None = None
     named: tuple[tuple[str, str], ...] = ()
     base_url: str | None = None
+    prices: tuple[tuple[str, Price], ...] = ()
+
+    def specs(self) -> list[str]:
+        return [self.model, *filter(None, [self.sub_model]), *(spec for _, spec in self.named)]
+
+    def require_prices(self) -> None:
+        """Raises InputError for a model a USD budget cannot be kept for: one without a
+        price (the same rule as `RLM`'s)."""
+        table = PriceTable(dict(self.prices))
+        for spec in self.specs():
+            table.require(priced_as(spec))
 
     def info(self) -> dict[str, Any]:
         return {"model": self.model, "sub_model": self.sub_model, "models": dict(self.named)}
@@ -121,6 +132,7 @@ class QuestionJob:
             make(m.model),
             make(m.sub_model) if m.sub_model else None,
             models={name: make(spec) for name, spec in m.named},
+            prices=dict(m.prices),
             on_event=on_event,
             permits=permits,
             **options,

@@ -14,7 +14,7 @@ from typing import Any
 
 from deeprlm import prompts
 from deeprlm.context import ContextInfo, describe
-from deeprlm.engine.host import RunHost
+from deeprlm.engine.host import RunHost, sub_call_deadline
 from deeprlm.engine.loop import Outcome, TurnLoop, Wording
 from deeprlm.engine.shared import SharedState
 from deeprlm.errors import LimitError
@@ -165,11 +165,13 @@ class Run:
         shared, recorder = self.shared, self.shared.recorder
         span = recorder.cell_started(run_id=self.id, iteration=iteration, code=code)
         self.host.cell_id = span.id
+        self.host.cell_deadline = sub_call_deadline(shared.settings.cell_timeout_s)
         timeout = _min_or_none(shared.settings.cell_timeout_s, shared.budget.remaining_s())
         try:
             cell = await self._repl.run(code, timeout)
         finally:
             self.host.cell_id = None
+            self.host.cell_deadline = None
         recorder.cell_ended(
             span,
             iteration=iteration,

@@ -22,6 +22,7 @@ from typing import Any
 
 from deeprlm.errors import InputError, LMError
 from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.usage import Price
 
 DEFAULT_CONTEXT_WINDOW = 32_768
 DEFAULT_MAX_TOKENS = 1_024
@@ -139,6 +140,7 @@ class LlamaCppLM:
     """A chat model over one GGUF file. `context_window` is in tokens."""
 
     supports_tools = False
+    price = Price(0.0, 0.0)  # runs in this process: a USD budget has nothing to count
 
     def __init__(
         self,
@@ -165,6 +167,11 @@ class LlamaCppLM:
     @property
     def path(self) -> Path:
         return self._shared.path
+
+    @property
+    def default_max_tokens(self) -> int:
+        """The reply cap used when a call gives none."""
+        return self._shared.settings.max_tokens
 
     def for_role(self, role: str) -> LlamaCppLM:
         """The same model with its own KV cache for `role` ("root", "sub", ...)."""

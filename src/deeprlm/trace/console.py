@@ -288,6 +288,8 @@ class LogLines:
             run = p.runs.get(e.run_id)
             turn = run.turn if run else 0
             what = "forced final answer" if e.purpose == "forced" else f"turn {turn}"
+            if e.attempt > 1:
+                what += f" (attempt {e.attempt})"
             text = (
                 f"{what} · {e.model} replied in {short_seconds(e.duration_s)}"
                 f" · {short_tokens(e.input_tokens + e.output_tokens)} tok"

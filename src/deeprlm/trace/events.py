@@ -61,12 +61,17 @@ class RunEnded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class LMCallStarted(Event):
+    """One attempt of a model call, sent once it holds a concurrency slot (and, under a
+    token or USD budget, its reservation). A retried call has one pair per attempt."""
+
     type: ClassVar[str] = "lm_call_started"
     # What the call is for: root (a turn of a run), forced (the forced last turn), sub (a
     # sub-call from the REPL, or one turn of its tool loop).
     purpose: str = "root"
     model: str = ""
     prompt_chars: int = 0
+    attempt: int = 1
+    max_tokens: int | None = None  # the reply cap sent (None: the provider's default)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +90,10 @@ class LMCallEnded(Event):
     cached_tokens: int = 0
     usd: float = 0.0
     error: str | None = None
+    attempt: int = 1
+    # The tokens were counted here: the provider reported none, or the attempt was
+    # abandoned in flight (a deadline, a cancelled run) and is charged its prompt.
+    estimated: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

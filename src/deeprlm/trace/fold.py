@@ -49,7 +49,12 @@ class Fold:
             self.usage.add(
                 model,
                 ModelUsage(
-                    1, event.input_tokens, event.output_tokens, event.cached_tokens, event.usd
+                    1,
+                    event.input_tokens,
+                    event.output_tokens,
+                    event.cached_tokens,
+                    event.usd,
+                    1 if event.estimated else 0,
                 ),
             )
             self.failed[model] += event.error is not None

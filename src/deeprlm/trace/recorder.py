@@ -169,7 +169,15 @@ class Recorder:
     # --- model calls ---------------------------------------------------------------------
 
     def call_started(
-        self, *, run_id: str, parent_id: str, purpose: str, model: str, prompt_chars: int
+        self,
+        *,
+        run_id: str,
+        parent_id: str,
+        purpose: str,
+        model: str,
+        prompt_chars: int,
+        attempt: int = 1,
+        max_tokens: int | None = None,
     ) -> Span:
         return self._start(
             LMCallStarted,
@@ -177,6 +185,8 @@ class Recorder:
             purpose=purpose,
             model=model,
             prompt_chars=prompt_chars,
+            attempt=attempt,
+            max_tokens=max_tokens,
         )
 
     def call_ended(
@@ -192,6 +202,8 @@ class Recorder:
         cached_tokens: int,
         usd: float,
         error: str | None,
+        attempt: int = 1,
+        estimated: bool = False,
     ) -> None:
         self._end(
             LMCallEnded,
@@ -206,6 +218,8 @@ class Recorder:
             cached_tokens=cached_tokens,
             usd=usd,
             error=_optional(error, self.limits.message),
+            attempt=attempt,
+            estimated=estimated,
         )
 
     # --- cells ---------------------------------------------------------------------------
