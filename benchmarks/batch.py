@@ -188,7 +188,7 @@ def main() -> None:
         f"{args.questions} questions over a {CONTEXT_MB:g} MB shared context; root "
         f"{ROOT_LATENCY_S * 1000:.0f} ms, sub {SUB_LATENCY_S * 1000:.0f} ms, {SUB_CALLS} "
         f"sub-calls each (model wait per question: {floor * 1000:.0f} ms); repl {args.repl}; "
-        f"{os.cpu_count()} cores\n"
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start\n"
     )
     results: dict[tuple[str, int], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,8 +238,9 @@ def project(results: dict[tuple[str, int], dict], repl: str) -> None:
         f"like this one ({os.cpu_count()} cores, {best_w} workers each, repl {repl}) run at "
         f"about 10 x {per_node:.0f} = {total:.0f} questions/min, so in about {minutes:.0f} "
         f"minutes, if the model servers take about {in_flight:.0f} calls in flight "
-        f"(Little's law: {total / 60:.1f} questions/s x {SUB_CALLS} x "
-        f"{SUB_LATENCY_S * 1000:.0f} ms) and the driver keeps up: it spent "
+        f"(Little's law: {total / 60:.1f} questions/s x ({SUB_CALLS} x "
+        f"{SUB_LATENCY_S * 1000:.0f} ms + 2 x {ROOT_LATENCY_S * 1000:.0f} ms)) and the driver "
+        f"keeps up: it spent "
         f"{best['driver_cpu'] * 1000:.1f} ms of CPU per question here, so one driver core "
         f"handles about {driver_qpm:.0f} questions/min."
     )

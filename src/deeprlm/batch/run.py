@@ -307,8 +307,9 @@ def _item(question: Question, config: BatchConfig) -> Item:
 
 
 def _load(ref: ContextRef, paths: tuple[str, ...]) -> Loaded:
-    context, skipped = load_paths(list(paths))
-    return Loaded(context, tuple(skipped))
+    notes: list[str] = []
+    context, skipped = load_paths(list(paths), notes=notes)
+    return Loaded(context, tuple(skipped), tuple(notes))
 
 
 class _interrupts:

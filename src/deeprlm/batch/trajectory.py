@@ -11,7 +11,7 @@ The format, version 1 (`trajectory.schema.json` beside this file is its JSON Sch
        {"run_id", "parent_cell", "depth", "query", "model", "sub_model", "status",
         "answer", "iterations", "error",
         "messages": [...],                       # the run's conversation, OpenAI chat format
-        "turns": [                               # one per model call of the run
+        "turns": [                               # one per model call (per attempt)
           {"call_id", "purpose": "root" | "forced", "reply", "input_tokens",
            "output_tokens", "usd", "error", "messages"?,
            "cells": [{"cell_id", "iteration", "code", "output", "error", "final",

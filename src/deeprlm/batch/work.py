@@ -64,6 +64,7 @@ class Loaded:
 
     value: ContextValue
     skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # how files were read (not UTF-8, say)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ class QuestionJob:
         except Exception as err:  # one question's failure must not end the batch
             error = f"{type(err).__name__}: {err}"
         status = "error" if result is None else result.status
-        return self._finish(result, status, events, tap, started_at, started, error)
+        finished = self._finish(result, status, events, tap, started_at, started, error)
+        if shared is not None and shared.notes:
+            finished.record["notes"] = [*shared.notes, *finished.record["notes"]]
+        return finished
 
     def _rlm(self, tap: trajectory.CallTap | None, on_event: Any, permits: Permits) -> RLM:
         m = self.models
