@@ -238,3 +238,37 @@ def test_bench_run_takes_the_executor_flags(ray_cluster, tmp_path):
     rows = read_results(tmp_path / "out")
     assert sorted((r["index"], r["score"]) for r in rows) == [(0, 1.0), (1, 1.0)]
     assert len((tmp_path / "out" / "trajectories.jsonl").read_text().splitlines()) == 2
+
+
+def test_ctrl_c_on_ray_cancels_the_running_tasks_and_keeps_what_they_spent(
+    ray_cluster, chat_server, tmp_path
+):
+    server = chat_server(Script(sub_delay=1.5))
+    rows = [{"id": f"q{i}", "query": query("w", f"q{i}"), "context": "w"} for i in range(8)]
+    questions = write(tmp_path / "q.jsonl", rows)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "ANTHROPIC"))}
+    args = [sys.executable, "-m", "deeprlm", "batch", str(questions), "--out", str(out),
+            "--model", "openai/m", "--base-url", server.url, "--repl", "inprocess", "--executor",
+            "ray", "--ray-address", ray_cluster, "--workers", "2", "--json"]  # fmt: skip
+    driver = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if results.exists() and len(results.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # the next two are waiting on their sub-calls
+    driver.send_signal(signal.SIGINT)
+    stdout, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["stopped"] == "interrupted" and summary["not_run"] == 8 - summary[
+        "statuses"].get("answered", 0)  # fmt: skip
+    rows = batch_results(out)
+    cancelled = [r for r in rows if r["status"] == "cancelled"]
+    assert len(cancelled) == 2
+    # Cancelled on their workers, they handed back what they had spent.
+    assert all(r["usage"]["total"]["calls"] >= 1 for r in cancelled)
+    assert all(f":{os.getpid()}" not in r["worker"] for r in cancelled)
