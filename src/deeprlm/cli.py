@@ -3,9 +3,11 @@
     deeprlm ask "QUERY" --context PATH [--context PATH ...] [--model SPEC] [--json] ...
     deeprlm view TRACE.jsonl [--open]
     deeprlm bench run|report|example ...
+    deeprlm batch QUESTIONS.jsonl --out DIR [--executor local|ray] ...
 
 `bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra): its
-parser is built, and its code imported, only when it is the command being run.
+parser is built, and its code imported, only when it is the command being run; so is
+`batch`'s (`deeprlm.batch`), which loads Ray only for `--executor ray`.
 
 Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on stderr),
 3 a limit was reached (the partial answer is still printed).
@@ -23,21 +25,15 @@ from typing import Any
 from deeprlm import watchdog
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
-from deeprlm.flags import (
-    add_model_flags,
-    add_price_flags,
-    add_setting_flags,
-    named_models,
-    prices_from_flags,
-    settings_from_flags,
-)
+from deeprlm.flags import add_setting_flags, settings_from_flags
+from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
 from deeprlm.trace.jsonl import check_trace_path
 from deeprlm.trace.viewer import add_view_command
-from deeprlm.usage import UsageReport
+from deeprlm.usage import Price, UsageReport, load_prices, parse_price
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -60,6 +56,16 @@ def _fail(message: str) -> None:
     print(f"deeprlm: error: {message}", file=sys.stderr)
 
 
+def _named_models(text: str) -> dict[str, str]:
+    models = {}
+    for item in text.split(","):
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=SPEC, got {item!r}")
+        models[name.strip()] = spec.strip()
+    return models
+
+
 def _add_ask(subparsers: Any) -> None:
     ask = subparsers.add_parser("ask", help="answer a query over a context")
     ask.add_argument("query", help="the question to answer")
@@ -71,9 +77,46 @@ def _add_ask(subparsers: Any) -> None:
         metavar="PATH",
         help="a file, a folder (its text files) or - for stdin; repeatable",
     )
-    add_model_flags(ask)
+    models = ask.add_argument_group("models")
+    models.add_argument(
+        "--model",
+        "-m",
+        default=DEFAULT_MODEL,
+        metavar="SPEC",
+        help="root model: local, gguf:PATH, hf:REPO/FILE, openai/NAME, "
+        "anthropic/NAME (default: %(default)s)",
+    )
+    models.add_argument(
+        "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
+    )
+    models.add_argument(
+        "--sub-models",
+        action="append",
+        default=[],
+        type=_named_models,
+        metavar="NAME=SPEC[,NAME=SPEC]",
+        help="more models the code may pick by name, as llm_query(p, model=NAME); "
+        "repeatable (the code can name only these, root and sub)",
+    )
+    models.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
+    )
     add_setting_flags(ask)
-    add_price_flags(ask)
+    prices = ask.add_argument_group("prices (USD per million tokens; a USD budget needs one)")
+    prices.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="a model's input and output price, e.g. my-model=0.5,1.5 (repeatable)",
+    )
+    prices.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help='a prices file: a table per model, e.g. ["my-model"] input = 0.5 output = 1.5',
+    )
     output = ask.add_argument_group("output")
     output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     output.add_argument("--json", action="store_true", help="print one JSON object")
@@ -94,12 +137,19 @@ def _print_failure(message: str, status: str = "error") -> None:
     print(json.dumps(data, ensure_ascii=False))
 
 
+def _prices(args: argparse.Namespace) -> dict[str, Price]:
+    """--prices FILE, then each --price (which wins for its model)."""
+    prices = load_prices(args.prices) if args.prices else {}
+    prices.update(parse_price(spec) for spec in args.price)
+    return prices
+
+
 def _ask(args: argparse.Namespace) -> int:
     # What can be judged without work is judged first (the settings were, in `main`): a bad
     # trace path or price costs nothing, not the reading of a large context.
     if args.trace:
         check_trace_path(args.trace)
-    prices = prices_from_flags(args)
+    prices = _prices(args)
     notes: list[str] = []
     context, skipped = load_paths(args.context, notes=notes)
     for note in notes if not args.quiet else ():
@@ -114,7 +164,7 @@ def _ask(args: argparse.Namespace) -> int:
     rlm = RLM(
         args.model,
         args.sub_model,
-        models=named_models(args),
+        models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
         prices=prices,
         trace_path=args.trace,
