@@ -5,7 +5,8 @@ trailing `_s` is dropped and the value is in SECONDS), typed from its annotation
 help text and default from the table. A flag that is not given leaves the setting out, so
 the library's default applies; values are checked by `Settings` itself, in one place.
 The model flags (`--model`, `--sub-model`, `--sub-models`, `--base-url`) and the price flags
-(`--price`, `--prices`) are made here too, for every command that runs the engine.
+(`--price`, `--prices`) of `deeprlm batch` are made here too; `ask` defines the same ones in
+`deeprlm.cli`.
 """
 
 from __future__ import annotations
