@@ -202,6 +202,7 @@ class _Batch:
         else:
             record = {
                 "id": question.id,
+                "status": "error",
                 "answer": "",
                 "error": outcome.error,
                 "usage": UsageReport().to_dict(),
@@ -212,8 +213,6 @@ class _Batch:
         if outcome.cancelled:
             record["status"] = "cancelled"
             record["error"] = "cancelled before it finished"
-        elif not isinstance(finished, Finished):
-            record["status"] = "error"
         record["attempts"] = outcome.attempts
         record["failures"] = list(outcome.failures)
         if question.scorer is not None and record["status"] != "cancelled":
