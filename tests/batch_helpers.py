@@ -4,7 +4,8 @@ questions files.
 Every question asks how often a word occurs in its context, and names its id:
 `How many times does 'apple' occur? [id=q7]`. The root's first turn counts the word with
 code and asks a sub-call to double the count (`llm_batch` of several prompts when asked);
-its second turn answers `apple=N doubled=2N`. So each answer follows from the question's
+its second turn answers `apple=N doubled=2N` (or, for an id that starts with `typed`, the
+JSON `{"word": "apple", "n": N, "doubled": 2N}`). So each answer follows from the question's
 own context, whichever process or machine ran it, and each request the server sees names
 the question it belongs to.
 """
@@ -82,7 +83,11 @@ class Script:
         found = ANSWER.search(messages[-1]["content"])
         if found is None:
             return self._reply(f"FINAL(no answer: {messages[-1]['content'][:200]})", 0)
-        return self._reply(f"FINAL({word}={found.group(1)} doubled={found.group(2)})", 0)
+        n, doubled = found.groups()
+        if qid.startswith("typed"):
+            # A question that asks for a typed answer (by its id) gets it as JSON.
+            return self._reply(f'FINAL({{"word": "{word}", "n": {n}, "doubled": {doubled}}})', 0)
+        return self._reply(f"FINAL({word}={n} doubled={doubled})", 0)
 
     def _code(self, word: str, qid: str) -> str:
         pid = " pid={os.getpid()}" if qid in self.kill else ""

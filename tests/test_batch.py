@@ -95,9 +95,9 @@ def test_a_context_shared_by_many_questions_is_read_once(chat_server, tmp_path, 
     loads = Counter()
     real = batch_run.load_paths
 
-    def counting(paths):
+    def counting(paths, **options):
         loads[tuple(paths)] += 1
-        return real(paths)
+        return real(paths, **options)
 
     monkeypatch.setattr(batch_run, "load_paths", counting)
     server = chat_server(Script())
@@ -140,7 +140,7 @@ def test_malformed_lines_are_reported_by_number_and_skipped(chat_server, tmp_pat
     assert "'repl' cannot be set per question" in problems[4]
     assert "max_usd must be positive" in problems[5]
     assert "no shared context named 'nowhere'" in problems[6]
-    assert "unknown type 'thing'" in problems[7]
+    assert "schema: not a valid JSON Schema ('thing' is not valid" in problems[7]
     rows = {r["id"]: r for r in read_results(out)}
     assert set(rows) == {"a", "h", "i"}
     assert rows["a"]["answer"] == "x=2 doubled=4" and rows["i"]["answer"] == "x=3 doubled=6"
@@ -385,26 +385,65 @@ def test_exported_trajectories_validate_against_their_schema(chat_server, tmp_pa
     assert child_cell["sub_calls"][0]["reply"] == "4"
 
 
-def test_a_schema_asks_for_a_typed_answer_or_is_reported(chat_server, tmp_path):
-    from deeprlm.batch.work import TYPED_ANSWERS
+COUNTED = {
+    "type": "object",
+    "properties": {"word": {"type": "string"}, "n": {"type": "integer"}},
+    "required": ["word", "n"],
+}
 
+
+def test_a_schema_gives_a_typed_answer_and_an_answer_off_it_is_an_error(chat_server, tmp_path):
     server = chat_server(Script())
     rows = [
-        {"id": "typed", "query": query("x", "typed"), "context": "x",
-         "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+        {"id": "typed", "query": query("x", "typed"), "context": "x x", "schema": COUNTED},
+        # Answers in plain text: held to the schema, sent back, then an error.
+        {"id": "plain", "query": query("x", "plain"), "context": "x", "schema": COUNTED},
         {"id": "text", "query": query("x", "text"), "context": "x"},
-    ]  # fmt: skip
+    ]
     questions = write(tmp_path / "q.jsonl", rows)
     report = asyncio.run(run_batch(config(questions, tmp_path / "out", server)))
-    ids = {r["id"] for r in read_results(tmp_path / "out")}
-    if TYPED_ANSWERS:
-        assert ids == {"typed", "text"}
-    else:
-        assert ids == {"text"}
-        assert [str(p) for p in report.problems] == [
-            'line 1: "schema" asks for a typed answer, which this version of deeprlm cannot '
-            "give yet (RLM(output=...))"
-        ]
+    results = {r["id"]: r for r in read_results(tmp_path / "out")}
+    assert report.statuses == Counter(answered=2, error=1)
+    typed = results["typed"]
+    assert typed["value"] == {"word": "x", "n": 2, "doubled": 4}
+    assert json.loads(typed["answer"]) == typed["value"]
+    assert results["plain"]["status"] == "error" and results["plain"]["value"] is None
+    assert "did not follow the output schema" in results["plain"]["error"]
+    assert results["text"]["answer"] == "x=1 doubled=2" and "value" not in results["text"]
+    # The schema reached the model: the typed question's root prompt states it.
+    typed_prompts = [
+        json.dumps(r["messages"]) for r in server.requests if question_of(r) == "typed"
+    ]
+    assert any("must be JSON that follows this JSON Schema" in p for p in typed_prompts)
+
+
+def test_the_schema_flag_types_every_question_without_its_own(chat_server, tmp_path):
+    server = chat_server(Script())
+    own = {"type": "object", "required": ["word", "doubled"]}
+    rows = [
+        {"id": "typed-a", "query": query("x", "typed-a"), "context": "x"},
+        {"id": "typed-b", "query": query("y", "typed-b"), "context": "y y y", "schema": own},
+    ]
+    questions = write(tmp_path / "q.jsonl", rows)
+    schema = tmp_path / "counted.json"
+    schema.write_text(json.dumps(COUNTED))
+    out = tmp_path / "out"
+    common = ["--model", "openai/m", "--base-url", server.url, "--repl", "inprocess", "-q"]
+    done = deeprlm("batch", str(questions), "--out", str(out), "--schema", str(schema), *common)
+    assert done.returncode == 0, done.stderr
+    results = {r["id"]: r for r in read_results(out)}
+    assert results["typed-a"]["value"] == {"word": "x", "n": 1, "doubled": 2}
+    assert results["typed-b"]["value"] == {"word": "y", "n": 3, "doubled": 6}
+    prompts = {question_of(r): json.dumps(r["messages"]) for r in server.requests}
+    assert '\\"required\\": [\\"word\\", \\"n\\"]' in prompts["typed-a"]
+    assert '\\"required\\": [\\"word\\", \\"doubled\\"]' in prompts["typed-b"]
+    # A schema file that is not a schema is one line, before any question runs.
+    schema.write_text(json.dumps({"type": 5}))
+    bad = deeprlm(
+        "batch", str(questions), "--out", str(tmp_path / "o2"), "--schema", str(schema), *common
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "not a valid JSON Schema" in bad.stderr and not (tmp_path / "o2").exists()
 
 
 def test_questions_read_their_paths_relative_to_the_file(tmp_path):

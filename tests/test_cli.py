@@ -215,6 +215,7 @@ def test_a_server_that_fails_exits_1_with_one_line(chat_server, tmp_path):
 def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
     given = {
         "--max-iterations": "7",
+        "--output-retries": "1",
         "--max-output-chars": "900",
         "--cell-timeout": "2.5",
         "--max-reply-tokens": "64",
@@ -238,6 +239,7 @@ def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
     settings = Settings(**settings_from_flags(build_parser().parse_args(argv)))
     assert settings == Settings(
         max_iterations=7,
+        output_retries=1,
         max_output_chars=900,
         cell_timeout_s=2.5,
         max_reply_tokens=64,

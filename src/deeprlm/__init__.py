@@ -5,6 +5,7 @@ result = RLM(model="openai/gpt-5-mini").run("Which customer complained most?", l
 print(result.answer)
 """
 
+from deeprlm.cache import Cache
 from deeprlm.context import ContextInfo, load_paths
 from deeprlm.errors import (
     CostLimitError,
@@ -12,6 +13,7 @@ from deeprlm.errors import (
     InputError,
     LimitError,
     LMError,
+    OutputError,
     SandboxError,
     SubCallLimitError,
     TimeLimitError,
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LM",
     "RLM",
+    "Cache",
     "Completion",
     "ContextInfo",
     "CostLimitError",
@@ -36,6 +39,7 @@ __all__ = [
     "LMDefaults",
     "LMError",
     "LimitError",
+    "OutputError",
     "Price",
     "RLMResult",
     "SandboxError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import mmap
 import os
 import statistics
@@ -37,7 +38,7 @@ class ContextInfo:
     keys: tuple[str, ...] = ()  # the first few names of a dict context
     preview: str = ""
     sha256: str = ""
-    skipped: tuple[str, ...] = field(default=())  # binary files left out of a folder
+    skipped: tuple[str, ...] = field(default=())  # files left out of a folder (binary)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -301,8 +302,45 @@ def _read_stream(f: IO[bytes]) -> tuple[Verdict | None, str | None]:
     return verdict, text
 
 
+def decode_text(data: bytes) -> str | None:
+    """Bytes (an uploaded file, an archive's member) as text, judged as a file is; None when
+    they are binary."""
+    return _read_stream(io.BytesIO(data))[1]
+
+
+class _Limits:
+    """What `load_paths` may read: only files inside `within` (after following links), and
+    at most `max_bytes` in all."""
+
+    def __init__(self, within: Sequence[str] | None, max_bytes: int | None) -> None:
+        self.roots = None if within is None else [os.path.realpath(r) for r in within]
+        self.max_bytes = max_bytes
+        self.read = 0
+
+    def allows(self, path: Path) -> bool:
+        if self.roots is None:
+            return True
+        real = os.path.realpath(path)
+        return any(
+            real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots
+        )
+
+    def count(self, path: Path) -> None:
+        if self.max_bytes is None:
+            return
+        try:
+            self.read += path.stat().st_size
+        except OSError:
+            return  # reading it says what is wrong
+        if self.read > self.max_bytes:
+            raise InputError(
+                f"the context is over {self.max_bytes / 1e6:g} MB at {path}; "
+                "load a smaller folder or fewer files"
+            )
+
+
 def _read_folder(
-    folder: Path, prefix: str, notes: list[str] | None
+    folder: Path, prefix: str, notes: list[str] | None, limits: _Limits
 ) -> tuple[dict[str, str], list[str]]:
     texts: dict[str, str] = {}
     skipped: list[str] = []
@@ -313,6 +351,10 @@ def _read_folder(
             key = prefix + path.relative_to(folder).as_posix()
             if not path.is_file():
                 continue
+            if not limits.allows(path):
+                skipped.append(key)  # a link out of the allowed roots
+                continue
+            limits.count(path)
             text = read_text(path, notes)
             if text is None:
                 skipped.append(key)
@@ -338,14 +380,22 @@ def _raise_walk_error(err: OSError) -> None:
 
 
 def load_paths(
-    paths: Sequence[str], stdin: IO[Any] | None = None, *, notes: list[str] | None = None
+    paths: Sequence[str],
+    stdin: IO[Any] | None = None,
+    *,
+    notes: list[str] | None = None,
+    within: Sequence[str] | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[ContextValue, list[str]]:
     """Reads `--context` arguments. One file gives a str, one folder a dict of its text
     files, several paths a dict keyed by path; '-' reads stdin. Returns (context, skipped
-    binary files). Raises InputError for anything missing, unreadable, binary or empty.
-    Files that are not UTF-8 are decoded (see above) and named in `notes`."""
+    files: binary, or links out of `within`). Raises InputError for anything missing,
+    unreadable, binary or empty, for a path outside `within` (None allows any), and past
+    `max_bytes` read in all. Files that are not UTF-8 are decoded (see above) and named in
+    `notes`."""
     if not paths:
         raise InputError("no context given: pass --context PATH (a file, a folder, or - for stdin)")
+    limits = _Limits(within, max_bytes)
     parts: dict[str, str] = {}
     skipped: list[str] = []
     for raw in paths:
@@ -353,12 +403,15 @@ def load_paths(
             parts["<stdin>"] = _read_stdin(stdin or sys.stdin, notes)
             continue
         path = Path(raw)
+        if not limits.allows(path):
+            raise InputError(f"{raw} is outside the allowed folders")
         if path.is_dir():
             prefix = "" if len(paths) == 1 else f"{raw.rstrip('/')}/"
-            texts, binary = _read_folder(path, prefix, notes)
+            texts, binary = _read_folder(path, prefix, notes, limits)
             parts.update(texts)
             skipped += binary
             continue
+        limits.count(path)
         text = read_text(path, notes)
         if text is None:
             raise InputError(f"{raw} is a binary file, not text")

@@ -62,6 +62,11 @@ class LMError(DeepRLMError):
         self.window_tokens = window_tokens
 
 
+class OutputError(LMError):
+    """The root model's final answer did not follow the output schema (`RLM(output=...)`),
+    however many times it was told what was wrong. `partial_answer` is its last answer."""
+
+
 class SandboxError(DeepRLMError):
     """The sandboxed REPL could not be started or kept alive."""
 

@@ -78,6 +78,14 @@ class Settings:
         section=LOOP,
         check="positive",
     )
+    output_retries: int = setting(
+        2,
+        help="with a typed answer (--schema, RLM(output=...)): how many times a final answer "
+        "that does not follow the schema is sent back to the root model, with what is "
+        "wrong, before the run fails",
+        section=LOOP,
+        check="non-negative",
+    )
     max_depth: int = setting(
         1,
         help="deepest child run; at the limit rlm_query falls back to a plain model call",
@@ -171,16 +179,7 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value, check = getattr(self, f.name), f.metadata["check"]
-            # nan passes every comparison, and inf means no limit (which None says).
-            if isinstance(value, float) and not math.isfinite(value):
-                raise InputError(f"{f.name} must be a finite number, got {value}")
-            if value is None or check is None:
-                continue
-            if (check == "positive" and value <= 0) or (check == "non-negative" and value < 0):
-                wanted = "positive" if check == "positive" else "0 or more"
-                raise InputError(f"{f.name} must be {wanted}, got {value}")
+        check_rows(self)
         if self.repl not in REPL_KINDS:
             raise InputError(
                 f"unknown REPL kind {self.repl!r}; choose one of: {', '.join(REPL_KINDS)}"
@@ -205,6 +204,26 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_rows(table: Any) -> None:
+    """Checks each row of a table made with `setting(...)` against its `check`."""
+    for f in fields(table):
+        value, check = getattr(table, f.name), f.metadata.get("check")
+        # nan passes every comparison, and inf means no limit (which None says).
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{f.name} must be a finite number, got {value}")
+        if value is None or check is None:
+            continue
+        if (check == "positive" and value <= 0) or (check == "non-negative" and value < 0):
+            wanted = "positive" if check == "positive" else "0 or more"
+            raise InputError(f"{f.name} must be {wanted}, got {value}")
+
+
+def bounds() -> tuple[str, ...]:
+    """The settings that bound what a run may use (those with a check): a caller may lower
+    them, never raise them past what the owner of the `RLM` set (see `deeprlm.serve`)."""
+    return tuple(row.name for row in table() if row.metadata["check"] is not None)
 
 
 def table() -> tuple[Field[Any], ...]:

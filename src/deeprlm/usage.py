@@ -195,6 +195,10 @@ class PriceTable:
 
 @dataclass(frozen=True)
 class ModelUsage:
+    """Calls paid for and what they cost; and, apart, the calls the sub-call cache served
+    (`cache_hits`) with the tokens and USD they would have cost. `cached_tokens` is the
+    provider's own prompt cache, inside calls that were paid for."""
+
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -203,6 +207,9 @@ class ModelUsage:
     # Calls whose usage was counted here, not reported: the provider sent none, or the call
     # was abandoned in flight (a deadline, a cancelled run) and is charged its prompt.
     estimated_calls: int = 0
+    cache_hits: int = 0
+    saved_tokens: int = 0
+    saved_usd: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -220,6 +227,9 @@ class ModelUsage:
             self.cached_tokens + other.cached_tokens,
             self.usd + other.usd,
             self.estimated_calls + other.estimated_calls,
+            self.cache_hits + other.cache_hits,
+            self.saved_tokens + other.saved_tokens,
+            self.saved_usd + other.saved_usd,
         )
 
     def to_dict(self) -> dict[str, float]:
@@ -285,6 +295,19 @@ class UsageMeter:
         """Tokens and USD across every model so far."""
         total = self.report().total
         return total.tokens, total.usd
+
+    def record_hit(self, completion: Completion) -> float:
+        """Adds one call the sub-call cache served: free, and counted apart. Returns the USD
+        it saved."""
+        saved = self.prices.cost(completion)
+        hit = ModelUsage(
+            cache_hits=1,
+            saved_tokens=completion.input_tokens + completion.output_tokens,
+            saved_usd=saved,
+        )
+        with self._lock:
+            self._tally.add(completion.model, hit)
+        return saved
 
     def report(self) -> UsageReport:
         with self._lock:

@@ -3,7 +3,8 @@
     deeprlm batch QUESTIONS.jsonl --out DIR [--model SPEC ...] [--shared NAME=PATH ...]
         [--executor local|ray] [--ray-address ADDR] [--workers N]
         [--provider-concurrency N] [--batch-max-usd X] [--batch-max-tokens N]
-        [--export-trajectories] [--strict] [--retry-failed] [--json] [--quiet]
+        [--cache [PATH]] [--schema FILE.json] [--export-trajectories] [--strict]
+        [--retry-failed] [--json] [--quiet]
         [every setting of `deeprlm ask`, for each question]
 
 Run again on the same folder, it resumes: finished questions are not run again.
@@ -31,7 +32,8 @@ from deeprlm.batch.run import (
     run_batch,
 )
 from deeprlm.batch.store import RESULTS
-from deeprlm.batch.work import Models
+from deeprlm.batch.work import CacheChoice, Models
+from deeprlm.errors import InputError
 from deeprlm.flags import (
     add_model_flags,
     add_price_flags,
@@ -40,6 +42,7 @@ from deeprlm.flags import (
     prices_from_flags,
     settings_from_flags,
 )
+from deeprlm.output import OutputSchema
 from deeprlm.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -139,7 +142,29 @@ def register(subparsers: Any) -> None:
     budget.add_argument("--batch-max-tokens", type=_positive(int), metavar="N", help="tokens")
     add_setting_flags(batch)
     add_price_flags(batch)
+    cache = batch.add_argument_group("cache")
+    cache.add_argument(
+        "--cache",
+        nargs="?",
+        const="on",
+        metavar="PATH|on|off",
+        help="keep model replies in a SQLite file every question shares, so that no identical "
+        "call is paid twice and a question run again (after an interrupt, a lost worker) "
+        "replays the calls it had made; alone or 'on': $DEEPRLM_HOME/cache.sqlite, on each "
+        "machine that answers questions (default: off)",
+    )
+    cache.add_argument(
+        "--cache-sampled",
+        action="store_true",
+        help="also share cached replies of models that sample (temperature above 0)",
+    )
     output = batch.add_argument_group("output")
+    output.add_argument(
+        "--schema",
+        metavar="FILE.json",
+        help='a JSON Schema every answer must follow (a question\'s own "schema" wins); '
+        "the result's answer is its JSON and its value the parsed object",
+    )
     output.add_argument(
         "--export-trajectories",
         action="store_true",
@@ -183,7 +208,17 @@ def config_from_args(args: argparse.Namespace) -> BatchConfig:
         strict=args.strict,
         retry_failed=args.retry_failed,
         trajectories=args.export_trajectories,
+        cache=_cache(args),
+        schema=OutputSchema.from_file(args.schema).schema if args.schema else None,
     )
+
+
+def _cache(args: argparse.Namespace) -> CacheChoice | None:
+    if args.cache in (None, "off", ""):
+        if args.cache_sampled:
+            raise InputError("--cache-sampled needs --cache")
+        return None
+    return CacheChoice(None if args.cache == "on" else args.cache, sampled=args.cache_sampled)
 
 
 def _batch(args: argparse.Namespace) -> int:

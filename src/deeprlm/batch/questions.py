@@ -29,6 +29,7 @@ from typing import Any
 
 from deeprlm.context import normalize
 from deeprlm.errors import InputError
+from deeprlm.output import OutputSchema
 from deeprlm.repl.base import ContextValue
 from deeprlm.settings import BUDGETS, LOOP, RECURSION, Settings, table
 
@@ -38,7 +39,6 @@ CONTEXT_FIELDS = ("context", "paths", "shared")
 # what it may spend, never where code runs or what it may read.
 LIMIT_SECTIONS = (LOOP, RECURSION, BUDGETS)
 LIMIT_NAMES = frozenset(row.name for row in table() if row.metadata["section"] in LIMIT_SECTIONS)
-JSON_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 
 
 @dataclass(frozen=True)
@@ -210,25 +210,15 @@ def _limits(limits: Any, base: Settings) -> dict[str, Any]:
 
 
 def _schema(schema: Any) -> dict[str, Any] | None:
-    """The shape a JSON Schema must have; its meaning is checked where answers are typed."""
+    """A JSON Schema for the typed answer, checked against its metaschema as `RLM` does."""
     if schema is None:
         return None
     if not isinstance(schema, dict):
         raise _Bad('"schema" must be a JSON Schema object')
-    kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
-    if not all(isinstance(k, str) and k in JSON_TYPES for k in kinds):
-        raise _Bad(f"schema: unknown type {kind!r}; the JSON types are {', '.join(JSON_TYPES)}")
-    properties = schema.get("properties", {})
-    if not isinstance(properties, dict) or not all(
-        isinstance(v, (dict, bool)) for v in properties.values()
-    ):
-        raise _Bad('schema: "properties" must map names to schemas')
-    required = schema.get("required", [])
-    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-        raise _Bad('schema: "required" must be a list of names')
-    if "items" in schema and not isinstance(schema["items"], (dict, bool)):
-        raise _Bad('schema: "items" must be a schema')
+    try:
+        OutputSchema(schema)
+    except InputError as err:
+        raise _Bad(str(err).replace("output: ", "schema: ", 1)) from None
     return schema
 
 

@@ -12,6 +12,7 @@ which a resumed batch runs again).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 from collections import Counter
@@ -26,17 +27,13 @@ from deeprlm.batch.progress import BatchProgress, Tally
 from deeprlm.batch.questions import ContextRef, LineProblem, Question, read_questions
 from deeprlm.batch.scheduler import Item, Outcome, Scheduler
 from deeprlm.batch.store import FINAL, ResultStore
-from deeprlm.batch.work import TYPED_ANSWERS, Finished, Loaded, Models, QuestionJob
+from deeprlm.batch.work import CacheChoice, Finished, Loaded, Models, QuestionJob
 from deeprlm.context import load_paths
 from deeprlm.errors import InputError
 from deeprlm.settings import Settings
 from deeprlm.usage import UsageReport
 
 DEFAULT_RETRIES = 2
-NO_TYPED_ANSWERS = (
-    '"schema" asks for a typed answer, which this version of deeprlm cannot give yet '
-    "(RLM(output=...))"
-)
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,11 @@ class BatchConfig:
     strict: bool = False  # a malformed line refuses the batch
     retry_failed: bool = False  # run again the questions that ended in error
     trajectories: bool = False
+    # The sub-call cache every question shares (on Ray, a file per node): a question run
+    # again, after an interrupt say, replays the calls it had made.
+    cache: CacheChoice | None = None
+    # The JSON Schema of the answer of every question that gives none of its own.
+    schema: Mapping[str, Any] | None = None
 
     def check(self) -> None:
         for name in ("workers", "provider_concurrency", "max_usd", "max_tokens"):
@@ -122,11 +124,11 @@ def read_batch(config: BatchConfig) -> tuple[list[Question], list[LineProblem]]:
         base=config.settings,
         scorers=frozenset(rewards.scorers()),
     )
-    if not TYPED_ANSWERS:
-        typed = [q for q in questions if q.schema is not None]
-        problems += [LineProblem(q.line, NO_TYPED_ANSWERS) for q in typed]
-        questions = [q for q in questions if q.schema is None]
-        problems.sort(key=lambda p: p.line)
+    if config.schema is not None:
+        questions = [
+            q if q.schema is not None else dataclasses.replace(q, schema=config.schema)
+            for q in questions
+        ]
     usd = config.max_usd is not None or config.settings.max_usd is not None
     if usd or any("max_usd" in q.limits for q in questions):
         # A USD budget counts $0 for a model without a price and never stops.
@@ -297,7 +299,7 @@ async def run_batch(
 
 
 def _item(question: Question, config: BatchConfig) -> Item:
-    job = QuestionJob(question, config.models, config.settings, config.trajectories)
+    job = QuestionJob(question, config.models, config.settings, config.trajectories, config.cache)
     ref = question.context
     if ref.key is None:
         return Item(job)

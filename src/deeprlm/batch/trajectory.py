@@ -34,7 +34,8 @@ one that counts, as in `results.jsonl`.
 `CallTap` sees the messages: it wraps the models of one run tree and pairs each call with
 the trace's call event, which the engine emits just before it calls the model, in the same
 context (a context variable carries the call's id to the model, into any task made
-between the two).
+between the two). A reply the sub-call cache serves instead of the model is shown to the
+wrapper too (`deeprlm.cache.Watched`), after its call event.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeprlm.cache import sampling_of
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.trace.events import (
     BatchStarted,
@@ -120,8 +122,17 @@ class TappedLM:
     def prompt_family(self) -> str:
         return self.lm.prompt_family
 
+    @property
+    def sampling(self) -> dict[str, Any]:
+        # The cache keys a reply by it: the tapped model is cached as the model itself.
+        return sampling_of(self.lm)
+
     def for_role(self, role: str) -> LM:
         return TappedLM(self.lm.for_role(role), self.tap)
+
+    def served(self, messages: Sequence[Message], completion: Completion) -> None:
+        """A reply the cache gave in place of this model's: seen all the same."""
+        self.tap.record(messages, completion)
 
     async def acomplete(
         self,
@@ -129,8 +140,13 @@ class TappedLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        completion = await self.lm.acomplete(messages, tools=tools, max_tokens=max_tokens)
+        # The schema only when there is one: adapters written before it lack the keyword.
+        options: dict[str, Any] = {} if schema is None else {"schema": schema}
+        completion = await self.lm.acomplete(
+            messages, tools=tools, max_tokens=max_tokens, **options
+        )
         self.tap.record(messages, completion)
         return completion
 

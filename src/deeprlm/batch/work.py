@@ -8,7 +8,6 @@ machine never needs the output folder.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import time
@@ -19,6 +18,7 @@ from typing import Any
 from deeprlm.batch import trajectory
 from deeprlm.batch.executors import Cancelled
 from deeprlm.batch.questions import Question
+from deeprlm.cache import Cache
 from deeprlm.engine.shared import Permits
 from deeprlm.errors import DeepRLMError
 from deeprlm.lm.base import LM
@@ -29,9 +29,6 @@ from deeprlm.settings import Settings
 from deeprlm.trace.events import Event
 from deeprlm.trace.fold import Fold
 from deeprlm.usage import Price, PriceTable, UsageReport
-
-# Typed answers (`RLM(output=SCHEMA)`) are a feature of the engine that may be absent.
-TYPED_ANSWERS = "output" in inspect.signature(RLM.__init__).parameters
 
 
 @dataclass(frozen=True)
@@ -75,11 +72,30 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class CacheChoice:
+    """The sub-call cache the questions share: a file (None: `$DEEPRLM_HOME/cache.sqlite`),
+    opened once per process that answers questions."""
+
+    path: str | None = None
+    sampled: bool = False
+
+    def open(self) -> Cache:
+        key = (self.path, self.sampled)
+        if key not in _CACHES:
+            _CACHES[key] = Cache(self.path, sampled=self.sampled)
+        return _CACHES[key]
+
+
+_CACHES: dict[tuple[str | None, bool], Cache] = {}
+
+
+@dataclass(frozen=True)
 class QuestionJob:
     question: Question
     models: Models
     settings: Settings
     trajectories: bool = False
+    cache: CacheChoice | None = None
 
     @property
     def key(self) -> str:
@@ -128,9 +144,7 @@ class QuestionJob:
             lm = resolve_lm(spec, base_url=m.base_url)
             return tap.wrap(lm) if tap is not None else lm
 
-        options: dict[str, Any] = {}
-        if self.question.schema is not None:
-            options["output"] = dict(self.question.schema)
+        schema = self.question.schema
         settings = {**self.settings.to_dict(), **self.question.limits}
         return RLM(
             make(m.model),
@@ -139,7 +153,8 @@ class QuestionJob:
             prices=dict(m.prices),
             on_event=on_event,
             permits=permits,
-            **options,
+            output=dict(schema) if schema is not None else None,
+            cache=self.cache.open() if self.cache is not None else None,
             **settings,
         )
 
@@ -171,9 +186,8 @@ class QuestionJob:
             "started_at": round(started_at, 3),
             "finished_at": round(time.time(), 3),
         }
-        value = getattr(result, "value", None)
-        if value is not None:
-            record["value"] = value.model_dump() if hasattr(value, "model_dump") else value
+        if question.schema is not None:
+            record["value"] = result.value if result is not None else None
         if question.meta is not None:
             record["meta"] = dict(question.meta)
         built = None

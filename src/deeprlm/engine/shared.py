@@ -3,10 +3,11 @@
 `SharedState` holds what the root run, its child runs and their sub-calls have in common:
 the settings, the models, the budget, the usage meter, the trace recorder, and the
 semaphore that bounds model calls in flight. `call_lm` is the only way anything in a run
-tree (or a benchmark baseline) calls a model: attempts retried outside their concurrency
-slot (`deeprlm.lm.provider.call_with_retries`), each holding a budget reservation while
-in flight (`deeprlm.budget`), bounded by deadlines, and recorded in usage and the trace,
-in that one function.
+tree (or a benchmark baseline) calls a model: the sub-call cache first, when the run has
+one (`deeprlm.cache`: a hit bypasses everything below and costs nothing); then attempts
+retried outside their concurrency slot (`deeprlm.lm.provider.call_with_retries`), each
+holding a budget reservation while in flight (`deeprlm.budget`), bounded by deadlines, and
+recorded in usage and the trace, in that one function.
 
 `Permits` is the seam for a bound wider than one tree: the questions of a batch, in one
 process or across a cluster, share each model's permits (`deeprlm.batch.permits`); a single
@@ -22,6 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from deeprlm.budget import Budget, Reservation
+from deeprlm.cache import RunCache
 from deeprlm.errors import DeepRLMError, LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.lm.provider import (
@@ -72,9 +74,14 @@ class SharedState:
         models: Mapping[str, str | LM] | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         sub_tools: Mapping[str, Callable[..., Any]] | None = None,
+        cache: RunCache | None = None,
         permits: Permits | None = None,
     ) -> None:
         self.settings = settings
+        self.cache = cache
+        # The iteration limit the prompts state. A resumed run keeps the first run's, so
+        # that its replayed turns read the same (see `deeprlm.resume`).
+        self.prompt_iterations = settings.max_iterations
         self.root_lm = root_lm
         self.sub_lm = sub_lm
         self.tools = dict(tools or {})
@@ -137,6 +144,72 @@ class SharedState:
         prompt: str,
         tools: Sequence[ToolSpec] | None = None,
         until: Deadline | None = None,
+        schema: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        """One model call: from the cache if the run has one and it holds the reply, else
+        metered (`_metered_call`) and then stored. `schema` is a JSON Schema the reply must
+        follow (see `LM.acomplete`)."""
+
+        async def make() -> Completion:
+            return await self._metered_call(
+                lm, messages, purpose, run_id, parent_id, prompt, tools, until, schema
+            )
+
+        if self.cache is None:
+            return await make()
+
+        def served(completion: Completion, how: str) -> None:
+            saved = self.usage.record_hit(completion)
+            span = self.recorder.call_started(
+                run_id=run_id,
+                parent_id=parent_id,
+                purpose=purpose,
+                model=lm.name,
+                prompt_chars=len(prompt),
+            )
+            self.recorder.call_ended(
+                span,
+                purpose=purpose,
+                model=completion.model,
+                prompt=prompt,
+                reply=completion.text,
+                input_tokens=0,
+                output_tokens=0,
+                cached_tokens=0,
+                usd=0.0,
+                error=None,
+                cache=how,
+                saved_tokens=completion.input_tokens + completion.output_tokens,
+                saved_usd=saved,
+            )
+
+        def storable(completion: Completion) -> bool:
+            # Under a token or USD budget a reply may be capped below the setting to fit
+            # what is left: cut short there, it is not the reply to the request as keyed.
+            return not (completion.finish_reason == "length" and self.budget.metered)
+
+        return await self.cache.call(
+            lm,
+            messages,
+            tools=tools,
+            max_tokens=self.settings.max_reply_tokens,
+            schema=schema,
+            make=make,
+            served=served,
+            storable=storable,
+        )
+
+    async def _metered_call(
+        self,
+        lm: LM,
+        messages: list[Message],
+        purpose: str,
+        run_id: str,
+        parent_id: str,
+        prompt: str,
+        tools: Sequence[ToolSpec] | None,
+        until: Deadline | None,
+        schema: Mapping[str, Any] | None,
     ) -> Completion:
         """One metered model call: its attempts, each holding a concurrency slot and then
         a budget reservation while in flight, retried outside the slot; usage and a trace
@@ -178,6 +251,7 @@ class SharedState:
                     run_id=run_id,
                     parent_id=parent_id,
                     prompt=prompt,
+                    schema=schema,
                 )
             finally:
                 await permit.aclose()
@@ -216,6 +290,7 @@ class SharedState:
         run_id: str,
         parent_id: str,
         prompt: str,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         """One attempt, sent with its reservation held: recorded whatever becomes of it."""
         span = self.recorder.call_started(
@@ -237,8 +312,10 @@ class SharedState:
             what = f"the call timeout of {limit:g}s (call_timeout_s)"
             timeout = Deadline.after(limit, "call", what)
         try:
+            # The schema only when there is one: adapters written before it lack the keyword.
+            options: dict[str, Any] = {} if schema is None else {"schema": schema}
             completion = await within(
-                lm.acomplete(messages, tools=tools, max_tokens=reservation.max_tokens),
+                lm.acomplete(messages, tools=tools, max_tokens=reservation.max_tokens, **options),
                 lm.name,
                 deadline,
                 timeout,

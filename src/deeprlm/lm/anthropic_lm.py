@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -62,9 +62,17 @@ class AnthropicLM(ProviderLM):
         super().__init__(model, self.base_url or "the Anthropic API", options, context_window)
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         system, converted = convert_messages(messages)
+        if schema is not None:
+            # The Messages API has no structured output: the schema is asked for in words.
+            wanted = "Reply with JSON only, following this JSON Schema: " + json.dumps(schema)
+            system = f"{system}\n\n{wanted}" if system else wanted
         request: dict[str, Any] = {
             "model": self.name,
             "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,

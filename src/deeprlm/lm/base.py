@@ -13,7 +13,7 @@ each adapter converts it to its provider's shape at the edge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -96,7 +96,12 @@ class LM(Protocol):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
-    ) -> Completion: ...
+        schema: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        """One reply. `schema`, when given, is a JSON Schema the reply's text must follow:
+        the adapter holds the model to it where the model or server can (a grammar,
+        `response_format`)."""
+        ...
 
 
 class LMDefaults:
@@ -117,6 +122,7 @@ def complete_sync(
     *,
     tools: Sequence[ToolSpec] | None = None,
     max_tokens: int | None = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> Completion:
     """One call of `lm` from blocking code (a script, a notebook cell)."""
-    return run_blocking(lm.acomplete(messages, tools=tools, max_tokens=max_tokens))
+    return run_blocking(lm.acomplete(messages, tools=tools, max_tokens=max_tokens, schema=schema))

@@ -12,10 +12,11 @@ cache. Calls are serialised by that lock; two cores gain nothing from interleavi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,17 @@ class LlamaCppLM:
         """The reply cap used when a call gives none."""
         return self._shared.settings.max_tokens
 
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """What besides the messages shapes a reply (read by the sub-call cache)."""
+        s = self._shared.settings
+        return {
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "repeat_penalty": s.repeat_penalty,
+            "context_window": s.context_window,
+        }
+
     def for_role(self, role: str) -> LlamaCppLM:
         """The same model with its own KV cache for `role` ("root", "sub", ...)."""
         twin = self._twins.get(role)
@@ -206,12 +218,13 @@ class LlamaCppLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
-        """One reply. Setting `cancel` (from another thread) stops the call within one
-        batch of prompt tokens or one generated token; the reply so far comes back with
-        `finish_reason="cancelled"`."""
-        return self._complete(messages, max_tokens, cancel or threading.Event())
+        """One reply; `schema` holds it to a JSON Schema with a grammar. Setting `cancel`
+        (from another thread) stops the call within one batch of prompt tokens or one
+        generated token; the reply so far comes back with `finish_reason="cancelled"`."""
+        return self._complete(messages, max_tokens, schema, cancel or threading.Event())
 
     async def acomplete(
         self,
@@ -219,22 +232,34 @@ class LlamaCppLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         # A worker thread cannot be killed, so a cancelled caller (a wall-clock limit) raises
         # a flag that prompt evaluation and sampling check between steps.
         cancel = threading.Event()
         try:
             return await asyncio.to_thread(
-                self.complete, messages, max_tokens=max_tokens, cancel=cancel
+                self.complete, messages, max_tokens=max_tokens, schema=schema, cancel=cancel
             )
         except asyncio.CancelledError:
             cancel.set()
             raise
 
     def _complete(
-        self, messages: Sequence[Message], max_tokens: int | None, cancel: threading.Event
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None,
+        cancel: threading.Event,
     ) -> Completion:
-        from llama_cpp import StoppingCriteriaList
+        from llama_cpp import LlamaGrammar, StoppingCriteriaList
+
+        grammar = None
+        if schema is not None:
+            try:
+                grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise LMError(f"llama.cpp cannot hold a reply to this schema: {exc}") from exc
 
         settings = self._shared.settings
         with self._shared.lock:
@@ -256,6 +281,7 @@ class LlamaCppLM:
                     temperature=settings.temperature,
                     repeat_penalty=settings.repeat_penalty,
                     seed=settings.seed,
+                    grammar=grammar,
                     stopping_criteria=StoppingCriteriaList([lambda ids, logits: cancel.is_set()]),
                 )
             except (ValueError, RuntimeError) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import openai
@@ -34,6 +34,7 @@ class OpenAICompatibleLM(ProviderLM):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = 0,
         context_window: int | None = None,
+        temperature: float | None = None,
     ) -> None:
         if not model:
             raise InputError("openai/NAME needs a model name after 'openai/'")
@@ -57,14 +58,31 @@ class OpenAICompatibleLM(ProviderLM):
         # the servers that copy its format (vLLM, Ollama, llama.cpp) know the older one.
         openai_itself = self.base_url is None or "api.openai.com" in self.base_url
         self._cap_key = "max_completion_tokens" if openai_itself else "max_tokens"
+        self.temperature = temperature  # None: the server's default (sent only when set)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """What besides the messages shapes a reply (read by the sub-call cache)."""
+        return {"temperature": self.temperature, "base_url": self.base_url}
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLM({self.name!r}, base_url={self.base_url!r})"
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.name, "messages": list(messages)}
+        if self.temperature is not None:
+            request["temperature"] = self.temperature
+        if schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": dict(schema), "strict": True},
+            }
         if tools:
             request["tools"] = [
                 {

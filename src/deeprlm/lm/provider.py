@@ -23,7 +23,7 @@ import re
 import ssl
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -292,7 +292,11 @@ class ProviderLM(LMDefaults):
         return getattr(self.sdk, self.async_client)(**self._options, http_client=http_client)
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -311,12 +315,13 @@ class ProviderLM(LMDefaults):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
             client = self._make_client()
             self._async_clients[loop] = client
-        request = self._request(messages, tools, max_tokens)
+        request = self._request(messages, tools, max_tokens, schema)
         with provider_errors(self.sdk, self._where):
             return self._parse(await self._send(client, request), messages)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from deeprlm.lm.base import Completion, LMDefaults, Message, ToolSpec
 from deeprlm.textutil import estimate_tokens
@@ -25,18 +26,28 @@ class ScriptedLM(LMDefaults):
         *,
         name: str = "scripted",
         delay: float = 0.0,
+        temperature: float | None = None,
     ) -> None:
         self.name = name
         self.delay = delay
+        # What the sub-call cache reads: 0 says the same messages get the same reply (a
+        # policy that is a function of them); None, that replies may differ (a list).
+        self.sampling = {"temperature": temperature}
         self._policy = replies if callable(replies) else None
         self._replies = [] if callable(replies) else list(replies)
         self._lock = threading.Lock()
         self._next = 0
         self.calls: list[list[Message]] = []
+        # The JSON Schema each call asked for (None: none), in call order. Scripted replies
+        # are returned as written: a test decides whether they follow it.
+        self.schemas: list[Mapping[str, Any] | None] = []
 
-    def _reply(self, messages: Sequence[Message]) -> Completion:
+    def _reply(
+        self, messages: Sequence[Message], schema: Mapping[str, Any] | None = None
+    ) -> Completion:
         with self._lock:
             self.calls.append([dict(m) for m in messages])
+            self.schemas.append(schema)
             if self._policy is not None:
                 reply = self._policy(messages)
             elif not self._replies:
@@ -61,7 +72,8 @@ class ScriptedLM(LMDefaults):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         if self.delay:
             await asyncio.sleep(self.delay)
-        return self._reply(messages)
+        return self._reply(messages, schema)

@@ -241,6 +241,8 @@ class LiveConsole:
             calls = str(tally.calls)
             if failed := self.progress.failed[model]:
                 calls += f" ({failed} failed)"
+            if tally.cache_hits:
+                calls += f" (+{tally.cache_hits} cached)"
             table.add_row(
                 model,
                 calls,
@@ -352,7 +354,14 @@ class LogLines:
                 lines.append(
                     f"[{e.t:8.1f}s] usage · {model}: {_count(tally.calls, 'call')}"
                     f" · {short_tokens(tally.input_tokens)} in"
-                    f" · {short_tokens(tally.output_tokens)} out · {short_usd(tally.usd)}\n"
+                    f" · {short_tokens(tally.output_tokens)} out · {short_usd(tally.usd)}"
+                    + (
+                        f" · {_count(tally.cache_hits, 'cached call')}, "
+                        f"{short_tokens(tally.saved_tokens)} tok saved"
+                        if tally.cache_hits
+                        else ""
+                    )
+                    + "\n"
                 )
         return lines
 

@@ -44,6 +44,9 @@ class RunStarted(Event):
     repl: str = ""
     context: dict[str, Any] = field(default_factory=dict)  # a ContextInfo as a dict
     settings: dict[str, Any] = field(default_factory=dict)  # the root only
+    # The root only, when the run used the sub-call cache: its file ("path"), the run's
+    # token ("run", naming its own entries) and "sampled"; what `--resume` reads back.
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +60,7 @@ class RunEnded(Event):
     wall_s: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)  # the whole tree's, on the root
     error: str | None = None
+    limit: str = ""  # with status "limit": which one (tokens, usd, time, sub_calls)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +98,11 @@ class LMCallEnded(Event):
     # The tokens were counted here: the provider reported none, or the attempt was
     # abandoned in flight (a deadline, a cancelled run) and is charged its prompt.
     estimated: bool = False
+    # "hit" (served from the sub-call cache) or "shared" (an identical call in flight
+    # answered it): free, so the tokens and USD above are 0 and these say what it saved.
+    cache: str = ""
+    saved_tokens: int = 0
+    saved_usd: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -129,6 +129,7 @@ class Recorder:
         repl: str,
         context: Mapping[str, Any],
         settings: Mapping[str, Any],
+        cache: Mapping[str, Any] | None = None,
     ) -> Span:
         return self._start(
             RunStarted,
@@ -140,6 +141,7 @@ class Recorder:
             repl=repl,
             context=dict(context),
             settings=dict(settings),
+            cache=dict(cache or {}),
         )
 
     def run_ended(
@@ -152,6 +154,7 @@ class Recorder:
         sub_calls: int,
         usage: Mapping[str, Any],
         error: str | None,
+        limit: str = "",
     ) -> None:
         self._end(
             RunEnded,
@@ -164,6 +167,7 @@ class Recorder:
             wall_s=round(self.trace.now() - span.start, 6),
             usage=dict(usage),
             error=_optional(error, self.limits.message),
+            limit=limit,
         )
 
     # --- model calls ---------------------------------------------------------------------
@@ -204,6 +208,9 @@ class Recorder:
         error: str | None,
         attempt: int = 1,
         estimated: bool = False,
+        cache: str = "",
+        saved_tokens: int = 0,
+        saved_usd: float = 0.0,
     ) -> None:
         self._end(
             LMCallEnded,
@@ -220,6 +227,9 @@ class Recorder:
             error=_optional(error, self.limits.message),
             attempt=attempt,
             estimated=estimated,
+            cache=cache,
+            saved_tokens=saved_tokens,
+            saved_usd=saved_usd,
         )
 
     # --- cells ---------------------------------------------------------------------------

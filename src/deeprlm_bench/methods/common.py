@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deeprlm.batch.trajectory import CallTap
+from deeprlm.cache import sampling_of
 from deeprlm.engine import SharedState
 from deeprlm.engine.shared import Permits
 from deeprlm.errors import LMError
@@ -124,18 +125,24 @@ class WithinWindow:
     def for_role(self, role: str) -> LM:
         return WithinWindow(self.lm.for_role(role), self.window)
 
+    @property
+    def sampling(self) -> dict[str, Any]:
+        return sampling_of(self.lm)
+
     async def acomplete(
         self,
         messages: Sequence[Message],
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         tokens = prompt_tokens(messages)
         if not fits(tokens, self.window):
             raise TooLong(too_long_message(tokens, self.window))
         try:
-            return await self.lm.acomplete(messages, tools=tools, max_tokens=max_tokens)
+            options: dict[str, Any] = {} if schema is None else {"schema": schema}
+            return await self.lm.acomplete(messages, tools=tools, max_tokens=max_tokens, **options)
         except LMError as err:
             if "does not fit" in str(err):
                 raise TooLong(str(err)) from err
