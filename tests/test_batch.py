@@ -281,22 +281,79 @@ def test_the_batch_budget_stops_new_questions_and_keeps_what_finished(chat_serve
     args = (*args[:-2], "--price", "m=1,1", *args[-2:])
     done = deeprlm(*args)
     assert done.returncode == 3, done.stderr
-    assert "batch budget reached: $0.1200 of $0.1000 spent; no new questions start" in done.stderr
-    results = read_results(out)
-    assert [r["id"] for r in results] == ["q0", "q1", "q2", "q3"]
+    # After three questions $0.09 is spent: q3's first call fits (its worst case at the
+    # price given is under $0.01), its second no longer does. q3 stops with what it had
+    # (to run again in a batch with room), and nothing new starts.
+    assert "batch budget reached: $0.1000 of $0.1000 spent, and a call may cost $0.00" in (
+        done.stderr
+    )
+    assert "no new questions start" in done.stderr
+    results = {r["id"]: r for r in read_results(out)}
+    assert list(results) == ["q0", "q1", "q2", "q3"]
+    assert results["q3"]["status"] == "stopped" and results["q3"]["usage"]["total"]["calls"] == 1
     assert {question_of(body) for body in server.requests} == {"q0", "q1", "q2", "q3"}
-    assert "10 questions: 4 answered; 6 not run" in done.stdout
+    assert len(server.requests) == 10
+    assert "10 questions: 3 answered; 7 not run" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stopped"] == "budget" and summary["usd"] == pytest.approx(0.12)
+    assert summary["stopped"] == "budget" and summary["usd"] == pytest.approx(0.10)
 
     # The budget counts what the folder already spent: the same budget starts nothing.
     again = deeprlm(*args)
     assert again.returncode == 3
     assert "no question started" in again.stderr
-    assert len(server.requests) == 12
+    assert len(server.requests) == 10
     more = deeprlm(*args[:-1], "1.0", "--quiet")
     assert more.returncode == 0, more.stderr
-    assert len(read_results(out)) == 10
+    latest = {r["id"]: r["status"] for r in read_results(out)}
+    assert latest == {f"q{i}": "answered" for i in range(10)}  # q3 ran again
+    assert len(read_results(out)) == 11
+
+
+def test_the_batch_budget_holds_while_questions_run_at_once(chat_server, tmp_path):
+    # About 1,100 tokens a question; a budget of 4,000 with four questions at a time. Were
+    # the budget checked only as questions finish, the first four would spend 4,500.
+    server = chat_server(Script(root_delay=0.05, sub_delay=0.05))
+    rows = [{"id": f"q{i}", "query": query("w", f"q{i}"), "context": "w"} for i in range(12)]
+    questions = write(tmp_path / "q.jsonl", rows)
+    settings = Settings(repl="inprocess", max_reply_tokens=200)
+    cfg = config(questions, tmp_path / "out", server, settings=settings, workers=4,
+                 max_tokens=4_000)  # fmt: skip
+    report = asyncio.run(run_batch(cfg))
+    assert server.counted.tokens <= 4_000
+    assert report.tally.tokens == server.counted.tokens  # the results count what was billed
+    assert report.stopped == "budget" and report.not_run > 0
+    results = read_results(tmp_path / "out")
+    stopped = [r for r in results if r["status"] == "stopped"]
+    assert stopped and all(r["error"].startswith("batch budget reached") for r in stopped)
+    assert report.statuses["answered"] >= 1
+    assert {question_of(body) for body in server.requests} == {r["id"] for r in results}
+
+
+def test_the_ledger_holds_worst_cases_waits_for_settles_and_refuses_for_good():
+    from deeprlm.batch.permits import BatchBudget, Ledger
+
+    async def scenario():
+        ledger = Ledger(BatchBudget(max_tokens=1_000, tokens=100))
+        assert await ledger.reserve("a", 500, 0.0) is None
+        waiting = asyncio.ensure_future(ledger.reserve("b", 500, 0.0))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # 100 spent + 500 held + 500 > 1,000: it waits
+        ledger.settle("a", 300, 0.0)  # a cost less than it held
+        assert await waiting is None and ledger.tokens == 400
+        # 400 spent + 500 held: a call of 200 fits, one of 700 would not even alone.
+        assert await ledger.reserve("c", 100, 0.0) is None
+        refusal = await ledger.reserve("d", 700, 0.0)
+        assert refusal is not None and refusal.kind == "tokens"
+        assert refusal.message == (
+            "batch budget reached: 400 of 1,000 tokens used, and a call may take 700 more"
+        )
+        # Refused once, refused from then on, however small the call.
+        assert await ledger.reserve("e", 1, 0.0) is refusal
+        # A waiter given up is not granted later; a lost worker's call counts its worst case.
+        ledger.settle_lost("b")
+        assert ledger.tokens == 900 and set(ledger.held) == {"c"}
+
+    asyncio.run(scenario())
 
 
 def test_the_provider_limit_holds_across_the_questions_of_a_batch(chat_server, tmp_path):

@@ -119,6 +119,26 @@ def test_the_provider_limit_holds_across_the_cluster(ray_cluster, chat_server, t
     assert executor.permit_stats["peak"] == {"m": 3}
 
 
+def test_the_batch_budget_holds_across_the_cluster(ray_cluster, chat_server, tmp_path):
+    # As the local test: about 1,100 tokens a question, 4,000 for the batch, four Ray
+    # workers at once; the broker holds each call's worst case for the whole cluster.
+    server = chat_server(Script(root_delay=0.05, sub_delay=0.05))
+    rows = [{"id": f"q{i}", "query": query("w", f"q{i}"), "context": "w"} for i in range(12)]
+    questions = write(tmp_path / "q.jsonl", rows)
+    settings = Settings(repl="inprocess", max_reply_tokens=200)
+    cfg = config(questions, tmp_path / "out", server, settings=settings, workers=4,
+                 max_tokens=4_000)  # fmt: skip
+    report, executor = on_ray(cfg)
+    assert server.counted.tokens <= 4_000
+    assert report.tally.tokens == server.counted.tokens
+    assert executor.permit_stats["tokens"] == server.counted.tokens
+    assert report.stopped == "budget" and report.not_run > 0
+    results = batch_results(tmp_path / "out")
+    assert len({r["worker"] for r in results}) > 1
+    stopped = [r for r in results if r["status"] == "stopped"]
+    assert stopped and all(r["error"].startswith("batch budget reached") for r in stopped)
+
+
 def test_a_worker_killed_mid_question_is_retried_and_reported(ray_cluster, chat_server, tmp_path):
     # The server kills the Ray worker of q3 once and of q5 every time, during a model call:
     # the worker holds a permit then, and with one permit a leaked one would stall the rest.
@@ -126,8 +146,10 @@ def test_a_worker_killed_mid_question_is_retried_and_reported(ray_cluster, chat_
     server = chat_server(script)
     rows = [{"id": f"q{i}", "query": query("w", f"q{i}"), "context": "w"} for i in range(8)]
     questions = write(tmp_path / "q.jsonl", rows)
-    cfg = config(questions, tmp_path / "out", server, workers=4, provider_concurrency=1, retries=1)
-    report, _ = on_ray(cfg)
+    # A batch budget too, far from reached: the dead worker's reservations are freed too.
+    cfg = config(questions, tmp_path / "out", server, workers=4, provider_concurrency=1,
+                 retries=1, max_tokens=1_000_000)  # fmt: skip
+    report, executor = on_ray(cfg)
     results = batch_results(tmp_path / "out")
     assert Counter(r["id"] for r in results) == Counter(f"q{i}" for i in range(8))
     by_id = {r["id"]: r for r in results}
@@ -139,8 +161,12 @@ def test_a_worker_killed_mid_question_is_retried_and_reported(ray_cluster, chat_
     assert by_id["q5"]["status"] == "error" and by_id["q5"]["attempts"] == 2
     assert by_id["q5"]["error"].startswith("its worker was lost 2 time(s); last: ")
     assert len(by_id["q5"]["failures"]) == 2
-    assert [qid for qid, _ in script.killed] == ["q3", "q5", "q5"]
+    assert sorted(qid for qid, _ in script.killed) == ["q3", "q5", "q5"]
     assert all(by_id[f"q{i}"]["attempts"] == 1 for i in (0, 1, 2, 4, 6, 7))
+    # Each sub-call lost with its worker is charged its worst case (a short prompt and the
+    # whole reply cap, 8,192 tokens under a budget): what it cost is unknown.
+    lost = executor.permit_stats["tokens"] - server.counted.tokens
+    assert 3 * 8_192 < lost < 3 * (8_192 + 100)
 
 
 def test_resume_on_ray_after_the_driver_is_killed(ray_cluster, chat_server, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from deeprlm.batch.permits import LocalPermits
+from deeprlm.batch.permits import BatchBudget, LocalPermits
 from deeprlm.engine.shared import Permits
 from deeprlm.errors import InputError
 
@@ -56,7 +56,9 @@ class Executor(Protocol):
         """Jobs in flight at once."""
         ...
 
-    async def start(self) -> None: ...
+    async def start(self, budget: BatchBudget | None = None) -> None:
+        """Connects; `budget` is the batch's, which every job's model calls share."""
+        ...
 
     async def share(self, value: Any) -> Any:
         """Hands a value to the executor once; jobs get the returned handle as `shared`."""
@@ -78,14 +80,15 @@ class LocalExecutor:
 
     def __init__(self, workers: int, provider_concurrency: int) -> None:
         self.workers = workers
+        self.provider_concurrency = provider_concurrency
         self.permits = LocalPermits(provider_concurrency)
 
     @property
     def capacity(self) -> int:
         return self.workers
 
-    async def start(self) -> None:
-        pass
+    async def start(self, budget: BatchBudget | None = None) -> None:
+        self.permits = LocalPermits(self.provider_concurrency, budget)
 
     async def share(self, value: Any) -> Any:
         return value

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 FAILED = frozenset({"error"})
+UNDONE = frozenset({"cancelled", "stopped"})
 
 
 @dataclass
@@ -25,7 +26,8 @@ class Tally:
 
     @property
     def done(self) -> int:
-        return sum(n for status, n in self.statuses.items() if status != "cancelled")
+        # Cancelled and stopped questions run again: not done.
+        return sum(n for status, n in self.statuses.items() if status not in UNDONE)
 
     @property
     def failed(self) -> int:

@@ -1,13 +1,16 @@
 """Jobs on a Ray cluster: each job is a Ray task, a shared input one object in the object
-store, and each model's concurrency limit one small actor that every worker asks.
+store, and each model's concurrency limit and the batch's budget one small actor that
+every worker asks.
 
 - `RayExecutor` connects to a cluster (`address`), or starts a local one for the batch and
   stops it at the end. A local cluster it starts listens on 127.0.0.1 only.
 - A job is a task with no retries of Ray's own: the driver retries a job whose worker died
   (`WorkerLost`), so that each loss is counted and reported, and frees the permits the dead
   worker held.
-- `PermitBroker` hands out permits, first come first served, per model; `RayPermits` is
-  the engine's `Permits` on a worker, asking the broker around each provider call.
+- `PermitBroker` hands out permits, first come first served, per model, and keeps the
+  batch's budget (`deeprlm.batch.permits.Ledger`); `RayPermits` is the engine's `Permits`
+  on a worker, asking the broker around each provider call. A worker that dies is charged
+  the worst case of the calls it had in flight.
 
 This is the only module that imports ray; it is loaded only for `--executor ray`.
 """
@@ -15,6 +18,7 @@ This is the only module that imports ray; it is loaded only for `--executor ray`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -25,7 +29,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from deeprlm.batch.executors import Cancelled, JobFailed, WorkerLost
+from deeprlm.batch.permits import BatchBudget, Ledger, Refusal
 from deeprlm.blocking import run_blocking
+from deeprlm.budget import Reservation
+from deeprlm.engine.shared import Tab
 from deeprlm.errors import InputError
 
 INSTALL = "pip install 'deeprlm[ray]'"
@@ -49,12 +56,14 @@ def import_ray(local_only: bool = False) -> Any:
 
 
 class PermitBroker:
-    """One per batch, as a Ray actor: `limit` permits per model, first come first served.
-    Each permit is a ticket of a holder (one attempt at one job); `release_holder` frees
-    what a worker that died still held."""
+    """One per batch, as a Ray actor: `limit` permits per model, first come first served,
+    and the batch's budget. Each permit and reservation is a ticket of a holder (one attempt
+    at one job); `release_holder` frees what a worker that died still held."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, budget: BatchBudget | None = None) -> None:
         self.limit = limit
+        self.ledger = Ledger(budget or BatchBudget())
+        self.reserved: dict[str, set[str]] = {}  # holder -> its reservations' tickets
         self.in_use: dict[str, set[str]] = {}
         self.waiting: dict[str, OrderedDict[str, asyncio.Future[None]]] = {}
         self.tickets: dict[str, tuple[str, str]] = {}  # ticket -> (model, holder)
@@ -96,9 +105,28 @@ class PermitBroker:
                 self._grant(model, waiter)
                 future.set_result(None)
 
+    async def reserve(self, holder: str, ticket: str, tokens: int, usd: float) -> Refusal | None:
+        self.reserved.setdefault(holder, set()).add(ticket)
+        refusal = await self.ledger.reserve(ticket, tokens, usd)
+        if refusal is not None:
+            self.reserved[holder].discard(ticket)
+        return refusal
+
+    async def settle(self, holder: str, ticket: str, tokens: int, usd: float) -> None:
+        mine = self.reserved.get(holder, set())
+        if ticket in mine:
+            mine.discard(ticket)
+            self.ledger.settle(ticket, tokens, usd)
+        else:
+            # Not (or no longer) this holder's: given up before its reservation began, or
+            # already charged its worst case as lost. Nothing more is charged.
+            self.ledger.settle(ticket, 0, 0.0)
+
     async def release_holder(self, holder: str) -> None:
         for ticket in list(self.holders.pop(holder, ())):
             await self.release(ticket)
+        for ticket in self.reserved.pop(holder, ()):
+            self.ledger.settle_lost(ticket)
 
     async def stats(self) -> dict[str, Any]:
         return {
@@ -106,15 +134,19 @@ class PermitBroker:
             "peak": dict(self.peak),
             "in_use": {model: len(used) for model, used in self.in_use.items()},
             "waiting": {model: len(queue) for model, queue in self.waiting.items()},
+            "tokens": self.ledger.tokens,
+            "usd": self.ledger.usd,
+            "refusal": self.ledger.refusal.message if self.ledger.refusal else None,
         }
 
 
 class RayPermits:
     """The engine's `Permits` on a Ray worker: a permit from the broker per provider call."""
 
-    def __init__(self, broker: Any, holder: str) -> None:
+    def __init__(self, broker: Any, holder: str, budgeted: bool = False) -> None:
         self.broker = broker
         self.holder = holder
+        self.budgeted = budgeted  # else no reservation needs the broker
 
     def hold(self, model: str) -> AbstractAsyncContextManager[object]:
         return self._hold(model)
@@ -133,10 +165,37 @@ class RayPermits:
         finally:
             self.broker.release.remote(ticket)
 
+    def reserve(
+        self, model: str, reservation: Reservation, tab: Tab
+    ) -> AbstractAsyncContextManager[object]:
+        if not self.budgeted:
+            return contextlib.nullcontext()
+        return self._reserve(reservation, tab)
 
-def execute(job: Any, shared: Any, broker: Any, holder: str) -> Any:
+    @asynccontextmanager
+    async def _reserve(self, reservation: Reservation, tab: Tab) -> AsyncIterator[None]:
+        ticket = uuid.uuid4().hex
+        try:
+            refusal = await self.broker.reserve.remote(
+                self.holder, ticket, reservation.tokens, reservation.usd
+            )
+        except BaseException:
+            # Cancelled while it waited (nothing was sent): given up, or given back.
+            self.broker.settle.remote(self.holder, ticket, 0, 0.0)
+            raise
+        if refusal is not None:
+            raise refusal.error()
+        try:
+            yield
+        finally:
+            # Awaited: by the time the task ends its charges are in, and what the driver's
+            # `release_holder` finds then was lost with the worker.
+            await self.broker.settle.remote(self.holder, ticket, tab.tokens, tab.usd)
+
+
+def execute(job: Any, shared: Any, broker: Any, holder: str, budgeted: bool = False) -> Any:
     """The Ray task: one job on a worker, its model calls under the broker's permits."""
-    return run_blocking(job.run(shared, RayPermits(broker, holder)))
+    return run_blocking(job.run(shared, RayPermits(broker, holder, budgeted)))
 
 
 class RayExecutor:
@@ -162,13 +221,15 @@ class RayExecutor:
         self._broker: Any = None
         self._task: Any = None
         self._where = ""
+        self._budget: BatchBudget | None = None
         self.permit_stats: dict[str, Any] = {}
 
     @property
     def capacity(self) -> int:
         return self._capacity
 
-    async def start(self) -> None:
+    async def start(self, budget: BatchBudget | None = None) -> None:
+        self._budget = budget if budget is not None and budget.limited else None
         ray = import_ray(local_only=self.address is None)
         self._ray = ray
         if not ray.is_initialized():
@@ -201,7 +262,7 @@ class RayExecutor:
         self._broker = (
             ray.remote(PermitBroker)
             .options(num_cpus=0, max_concurrency=BROKER_CONCURRENCY)
-            .remote(self.provider_concurrency)
+            .remote(self.provider_concurrency, self._budget)
         )
         self._task = ray.remote(execute).options(max_retries=0, num_cpus=self.cpus_per_job)
 
@@ -211,7 +272,7 @@ class RayExecutor:
     async def run(self, job: Any, shared: Any, attempt: int) -> Any:
         ray = self._ray
         holder = f"{job.key}#{attempt}#{uuid.uuid4().hex[:8]}"
-        ref = self._task.remote(job, shared, self._broker, holder)
+        ref = self._task.remote(job, shared, self._broker, holder, self._budget is not None)
         try:
             return await ref
         except asyncio.CancelledError:

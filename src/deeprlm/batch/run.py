@@ -4,9 +4,12 @@
 `strict`), skips those the folder already holds a final result for, and hands the rest to
 the scheduler. Each question's end is written as it happens: its result line, its trace
 and, when asked, its trajectory. A batch-wide budget (`max_usd`, `max_tokens`, counting all
-the folder's results) stops the batch cleanly: nothing new starts, running questions finish
-and are kept. Ctrl-C stops it too, cancelling the running questions (kept as "cancelled",
-which a resumed batch runs again).
+the folder's results) holds as a question's own does, by reservation: each model call's
+worst case is held against it while in flight (`deeprlm.batch.permits`), so the running
+questions together cannot go past it. Once a call no longer fits, the batch stops cleanly:
+nothing new starts, the running questions end with their partial answers (as "stopped",
+which a resumed batch with room runs again), and everything is kept. Ctrl-C stops it too,
+cancelling the running questions (kept as "cancelled", which a resumed batch runs again).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import Any
 
 from deeprlm.batch import rewards
 from deeprlm.batch.executors import Executor, executor_for
+from deeprlm.batch.permits import BATCH_BUDGET_REACHED, BatchBudget
 from deeprlm.batch.progress import BatchProgress, Tally
 from deeprlm.batch.questions import ContextRef, LineProblem, Question, read_questions
 from deeprlm.batch.scheduler import Item, Outcome, Scheduler
-from deeprlm.batch.store import FINAL, ResultStore
+from deeprlm.batch.store import FINAL, STOPPED, ResultStore
 from deeprlm.batch.work import CacheChoice, Finished, Loaded, Models, QuestionJob
 from deeprlm.context import load_paths
 from deeprlm.errors import InputError
@@ -161,7 +165,8 @@ class _Batch:
 
     def over_budget(self) -> str | None:
         c, tally = self.config, self.report.tally
-        if c.max_usd is not None and tally.usd >= c.max_usd:
+        # (USD summed over many results carries rounding: a cent's millionth is no room.)
+        if c.max_usd is not None and tally.usd >= c.max_usd - 1e-9:
             return f"batch budget reached: ${tally.usd:.4f} of ${c.max_usd:.4f} spent"
         if c.max_tokens is not None and tally.tokens >= c.max_tokens:
             return f"batch budget reached: {tally.tokens:,} of {c.max_tokens:,} tokens used"
@@ -191,6 +196,8 @@ class _Batch:
         self.report.ran += 1
         self.progress.update(tally, record)
         reason = self.over_budget()
+        if record["status"] == STOPPED:
+            reason = str(record["error"])
         if reason is not None and self.scheduler is not None and not self.scheduler.stopped:
             self.report.stopped = "budget"
             self.progress.note(f"{reason}; no new questions start")
@@ -215,16 +222,16 @@ class _Batch:
         if outcome.cancelled:
             record["status"] = "cancelled"
             record["error"] = "cancelled before it finished"
+        elif record["status"] == "limit" and str(record["error"]).startswith(BATCH_BUDGET_REACHED):
+            # Cut short by the batch's budget, not its own: run again by a batch with room.
+            record["status"] = STOPPED
         record["attempts"] = outcome.attempts
         record["failures"] = list(outcome.failures)
-        if question.scorer is not None and record["status"] != "cancelled":
+        again = record["status"] in ("cancelled", STOPPED)
+        if question.scorer is not None and not again:
             record["reward"] = rewards.reward(question.scorer, question.gold, record["answer"])
-        # A cancelled question runs again on resume: its trajectory comes from that run.
-        if (
-            isinstance(finished, Finished)
-            and finished.trajectory is not None
-            and not outcome.cancelled
-        ):
+        # A question that runs again on resume has its trajectory from that run.
+        if isinstance(finished, Finished) and finished.trajectory is not None and not again:
             trajectory = dict(finished.trajectory)
             trajectory["status"] = record["status"]
             trajectory["reward"] = record.get("reward")
@@ -274,7 +281,9 @@ async def run_batch(
             report.stopped = "budget"
             progress.note(f"{reason}; no question started")
         elif todo:
-            await executor.start()
+            await executor.start(
+                BatchBudget(config.max_tokens, config.max_usd, tally.tokens, tally.usd)
+            )
             report.where = executor.describe()
             progress.start(tally, report.where)
             scheduler = Scheduler(
@@ -299,7 +308,15 @@ async def run_batch(
 
 
 def _item(question: Question, config: BatchConfig) -> Item:
-    job = QuestionJob(question, config.models, config.settings, config.trajectories, config.cache)
+    job = QuestionJob(
+        question,
+        config.models,
+        config.settings,
+        config.trajectories,
+        config.cache,
+        batch_max_tokens=config.max_tokens,
+        batch_max_usd=config.max_usd,
+    )
     ref = question.context
     if ref.key is None:
         return Item(job)

@@ -9,7 +9,8 @@
 A line is written with one `write` and then `fsync`ed, so a driver killed at any moment
 leaves at most one torn last line, which readers skip and the next run starts afresh after.
 A question is done when its latest line has a final status; a question cancelled (Ctrl-C)
-has a line too, for the usage it spent, but is not done, so a resumed batch runs it again.
+or stopped (the batch's budget ran out while it ran) has a line too, for the usage it
+spent, but is not done, so a resumed batch runs it again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ SUMMARY = "summary.json"
 
 # Statuses that finish a question: its answer (or why there is none) is final.
 FINAL = frozenset({"answered", "forced", "limit", "error"})
+# A question the batch's budget cut short (its own limits did not): not final either.
+STOPPED = "stopped"
 # What must not change between runs into one folder: answers by another model are not the
 # same batch.
 FIXED = ("model", "sub_model", "models")

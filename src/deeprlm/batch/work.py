@@ -96,6 +96,10 @@ class QuestionJob:
     settings: Settings
     trajectories: bool = False
     cache: CacheChoice | None = None
+    # The batch's budget: a question never has more (so that its calls reserve their worst
+    # case, which the batch's budget then holds too; see `deeprlm.batch.permits`).
+    batch_max_tokens: int | None = None
+    batch_max_usd: float | None = None
 
     @property
     def key(self) -> str:
@@ -146,6 +150,13 @@ class QuestionJob:
 
         schema = self.question.schema
         settings = {**self.settings.to_dict(), **self.question.limits}
+        for name, ceiling in (
+            ("max_tokens", self.batch_max_tokens),
+            ("max_usd", self.batch_max_usd),
+        ):
+            if ceiling is not None:
+                own = settings.get(name)
+                settings[name] = ceiling if own is None else min(own, ceiling)
         return RLM(
             make(m.model),
             make(m.sub_model) if m.sub_model else None,
