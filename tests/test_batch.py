@@ -309,6 +309,49 @@ def test_the_batch_budget_stops_new_questions_and_keeps_what_finished(chat_serve
     assert len(read_results(out)) == 11
 
 
+def test_with_a_cache_a_question_run_again_replays_the_calls_it_had_made(chat_server, tmp_path):
+    server = chat_server(Script(cost=0.01))
+    rows = [{"id": f"q{i}", "query": query("w", f"q{i}"), "context": "w"} for i in range(6)]
+    questions = write(tmp_path / "q.jsonl", rows)
+    out = tmp_path / "out"
+    args = ("batch", str(questions), "--out", str(out), "--model", "openai/m",
+            "--base-url", server.url, "--repl", "inprocess", "--workers", "1",
+            "--price", "m=1,1", "--cache", str(tmp_path / "cache.sqlite"),
+            "--export-trajectories", "--quiet", "--batch-max-usd")  # fmt: skip
+    # $0.11: q0-q2 spend $0.09, q3 its root call and its sub-call, then it is stopped.
+    first = deeprlm(*args, "0.11")
+    assert first.returncode == 3, first.stderr
+    latest = {r["id"]: r for r in read_results(out)}
+    assert latest["q3"]["status"] == "stopped" and latest["q3"]["usage"]["total"]["calls"] == 2
+    assert len(server.requests) == 11
+    again = deeprlm(*args, "1.0")
+    assert again.returncode == 0, again.stderr
+    latest = {r["id"]: r for r in read_results(out)}
+    assert {r["status"] for r in latest.values()} == {"answered"}
+    # q3 ran again from its start: its two calls came from the cache (the model samples, so
+    # they were its own), and only its last was sent.
+    assert sum(question_of(body) == "q3" for body in server.requests) == 3
+    assert len(server.requests) == 11 + 1 + 2 * 3
+    usage = latest["q3"]["usage"]["total"]
+    assert (usage["calls"], usage["cache_hits"]) == (1, 2)
+    assert usage["saved_usd"] == pytest.approx(0.02)
+    assert latest["q3"]["answer"] == "w=1 doubled=2"
+    # Its trajectory still has every call's messages, the cached ones too.
+    (q3,) = [
+        t
+        for t in map(json.loads, (out / "trajectories.jsonl").read_text().splitlines())
+        if t["id"] == "q3"
+    ]
+    ((cell,),) = [turn["cells"] for turn in q3["runs"][0]["turns"][:1]]
+    (sub_call,) = cell["sub_calls"]
+    assert sub_call["complete"] and sub_call["messages"][0]["content"].startswith("double 1")
+    # Questions that had finished did not run again, and another batch with the same cache
+    # (a new folder) samples afresh: its runs are not these.
+    other = deeprlm(*args[:3], str(tmp_path / "other"), *args[4:], "1.0")
+    assert other.returncode == 0, other.stderr
+    assert len(server.requests) == 11 + 1 + 2 * 3 + 6 * 3
+
+
 def test_the_batch_budget_holds_while_questions_run_at_once(chat_server, tmp_path):
     # About 1,100 tokens a question; a budget of 4,000 with four questions at a time. Were
     # the budget checked only as questions finish, the first four would spend 4,500.

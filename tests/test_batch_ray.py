@@ -16,6 +16,7 @@ from pathlib import Path
 from deeprlm.batch import BatchConfig, Models, run_batch
 from deeprlm.batch.ray_executor import RayExecutor
 from deeprlm.batch.store import FINAL
+from deeprlm.batch.work import CacheChoice
 from deeprlm.settings import Settings
 from deeprlm_bench.runner import RunConfig, read_results, run
 
@@ -102,6 +103,27 @@ def test_the_sandbox_runs_inside_ray_workers(ray_cluster, chat_server, tmp_path)
     assert answers == {f"s{i}": f"ab={i + 1} doubled={2 * (i + 1)}" for i in range(3)}
     trace = (tmp_path / "out" / "traces" / "s0.jsonl").read_text()
     assert '"repl": "sandbox"' in trace
+
+
+def test_ray_workers_share_one_cache_file(ray_cluster, chat_server, tmp_path):
+    server = chat_server(Script(sub_delay=0.05))
+    rows = [
+        {"id": f"q{i}", "query": query("w", f"q{i}"), "context": "w " * (i + 1)} for i in range(12)
+    ]
+    questions = write(tmp_path / "q.jsonl", rows)
+    cache = CacheChoice(str(tmp_path / "cache.sqlite"), sampled=True)
+    first, _ = on_ray(config(questions, tmp_path / "a", server, workers=4, cache=cache))
+    assert first.statuses == Counter(answered=12)
+    assert len(server.requests) == 36
+    rows_a = batch_results(tmp_path / "a")
+    assert len({r["worker"] for r in rows_a}) > 1  # several processes wrote the file
+    # A second batch over the same questions: every reply is in the file, whichever worker
+    # stored it, and no request is sent.
+    second, _ = on_ray(config(questions, tmp_path / "b", server, workers=4, cache=cache))
+    assert second.statuses == Counter(answered=12) and len(server.requests) == 36
+    rows_b = {r["id"]: r for r in batch_results(tmp_path / "b")}
+    assert {r["id"]: r["answer"] for r in rows_a} == {k: r["answer"] for k, r in rows_b.items()}
+    assert all(r["usage"]["total"]["cache_hits"] == 3 for r in rows_b.values())
 
 
 def test_the_provider_limit_holds_across_the_cluster(ray_cluster, chat_server, tmp_path):

@@ -153,11 +153,18 @@ class RLM:
         *,
         skipped: Sequence[str] = (),
         sources: Sequence[str] = (),
+        cache_run: str | None = None,
     ) -> RLMResult:
         """Answers `query` over `context` (str, list of str, or dict of str -> str).
         `skipped` names files left out of the context (binary), for its description;
-        `sources` the paths it was loaded from, kept with a cached run for `resume`."""
-        return run_blocking(self.arun(query, context, skipped=skipped, sources=sources))
+        `sources` the paths it was loaded from, kept with a cached run for `resume`.
+        `cache_run` names the run in the cache (default: a new name): a run given the name
+        of an earlier one replays, in order, the replies that one's sampling models gave
+        (as `deeprlm batch` names each question's run, so that one run again after an
+        interrupt pays only for what it had not done)."""
+        return run_blocking(
+            self.arun(query, context, skipped=skipped, sources=sources, cache_run=cache_run)
+        )
 
     async def arun(
         self,
@@ -166,10 +173,11 @@ class RLM:
         *,
         skipped: Sequence[str] = (),
         sources: Sequence[str] = (),
+        cache_run: str | None = None,
     ) -> RLMResult:
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
-        return await self._arun(query, normalize(context), skipped, sources, None)
+        return await self._arun(query, normalize(context), skipped, sources, None, cache_run)
 
     def resume(
         self, trace: str | os.PathLike[str], context: Any, *, skipped: Sequence[str] = ()
@@ -199,6 +207,7 @@ class RLM:
         skipped: Sequence[str],
         sources: Sequence[str],
         resumed: resuming.Recorded | None,
+        cache_run: str | None = None,
     ) -> RLMResult:
         info = describe(context, skipped)
         settings = self.settings
@@ -217,7 +226,7 @@ class RLM:
         run_cache = None
         if cache is not None:
             cache.open()
-            run_cache = RunCache(cache, token=resumed.token if resumed else None)
+            run_cache = RunCache(cache, token=resumed.token if resumed else cache_run)
         shared = SharedState(
             settings,
             self.model,

@@ -149,14 +149,15 @@ def register(subparsers: Any) -> None:
         const="on",
         metavar="PATH|on|off",
         help="keep model replies in a SQLite file every question shares, so that no identical "
-        "call is paid twice and a question run again (after an interrupt, a lost worker) "
-        "replays the calls it had made; alone or 'on': $DEEPRLM_HOME/cache.sqlite, on each "
-        "machine that answers questions (default: off)",
+        "call is paid twice and a question run again (after an interrupt, a lost worker, the "
+        "batch budget) replays the calls it had made; alone or 'on': "
+        "$DEEPRLM_HOME/cache.sqlite, on each machine that answers questions (default: off)",
     )
     cache.add_argument(
         "--cache-sampled",
         action="store_true",
-        help="also share cached replies of models that sample (temperature above 0)",
+        help="also share cached replies of models that sample (temperature above 0) between "
+        "questions and batches",
     )
     output = batch.add_argument_group("output")
     output.add_argument(
@@ -218,7 +219,9 @@ def _cache(args: argparse.Namespace) -> CacheChoice | None:
         if args.cache_sampled:
             raise InputError("--cache-sampled needs --cache")
         return None
-    return CacheChoice(None if args.cache == "on" else args.cache, sampled=args.cache_sampled)
+    # Made absolute here: a Ray worker does not run in this directory.
+    path = None if args.cache == "on" else str(Path(args.cache).expanduser().resolve())
+    return CacheChoice(path, sampled=args.cache_sampled)
 
 
 def _batch(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import signal
 import time
 from collections import Counter
@@ -107,6 +108,15 @@ class BatchReport:
             "wall_s": round(self.wall_s, 3),
             "executor": self.where,
         }
+
+
+def cache_run(out: Path, question_id: str, finished_before: int) -> str:
+    """A question's run's name in the cache: the same until it finishes, so that a question
+    run again after an interrupt, a lost worker or the batch's budget replays what its
+    models had replied; a new one for a question run again after it ended in error
+    (`retry_failed`), which samples afresh."""
+    key = f"batch\0{out.resolve()}\0{question_id}\0{finished_before}"
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def make_executor(config: BatchConfig) -> Executor:
@@ -295,7 +305,10 @@ async def run_batch(
             )
             batch.scheduler = scheduler
             with _interrupts(scheduler, report, progress, enabled=handle_sigint):
-                await scheduler.run([_item(q, config) for q in todo])
+                finals = Counter(
+                    str(r.get("id")) for r in store.records() if r.get("status") in FINAL
+                )
+                await scheduler.run([_item(q, config, finals[q.id]) for q in todo])
     finally:
         progress.close()
         await executor.close()
@@ -307,7 +320,7 @@ async def run_batch(
     return report
 
 
-def _item(question: Question, config: BatchConfig) -> Item:
+def _item(question: Question, config: BatchConfig, finished_before: int = 0) -> Item:
     job = QuestionJob(
         question,
         config.models,
@@ -316,6 +329,9 @@ def _item(question: Question, config: BatchConfig) -> Item:
         config.cache,
         batch_max_tokens=config.max_tokens,
         batch_max_usd=config.max_usd,
+        cache_run=cache_run(config.out, question.id, finished_before)
+        if config.cache is not None
+        else None,
     )
     ref = question.context
     if ref.key is None:

@@ -100,6 +100,9 @@ class QuestionJob:
     # case, which the batch's budget then holds too; see `deeprlm.batch.permits`).
     batch_max_tokens: int | None = None
     batch_max_usd: float | None = None
+    # The question's run's name in the cache: the same for a run again of a question that
+    # did not finish, so that it replays what its models had replied.
+    cache_run: str | None = None
 
     @property
     def key(self) -> str:
@@ -126,7 +129,9 @@ class QuestionJob:
                 context, skipped = shared.value, shared.skipped
             else:
                 context, skipped = question.context.inline or "", ()
-            result = await rlm.arun(question.query, context, skipped=skipped)
+            result = await rlm.arun(
+                question.query, context, skipped=skipped, cache_run=self.cache_run
+            )
         except DeepRLMError as err:
             result, error = err.result, str(err)
         except (asyncio.CancelledError, KeyboardInterrupt):
