@@ -6,7 +6,8 @@
     scheduler   the driver's loop: capacity, shared inputs, retries, stop and interrupt
     executors   the Executor protocol and the local executor
     ray_executor  Ray tasks, the object store, the cluster-wide permit broker (needs ray)
-    permits     each model's concurrency limit across the questions of one process
+    permits     each model's concurrency limit and the batch's budget (the ledger that
+                holds each call's worst case), across the questions of one process
     trajectory  the trajectories format for training, and the tap that sees the messages
     rewards     the benchmark's scorers by name, for questions with a gold answer
     progress    the live bar and the plain lines

@@ -136,7 +136,8 @@ def register(subparsers: Any) -> None:
     add_model_flags(batch)
     add_executor_flags(batch)
     budget = batch.add_argument_group(
-        "the batch's budget (reached: no new question starts; counts the folder's results)"
+        "the batch's budget (each call's worst case is held against it, across the cluster; "
+        "reached: no new question starts, running ones stop; counts the folder's results)"
     )
     budget.add_argument("--batch-max-usd", type=_positive(float), metavar="X", help="USD")
     budget.add_argument("--batch-max-tokens", type=_positive(int), metavar="N", help="tokens")
