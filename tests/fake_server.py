@@ -74,6 +74,32 @@ class _Server(ThreadingHTTPServer):
     # SYN retry then costs a second: batches open dozens of connections at once.
     request_queue_size = 1024
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Open connections, so that stopping ends them: a client that keeps its connection
+        # alive (a Ray worker's pool) would otherwise keep its handler thread waiting.
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def end_connections(self) -> None:
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that went away (a deadline, a reset we made) is not news here
 
@@ -216,6 +242,7 @@ class FakeChatServer:
         self._stopping.set()  # hung and slow replies end now
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.end_connections()
 
     def __enter__(self) -> FakeChatServer:
         return self.start()

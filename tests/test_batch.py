@@ -369,7 +369,11 @@ def test_the_batch_budget_holds_while_questions_run_at_once(chat_server, tmp_pat
     stopped = [r for r in results if r["status"] == "stopped"]
     assert stopped and all(r["error"].startswith("batch budget reached") for r in stopped)
     assert report.statuses["answered"] >= 1
-    assert {question_of(body) for body in server.requests} == {r["id"] for r in results}
+    # Every call sent belongs to a question with a result (one that started as the budget
+    # ran out may have none).
+    asked = {question_of(body) for body in server.requests}
+    assert asked <= {r["id"] for r in results}
+    assert asked >= {r["id"] for r in results if r["usage"]["total"]["calls"]}
 
 
 def test_the_ledger_holds_worst_cases_waits_for_settles_and_refuses_for_good():
