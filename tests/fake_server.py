@@ -18,6 +18,7 @@ close to, not the same as, what deeprlm estimates of the same messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -95,10 +96,8 @@ class _Server(ThreadingHTTPServer):
         with self.connections_lock:
             connections = list(self.connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):  # already gone
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already gone
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that went away (a deadline, a reset we made) is not news here
