@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -83,3 +85,30 @@ def peak_in_flight(events: list[Event], purpose: str) -> int:
         elif isinstance(event, LMCallEnded) and event.purpose == purpose:
             running -= 1
     return peak
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray cluster for the whole session, sized for a shared 2-core machine: 8
+    CPUs of bookkeeping (tasks wait on models, not on cores) and a small object store. It
+    listens on 127.0.0.1 only. Yields its address, for drivers in other processes."""
+    from deeprlm.batch.ray_executor import LOCAL_ONLY_ENV
+
+    os.environ[LOCAL_ONLY_ENV] = "0"  # read when ray is imported
+    import ray
+
+    # Ray's socket paths must stay short: a folder of its own right under /tmp.
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(
+        num_cpus=8,
+        object_store_memory=100 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        _temp_dir=temp,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -18,6 +18,7 @@ close to, not the same as, what deeprlm estimates of the same messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -74,6 +75,30 @@ class _Server(ThreadingHTTPServer):
     # SYN retry then costs a second: batches open dozens of connections at once.
     request_queue_size = 1024
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Open connections, so that stopping ends them: a client that keeps its connection
+        # alive (a Ray worker's pool) would otherwise keep its handler thread waiting.
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def end_connections(self) -> None:
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already gone
+                connection.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that went away (a deadline, a reset we made) is not news here
 
@@ -99,6 +124,9 @@ class FakeChatServer:
         self.responder = responder
         self.record = record
         self.requests: list[dict[str, Any]] = []
+        # Requests being answered now, and the most there ever were at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.counted = Tally()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -122,6 +150,24 @@ class FakeChatServer:
                 self.close_connection = True
 
             def do_POST(self) -> None:
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self._counted = True
+                try:
+                    self._answer()
+                finally:
+                    self._answered()
+
+            def _answered(self) -> None:
+                # Before the reply goes out: once the client has it, it may send the next
+                # request before this thread runs again.
+                if self._counted:
+                    self._counted = False
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if server.record:
@@ -152,6 +198,7 @@ class FakeChatServer:
                     anthropic = self.path.rstrip("/").endswith("/messages")
                     data, usage = _completion(body, reply, anthropic)
                     payload = json.dumps(data).encode()
+                self._answered()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -194,6 +241,7 @@ class FakeChatServer:
         self._stopping.set()  # hung and slow replies end now
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.end_connections()
 
     def __enter__(self) -> FakeChatServer:
         return self.start()

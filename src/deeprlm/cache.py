@@ -78,6 +78,15 @@ class Sampled(Protocol):
     def sampling(self) -> Mapping[str, Any]: ...
 
 
+@runtime_checkable
+class Watched(Protocol):
+    """A model that wants to see the replies the cache serves in its place (a trajectory's
+    tap, which records every call's messages). Called after `served` has recorded the
+    call."""
+
+    def served(self, messages: Sequence[Message], completion: Completion) -> None: ...
+
+
 def default_path() -> Path:
     return deeprlm_home() / CACHE_FILE
 
@@ -385,6 +394,7 @@ class RunCache:
         stored = self.cache.get(key)
         if stored is not None:
             served(stored, HIT)
+            _show(lm, messages, stored)
             return stored
         if not shareable:
             completion = await make()
@@ -400,6 +410,7 @@ class RunCache:
                     raise  # this caller was cancelled, not the call it waited for
             else:
                 served(completion, SHARED)
+                _show(lm, messages, completion)
                 return completion
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         flights[key] = future
@@ -434,6 +445,11 @@ class RunCache:
         if storable is not None and not storable(completion):
             return
         await asyncio.to_thread(self.cache.put, key, completion)
+
+
+def _show(lm: LM, messages: Sequence[Message], completion: Completion) -> None:
+    if isinstance(lm, Watched):
+        lm.served(messages, completion)
 
 
 # Calls in flight, per event loop: a future belongs to the loop that made it, and each

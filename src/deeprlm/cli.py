@@ -9,10 +9,12 @@
     deeprlm serve [--config FILE] [--model SPEC] ...
     deeprlm mcp --root PATH [--model SPEC] ...
     deeprlm doctor [--json]
+    deeprlm batch QUESTIONS.jsonl --out DIR [--executor local|ray] ...
 
 `bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra), and
-`serve` and `mcp` need their extras: a lazy command's parser is built, and its code (and its
-heavy dependencies) imported, only when it is the command being run.
+`serve` and `mcp` need their extras (`batch`, the ray extra for `--executor ray`): a lazy
+command's parser is built, and its code (and its heavy dependencies) imported, only when it
+is the command being run.
 
 Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on stderr),
 3 a limit was reached (the partial answer is still printed).
@@ -56,6 +58,7 @@ LAZY_COMMANDS = {
     "serve": ("deeprlm.serve.cli", "serve an OpenAI-compatible HTTP endpoint (the serve extra)"),
     "mcp": ("deeprlm.serve.mcp_cli", "serve the RLM to agents over MCP (the mcp extra)"),
     "doctor": ("deeprlm.doctor", "check what deeprlm needs on this machine, and how to fix it"),
+    "batch": ("deeprlm.batch.cli", "answer a file of questions, here or on a Ray cluster"),
 }
 
 

@@ -4,6 +4,9 @@ Each setting becomes a flag named after it (`max_iterations` -> `--max-iteration
 trailing `_s` is dropped and the value is in SECONDS), typed from its annotation, with its
 help text and default from the table. A flag that is not given leaves the setting out, so
 the library's default applies; values are checked by `Settings` itself, in one place.
+The model flags (`--model`, `--sub-model`, `--sub-models`, `--base-url`) and the price flags
+(`--price`, `--prices`) of `deeprlm batch` are made here too; `ask` defines the same ones in
+`deeprlm.cli`.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from collections.abc import Iterable
 from dataclasses import Field, fields
 from typing import Any
 
+from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.repl import REPL_KINDS
 from deeprlm.settings import Settings
+from deeprlm.usage import Price, load_prices, parse_price
 
 
 def flag_of(row: Field[Any]) -> str:
@@ -90,3 +95,70 @@ def settings_from_flags(args: argparse.Namespace, of: type[Any] = Settings) -> d
             value = given[row.name]
             result[row.name] = tuple(value) if isinstance(value, list) else value
     return result
+
+
+def _named_models(text: str) -> dict[str, str]:
+    models = {}
+    for item in text.split(","):
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=SPEC, got {item!r}")
+        models[name.strip()] = spec.strip()
+    return models
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    models = parser.add_argument_group("models")
+    models.add_argument(
+        "--model",
+        "-m",
+        default=DEFAULT_MODEL,
+        metavar="SPEC",
+        help="root model: local, gguf:PATH, hf:REPO/FILE, openai/NAME, "
+        "anthropic/NAME (default: %(default)s)",
+    )
+    models.add_argument(
+        "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
+    )
+    models.add_argument(
+        "--sub-models",
+        action="append",
+        default=[],
+        type=_named_models,
+        metavar="NAME=SPEC[,NAME=SPEC]",
+        help="more models the code may pick by name, as llm_query(p, model=NAME); "
+        "repeatable (the code can name only these, root and sub)",
+    )
+    models.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
+    )
+
+
+def named_models(args: argparse.Namespace) -> dict[str, str]:
+    """The --sub-models given, by name."""
+    return {name: spec for group in args.sub_models for name, spec in group.items()}
+
+
+def add_price_flags(parser: argparse.ArgumentParser) -> None:
+    prices = parser.add_argument_group("prices (USD per million tokens; a USD budget needs one)")
+    prices.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="a model's input and output price, e.g. my-model=0.5,1.5 (repeatable)",
+    )
+    prices.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help='a prices file: a table per model, e.g. ["my-model"] input = 0.5 output = 1.5',
+    )
+
+
+def prices_from_flags(args: argparse.Namespace) -> dict[str, Price]:
+    """--prices FILE, then each --price (which wins for its model)."""
+    prices = load_prices(args.prices) if args.prices else {}
+    prices.update(parse_price(spec) for spec in args.price)
+    return prices

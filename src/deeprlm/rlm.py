@@ -26,6 +26,7 @@ from deeprlm.cache import Cache, CacheArg, RunCache, as_cache
 from deeprlm.context import ContextInfo, describe, normalize
 from deeprlm.engine import Run, SharedState
 from deeprlm.engine.run import AttachedREPL
+from deeprlm.engine.shared import Permits
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
@@ -99,6 +100,8 @@ class RLM:
     of models that sample). `output` holds the final answer to a JSON Schema (a dict) or
     a type pydantic checks (a `BaseModel`, ...): `result.value` is then the parsed object
     and `result.answer` its JSON; a schema that is not valid JSON Schema is refused here.
+    `permits` bounds each model's calls beyond this run tree (see
+    `deeprlm.engine.shared.Permits`), as the questions of a batch share them.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class RLM:
         on_event: Callable[[Event], None] | None = None,
         cache: CacheArg = None,
         output: Any = None,
+        permits: Permits | None = None,
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
@@ -157,9 +161,10 @@ class RLM:
         if self.settings.max_usd is not None or self.settings.session_max_usd is not None:
             # Else the budget would count $0 for it and never stop.
             for lm in (self.model, self.sub_model, *self.models.values()):
-                self.prices.require(_priced_as(lm))
+                self.prices.require(priced_as(lm))
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
+        self.permits = permits
 
     def run(
         self,
@@ -168,11 +173,18 @@ class RLM:
         *,
         skipped: Sequence[str] = (),
         sources: Sequence[str] = (),
+        cache_run: str | None = None,
     ) -> RLMResult:
         """Answers `query` over `context` (str, list of str, or dict of str -> str).
         `skipped` names files left out of the context (binary), for its description;
-        `sources` the paths it was loaded from, kept with a cached run for `resume`."""
-        return run_blocking(self.arun(query, context, skipped=skipped, sources=sources))
+        `sources` the paths it was loaded from, kept with a cached run for `resume`.
+        `cache_run` names the run in the cache (default: a new name): a run given the name
+        of an earlier one replays, in order, the replies that one's sampling models gave
+        (as `deeprlm batch` names each question's run, so that one run again after an
+        interrupt pays only for what it had not done)."""
+        return run_blocking(
+            self.arun(query, context, skipped=skipped, sources=sources, cache_run=cache_run)
+        )
 
     async def arun(
         self,
@@ -181,10 +193,11 @@ class RLM:
         *,
         skipped: Sequence[str] = (),
         sources: Sequence[str] = (),
+        cache_run: str | None = None,
     ) -> RLMResult:
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
-        return await self._arun(query, normalize(context), skipped, sources, None)
+        return await self._arun(query, normalize(context), skipped, sources, None, cache_run)
 
     def resume(
         self, trace: str | os.PathLike[str], context: Any, *, skipped: Sequence[str] = ()
@@ -214,6 +227,7 @@ class RLM:
         skipped: Sequence[str],
         sources: Sequence[str],
         resumed: resuming.Recorded | None,
+        cache_run: str | None = None,
     ) -> RLMResult:
         info = describe(context, skipped)
         sinks: list[Callable[[Event], None]] = []
@@ -232,6 +246,7 @@ class RLM:
                 sources=sources,
                 resumed=resumed,
                 output=self.output,
+                cache_run=cache_run,
             )
             return await tree.execute()
         finally:
@@ -279,10 +294,12 @@ class RunTree:
         trace: Trace | None = None,
         output: OutputSchema | None = None,
         session_id: str | None = None,
+        cache_run: str | None = None,
     ) -> None:
         """`cache`: True for the RLM's own; a `Cache`, or None for none. `output`: the
         schema the answer must follow, if any. `session_id`: the session whose question
-        this is, kept in the trace so that resuming names the session instead."""
+        this is, kept in the trace so that resuming names the session instead.
+        `cache_run`: the run's name in the cache (see `RLM.run`)."""
         self.rlm = rlm
         self.output = output
         settings = settings or rlm.settings
@@ -296,7 +313,7 @@ class RunTree:
         self.run_cache: RunCache | None = None
         if used is not None:
             used.open()
-            self.run_cache = RunCache(used, token=resumed.token if resumed else None)
+            self.run_cache = RunCache(used, token=resumed.token if resumed else cache_run)
         self.shared = shared = SharedState(
             settings,
             rlm.model,
@@ -308,6 +325,7 @@ class RunTree:
             tools=rlm.tools,
             sub_tools=rlm.sub_tools,
             cache=self.run_cache,
+            permits=rlm.permits,
         )
         if resumed is not None:
             shared.prompt_iterations = resumed.prompt_iterations
@@ -416,7 +434,7 @@ class RunTree:
 BUILTIN_MODEL_NAMES = ("root", "sub")
 
 
-def _priced_as(spec: str | LM) -> Any:
+def priced_as(spec: str | LM) -> Any:
     """What a model is priced as, without making it: a provider spec's model name; a model
     that runs in process is free."""
     if not isinstance(spec, str):

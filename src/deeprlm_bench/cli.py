@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deeprlm.batch.cli import add_executor_flags
+from deeprlm.batch.executors import executor_for
 from deeprlm.errors import InputError
 from deeprlm.flags import add_setting_flags, settings_from_flags
 from deeprlm.lm.specs import DEFAULT_MODEL
@@ -116,6 +118,13 @@ def register(subparsers: Any) -> None:
     run_p.add_argument(
         "--traces", action="store_true", help="keep each engine run's trace in DIR/traces/"
     )
+    run_p.add_argument(
+        "--export-trajectories",
+        action="store_true",
+        help="write DIR/trajectories.jsonl: each cell's conversation, code, outputs and "
+        "sub-calls, its score as the reward (format: deeprlm/batch/trajectory.schema.json)",
+    )
+    add_executor_flags(run_p)
     run_p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run_p.set_defaults(handler=_run)
 
@@ -153,10 +162,22 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     config.check()
     out = Path(args.out)
+    options: dict[str, Any] = {"trajectories": args.export_trajectories}
+    if args.executor == "local" and args.workers is not None:
+        raise InputError("--workers needs --executor ray: a local grid runs one cell at a time")
+    if args.executor != "local":
+        options["executor"] = executor_for(
+            args.executor,
+            workers=args.workers,
+            address=args.ray_address,
+            provider_concurrency=args.provider_concurrency or config.settings.max_concurrency,
+            cpus_per_job=args.ray_cpus,
+        )
+        options["retries"] = args.retries
     if args.quiet:
-        run(config, out)
+        run(config, out, **options)
     else:
-        _run_with_progress(config, out)
+        _run_with_progress(config, out, options)
     _print_report(write_report(out), out)
     return 0
 
@@ -169,7 +190,7 @@ def _print_report(report: Report, out: Path) -> None:
         print(f"deeprlm: note: {note}", file=sys.stderr)
 
 
-def _run_with_progress(config: RunConfig, out: Path) -> None:
+def _run_with_progress(config: RunConfig, out: Path, options: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -195,6 +216,7 @@ def _run_with_progress(config: RunConfig, out: Path) -> None:
                 advance=1,
                 last=f"last: {r.score:.2f}" + (" (error)" if r.error else ""),
             ),
+            **options,
         )
 
 

@@ -6,6 +6,10 @@ on the same folder skips every example already in `results.jsonl`, so an interru
 resumes where it stopped; the grid may grow (more tasks, lengths, methods, a larger n) but
 the models, seed and budget may not change, since results under different ones would not
 be comparable.
+
+Cells run one after the other here, or on an executor (a Ray cluster: see
+`deeprlm_bench.distributed`). With `trajectories`, each cell's run is also written to
+`trajectories.jsonl` in the format of `deeprlm.batch.trajectory`, its score as the reward.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from deeprlm.batch import trajectory as trajectories_format
+from deeprlm.batch.store import ResultStore
+from deeprlm.batch.trajectory import CallTap
 from deeprlm.errors import InputError
 from deeprlm.lm.base import LM
 from deeprlm.lm.scripted import ScriptedLM
 from deeprlm.lm.specs import check_spec, resolve_lm
 from deeprlm.settings import Settings
+from deeprlm.trace.events import Event
 from deeprlm.usage import UsageReport
 from deeprlm_bench.example import Example, example_seed
 from deeprlm_bench.methods import MODEL_FREE, Setup, budget_of, get_method
@@ -34,6 +42,7 @@ from deeprlm_bench.tokens import format_length
 RESULTS = "results.jsonl"
 RUN_INFO = "run.json"
 TRACES = "traces"
+TRAJECTORIES = "trajectories.jsonl"
 ANSWER_CHARS = 2_000
 MIN_TOKENS = {"multihop": MULTIHOP_MIN, "codeqa": CODEQA_MIN}
 # What must match for a folder's results to be comparable with a new run's.
@@ -126,8 +135,12 @@ class Result:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
+def cell_name(cell: Cell) -> str:
+    return f"{cell.task}_{format_length(cell.length)}_{cell.index}_{cell.method}"
+
+
 def trace_name(cell: Cell) -> str:
-    return f"{cell.task}_{format_length(cell.length)}_{cell.index}_{cell.method}.jsonl"
+    return f"{cell_name(cell)}.jsonl"
 
 
 def grid(config: RunConfig) -> list[Cell]:
@@ -172,15 +185,16 @@ def _prepare_folder(out: Path, config: RunConfig) -> None:
     methods = list(dict.fromkeys([*previous.get("methods", []), *config.methods]))
     info = {**fixed, "tasks": tasks, "lengths": lengths, "methods": methods}
     (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    results = out / RESULTS
     # An interrupted write may have left a partial last line; start the next one afresh.
-    if results.exists() and results.stat().st_size:
-        with results.open("rb") as handle:
-            handle.seek(-1, 2)
-            last = handle.read(1)
-        if last != b"\n":
-            with results.open("a", encoding="utf-8") as handle:
-                handle.write("\n")
+    for name in (RESULTS, TRAJECTORIES):
+        path = out / name
+        if path.exists() and path.stat().st_size:
+            with path.open("rb") as handle:
+                handle.seek(-1, 2)
+                last = handle.read(1)
+            if last != b"\n":
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write("\n")
 
 
 def read_run_info(out: Path) -> dict[str, Any]:
@@ -197,7 +211,7 @@ def pending(config: RunConfig, out: Path) -> list[Cell]:
     return [cell for cell in grid(config) if cell.key not in done]
 
 
-def _models(config: RunConfig) -> tuple[LM, LM]:
+def make_models(config: RunConfig) -> tuple[LM, LM]:
     if not config.needs_model():
         placeholder = ScriptedLM([""], name="none")
         return placeholder, placeholder
@@ -254,6 +268,82 @@ def run_cell(cell: Cell, example: Example, setup: Setup) -> Result:
     )
 
 
+@dataclass(frozen=True)
+class CellDone:
+    """One cell's result, and what else it recorded: its trace's events and trajectory."""
+
+    result: Result
+    events: list[dict[str, Any]] = field(default_factory=list)
+    trajectory: dict[str, Any] | None = None
+
+
+def run_cell_recorded(
+    cell: Cell, example: Example, setup: Setup, *, events: bool, trajectory: bool
+) -> CellDone:
+    """`run_cell`, keeping the events of its runs and calls (`events`) and the trajectory
+    built from them (`trajectory`), its score as the reward."""
+    if not (events or trajectory):
+        return CellDone(run_cell(cell, example, setup))
+    seen: list[Event] = []
+    tap = CallTap() if trajectory else None
+
+    def on_event(event: Event) -> None:
+        seen.append(event)
+        if tap is not None:
+            tap.on_event(event)
+
+    if tap is not None:
+        setup = replace(setup, model=tap.wrap(setup.model), sub_model=tap.wrap(setup.sub_model))
+    result = run_cell(cell, example, replace(setup, on_event=on_event, tap=tap))
+    built = None
+    if tap is not None:
+        built = trajectories_format.build(
+            id=cell_name(cell),
+            source={"kind": "bench", "task": cell.task, "length": cell.length,
+                    "index": cell.index, "method": cell.method, "seed": example.seed},
+            query=example.query,
+            answer=result.answer,
+            status="error" if result.error else "answered",
+            events=seen,
+            calls=tap.calls,
+            usage={"by_model": result.usage, "total": _total(result)},
+            wall_s=result.wall_s,
+            error=result.error,
+            reward=result.score,
+            gold=example.gold,
+            scorer=cell.task,
+        )  # fmt: skip
+    return CellDone(result, [e.to_dict() for e in seen] if events else [], built)
+
+
+def _total(result: Result) -> dict[str, float]:
+    calls = sum(u.get("calls", 0) for u in result.usage.values())
+    return {"calls": calls, "input_tokens": result.tokens_in, "output_tokens": result.tokens_out,
+            "usd": result.usd}  # fmt: skip
+
+
+class Writer:
+    """Appends each finished cell to the folder: its result line, and its trace and
+    trajectory when kept. Each line is synced as it is written."""
+
+    def __init__(self, out: Path, config: RunConfig) -> None:
+        self.out = out
+        self.config = config
+        self.store = ResultStore(out)
+
+    def write(self, cell: Cell, done: CellDone) -> None:
+        if done.events and self.config.traces:
+            (self.out / TRACES).mkdir(exist_ok=True)
+            text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in done.events)
+            (self.out / TRACES / trace_name(cell)).write_text(text, encoding="utf-8")
+        if done.trajectory is not None:
+            self.store.append_trajectory(done.trajectory)
+        self.store.append_line(RESULTS, json.loads(done.result.to_json()))
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def run(
     config: RunConfig,
     out: Path,
@@ -262,25 +352,39 @@ def run(
     on_cell: Callable[[Cell], None] | None = None,
     on_result: Callable[[Result], None] | None = None,
     models: tuple[LM, LM] | None = None,
+    executor: Any = None,
+    retries: int = 2,
+    trajectories: bool = False,
 ) -> list[Result]:
     """Runs every pending cell of the grid, appending each result as it finishes.
-    `models` (root, sub) replaces resolving `config.model`, for callers holding LM objects."""
+    `models` (root, sub) replaces resolving `config.model`, for callers holding LM objects.
+    `executor` (a `deeprlm.batch.executors.Executor`) runs the cells on it, several at once,
+    each making its models from the specs in `config`; a cell whose worker died is run
+    again up to `retries` times."""
     config.check()
     if models is None and config.needs_model():
         # Only the spec's form: making the model may load weights, and a finished grid
         # resumed needs none.
         for spec in filter(None, (config.model, config.sub_model)):
             check_spec(spec)
+    if executor is not None and models is not None:
+        raise InputError("a grid on an executor makes its models from their specs, not objects")
     _prepare_folder(out, config)
     todo = pending(config, out)
     if on_start is not None:
         on_start(len(todo))
     if not todo:
         return []
-    model, sub = models or _models(config)
+    if executor is not None:
+        from deeprlm_bench.distributed import run_on
+
+        return run_on(executor, config, out, todo, retries=retries, trajectories=trajectories,
+                      on_cell=on_cell, on_result=on_result)  # fmt: skip
+    model, sub = models or make_models(config)
     setup = Setup(model, sub, config.settings, config.window or model.context_window)
     results = []
-    with (out / RESULTS).open("a", encoding="utf-8") as handle:
+    writer = Writer(out, config)
+    try:
         for cell, example in _with_examples(todo, config.seed):
             if on_cell is not None:
                 on_cell(cell)
@@ -288,13 +392,20 @@ def run(
             if config.traces:
                 (out / TRACES).mkdir(exist_ok=True)
                 cell_setup = replace(setup, trace_path=out / TRACES / trace_name(cell))
-            result = run_cell(cell, example, cell_setup)
-            handle.write(result.to_json() + "\n")
-            handle.flush()
-            results.append(result)
+            done = run_cell_recorded(cell, example, cell_setup, events=False,
+                                     trajectory=trajectories)  # fmt: skip
+            writer.write(cell, done)
+            results.append(done.result)
             if on_result is not None:
-                on_result(result)
+                on_result(done.result)
+    finally:
+        writer.close()
     return results
+
+
+def example_of(cell: Cell, seed: int) -> Example:
+    return get_task(cell.task).generate(example_seed(seed, cell.task, cell.length, cell.index),
+                                        cell.length)  # fmt: skip
 
 
 def _with_examples(cells: list[Cell], seed: int) -> Iterator[tuple[Cell, Example]]:

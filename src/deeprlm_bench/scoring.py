@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 COMPARISONS = ("more common than", "less common than", "same frequency as")
 
@@ -117,3 +118,22 @@ def letter_accuracy(gold: str, answer: str) -> float:
 def contains(gold: str, answer: str) -> float:
     """RULER's string match: the gold value appears anywhere in the answer."""
     return float(gold.lower() in answer.lower())
+
+
+def pairs_f1(gold: Iterable[Iterable[int]], answer: str) -> float:
+    """F1 of the unordered pairs in the answer against the gold pairs."""
+    pairs = {(min(a, b), max(a, b)) for a, b in (tuple(pair) for pair in gold)}
+    return f1(pairs, parse_pairs(answer))
+
+
+# Scorers by name, for answers scored outside a benchmark task (`deeprlm batch` questions
+# that carry a gold answer and name a scorer): (gold, answer) -> score from 0 to 1.
+SCORERS: dict[str, Callable[[Any, str], float]] = {
+    "exact": lambda gold, answer: normalized_exact(str(gold), answer),
+    "contains": lambda gold, answer: contains(str(gold), answer),
+    "number": lambda gold, answer: oolong_numeric(int(gold), answer),
+    "oolong": lambda gold, answer: oolong_exact(str(gold), answer),
+    "comparison": lambda gold, answer: oolong_comparison(str(gold), answer),
+    "choice": lambda gold, answer: letter_accuracy(str(gold), answer),
+    "pairs": pairs_f1,
+}

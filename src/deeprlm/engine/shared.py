@@ -8,17 +8,25 @@ one (`deeprlm.cache`: a hit bypasses everything below and costs nothing); then a
 retried outside their concurrency slot (`deeprlm.lm.provider.call_with_retries`), each
 holding a budget reservation while in flight (`deeprlm.budget`), bounded by deadlines, and
 recorded in usage and the trace, in that one function.
+
+`Permits` is the seam for bounds wider than one tree: the questions of a batch, in one
+process or across a cluster, share each model's permits and the batch's token and USD
+budget (`deeprlm.batch.permits`); a single run holds none. The batch's budget is kept as the
+tree's is: each attempt's reservation is held there too while in flight, then what the
+attempt really cost is charged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from deeprlm.budget import Budget, Reservation
 from deeprlm.cache import RunCache
-from deeprlm.errors import DeepRLMError, LMError
+from deeprlm.errors import DeepRLMError, LimitError, LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.lm.provider import (
     Deadline,
@@ -39,6 +47,45 @@ from deeprlm.usage import UsageMeter
 NOTE_WAIT_S = 5.0
 
 
+class Tab:
+    """What one attempt really cost, filled in once it has ended (nothing if never sent)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.usd = 0.0
+
+    def charge(self, tokens: int, usd: float) -> None:
+        self.tokens += tokens
+        self.usd += usd
+
+
+class Permits(Protocol):
+    """Leave to send one call to a model, shared beyond one run tree. `hold(model)` is
+    entered around each provider call, inside the tree's own concurrency bound; then
+    `reserve(model, reservation, tab)` around the attempt once the tree's budget has
+    reserved it: it holds the same worst case against a wider budget (waiting while it
+    does not fit, raising a `LimitError` when it never will) and on exit counts what
+    `tab` says the attempt cost."""
+
+    def hold(self, model: str) -> AbstractAsyncContextManager[object]: ...
+
+    def reserve(
+        self, model: str, reservation: Reservation, tab: Tab
+    ) -> AbstractAsyncContextManager[object]: ...
+
+
+class NoPermits:
+    """The default: nothing shared beyond the tree."""
+
+    def hold(self, model: str) -> AbstractAsyncContextManager[object]:
+        return contextlib.nullcontext()
+
+    def reserve(
+        self, model: str, reservation: Reservation, tab: Tab
+    ) -> AbstractAsyncContextManager[object]:
+        return contextlib.nullcontext()
+
+
 class SharedState:
     """What every run answering one query shares."""
 
@@ -55,6 +102,7 @@ class SharedState:
         tools: Mapping[str, Callable[..., Any]] | None = None,
         sub_tools: Mapping[str, Callable[..., Any]] | None = None,
         cache: RunCache | None = None,
+        permits: Permits | None = None,
     ) -> None:
         self.settings = settings
         self.cache = cache
@@ -69,6 +117,7 @@ class SharedState:
         self.usage = usage
         self.budget = Budget(settings, usage)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self.permits = permits or NoPermits()
         # Child runs each hold a REPL (a process, in the sandbox): bounded tree-wide.
         self.repl_slots = ReplSlots(settings.max_repls, settings.max_depth)
         self._resolve_lm = resolve_lm
@@ -204,10 +253,28 @@ class SharedState:
         async def attempt() -> Completion:
             nonlocal attempts, started_once
             await within(self.semaphore.acquire(), lm.name, deadline())
+            permit = contextlib.AsyncExitStack()
             try:
+                # Then each model's permit shared beyond the tree (a batch's), if any.
+                await within(
+                    permit.enter_async_context(self.permits.hold(lm.name)), lm.name, deadline()
+                )
                 reservation = await within(
                     self.budget.reserve(lm, messages, tools), lm.name, deadline()
                 )
+                tab = Tab()
+                try:
+                    # Its worst case held beyond the tree too (a batch's budget), if any.
+                    await within(
+                        permit.enter_async_context(self.permits.reserve(lm.name, reservation, tab)),
+                        lm.name,
+                        deadline(),
+                    )
+                except BaseException as err:
+                    self.budget.settle(lm, reservation, None)
+                    if isinstance(err, LimitError):
+                        raise self.budget.trip(err) from None
+                    raise
                 limit = settings.sub_call_timeout_s
                 if purpose == "sub" and started_once is None and limit is not None:
                     what = f"the sub-call timeout of {limit:g}s (sub_call_timeout_s)"
@@ -225,8 +292,10 @@ class SharedState:
                     parent_id=parent_id,
                     prompt=prompt,
                     schema=schema,
+                    tab=tab,
                 )
             finally:
+                await permit.aclose()
                 self.semaphore.release()
 
         def note(message: str, wait_s: float | None) -> None:
@@ -263,8 +332,10 @@ class SharedState:
         parent_id: str,
         prompt: str,
         schema: Mapping[str, Any] | None = None,
+        tab: Tab | None = None,
     ) -> Completion:
-        """One attempt, sent with its reservation held: recorded whatever becomes of it."""
+        """One attempt, sent with its reservation held: recorded whatever becomes of it,
+        and what it cost charged to `tab`."""
         span = self.recorder.call_started(
             run_id=run_id,
             parent_id=parent_id,
@@ -317,6 +388,8 @@ class SharedState:
                 usd = self.usage.record(completion)
             self.budget.settle(lm, reservation, completion if error is None else None)
             c = completion or Completion(text="", model=lm.name)
+            if tab is not None:
+                tab.charge(c.input_tokens + c.output_tokens, usd)
             self.recorder.call_ended(
                 span,
                 purpose=purpose,

@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from deeprlm.batch.trajectory import CallTap
 from deeprlm.cache import sampling_of
 from deeprlm.engine import SharedState
+from deeprlm.engine.shared import Permits
 from deeprlm.errors import LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.settings import Settings
 from deeprlm.textutil import estimate_tokens
+from deeprlm.trace.events import Event
 from deeprlm.trace.jsonl import JsonlSink
-from deeprlm.trace.recorder import Recorder, Trace
+from deeprlm.trace.recorder import Recorder, Sink, Trace
 from deeprlm.usage import UsageMeter, UsageReport
 from deeprlm_bench.example import Example
 
@@ -47,6 +50,17 @@ class Setup:
     window: int | None = None
     # Where a method on the engine writes the run's trace (JSONL), if anywhere.
     trace_path: Path | None = None
+    # Shared beyond one example: each model's permits (a batch on a cluster), see
+    # `deeprlm.engine.shared.Permits`.
+    permits: Permits | None = None
+    # Every event of every method's calls and runs, and a tap that sees their messages
+    # (for trajectories): the runner's models come wrapped, a method's own models it wraps.
+    on_event: Callable[[Event], None] | None = None
+    tap: CallTap | None = None
+
+    def own_model(self, lm: LM) -> LM:
+        """A model a method makes itself (the oracle's), seen by the tap if there is one."""
+        return self.tap.wrap(lm) if self.tap is not None else lm
 
 
 @dataclass(frozen=True)
@@ -145,13 +159,15 @@ def shared_state(
     budget of `settings`, a fresh usage meter, the REPL's tools, and the trace file if one
     is kept."""
     model = WithinWindow(setup.model, setup.window)
+    sinks: list[Sink] = [sink for sink in (trace, setup.on_event) if sink is not None]
     return SharedState(
         settings,
         model,
         model,
-        recorder=Recorder(Trace([trace] if trace is not None else [])),
+        recorder=Recorder(Trace(sinks)),
         usage=UsageMeter(),
         tools=tools,
+        permits=setup.permits,
     )
 
 

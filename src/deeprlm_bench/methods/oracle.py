@@ -77,10 +77,17 @@ class Oracle:
     name = "oracle"
 
     def run(self, example: Example, setup: Setup) -> Outcome:
-        root = ScriptedLM(root_policy(example), name="oracle-root")
-        sub = ScriptedLM(lambda messages: sub_reply(_last_user_text(messages)), name="oracle-sub")
+        root = setup.own_model(ScriptedLM(root_policy(example), name="oracle-root"))
+        sub = setup.own_model(
+            ScriptedLM(lambda messages: sub_reply(_last_user_text(messages)), name="oracle-sub")
+        )
         rlm = RLM(
-            root, sub, max_iterations=2, repl=setup.settings.repl, trace_path=setup.trace_path
+            root,
+            sub,
+            max_iterations=2,
+            repl=setup.settings.repl,
+            trace_path=setup.trace_path,
+            on_event=setup.on_event,
         )
         result = rlm.run(example.query, example.context)
         return Outcome(result.answer, result.usage, result.iterations, result.sub_calls)

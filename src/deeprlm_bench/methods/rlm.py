@@ -18,7 +18,14 @@ class RLMMethod:
 
     def run(self, example: Example, setup: Setup) -> Outcome:
         settings = replace(setup.settings, allow_sub_calls=self.allow_sub_calls)
-        rlm = RLM(setup.model, setup.sub_model, trace_path=setup.trace_path, **settings.to_dict())
+        rlm = RLM(
+            setup.model,
+            setup.sub_model,
+            trace_path=setup.trace_path,
+            on_event=setup.on_event,
+            permits=setup.permits,
+            **settings.to_dict(),
+        )
         try:
             result = rlm.run(example.query, example.context)
         except LimitError as err:
