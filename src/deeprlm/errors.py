@@ -22,7 +22,12 @@ class InputError(DeepRLMError):
 
 
 class LMError(DeepRLMError):
-    """A model provider failed after retries, or answered with something unusable."""
+    """A model provider failed after retries, or answered with something unusable.
+    `status` is the HTTP status of the provider's answer, when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SandboxError(DeepRLMError):

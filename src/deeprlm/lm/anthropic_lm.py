@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -61,8 +61,13 @@ class AnthropicLM(ProviderLM):
         super().__init__(model, self.base_url or "the Anthropic API", options, context_window)
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        # No native schema: `ProviderLM` puts it in the prompt and checks the reply.
         system, converted = convert_messages(messages)
         request: dict[str, Any] = {
             "model": self.name,

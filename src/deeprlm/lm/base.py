@@ -8,7 +8,7 @@ each adapter converts it to its provider's shape at the edge.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,7 +49,11 @@ class Completion:
 
 @runtime_checkable
 class LM(Protocol):
-    """A chat model. `name` identifies it in usage reports and the price table."""
+    """A chat model. `name` identifies it in usage reports and the price table.
+
+    `schema`, when given, is a JSON Schema the reply's text must follow: adapters enforce
+    it where the model or server can (a grammar, `response_format`), and otherwise check
+    the reply and ask again (see `deeprlm.lm.schema`)."""
 
     name: str
     # True when the provider has native tool calling; otherwise tools go through a text
@@ -62,6 +66,7 @@ class LM(Protocol):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion: ...
 
     async def acomplete(
@@ -70,6 +75,7 @@ class LM(Protocol):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion: ...
 
 
@@ -83,10 +89,12 @@ class SyncLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         return await asyncio.to_thread(
             self.complete,  # type: ignore[attr-defined]
             messages,
             tools=tools,
             max_tokens=max_tokens,
+            schema=schema,
         )

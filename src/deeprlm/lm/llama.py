@@ -12,10 +12,11 @@ cache. Calls are serialised by that lock; two cores gain nothing from interleavi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,23 @@ class _Shared:
         self.lock = threading.Lock()
         self.contexts: dict[str, Any] = {}
         self.formatter: Any = None
+        self.grammars: dict[str, Any] = {}  # JSON Schema text -> compiled grammar
+
+    def grammar(self, schema: Mapping[str, Any]) -> Any:
+        """The llama.cpp grammar that holds a reply to `schema`, compiled once per schema."""
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self.grammars.get(key)
+        if grammar is None:
+            from llama_cpp import LlamaGrammar
+
+            try:
+                grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise InputError(
+                    f"llama.cpp cannot turn this JSON Schema into a grammar: {exc}"
+                ) from None
+            self.grammars[key] = grammar
+        return grammar
 
     def context(self, role: str) -> Any:
         """The llama.cpp context of `role`, loaded on first use. Call with the lock held."""
@@ -199,12 +217,14 @@ class LlamaCppLM(SyncLM):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
         """One reply. Setting `cancel` (from another thread) stops the call within one
         batch of prompt tokens or one generated token; the reply so far comes back with
-        `finish_reason="cancelled"`."""
-        return self._complete(messages, max_tokens, cancel or threading.Event())
+        `finish_reason="cancelled"`. A `schema` (JSON Schema) is enforced by a grammar: the
+        model can only sample tokens that keep the reply valid."""
+        return self._complete(messages, max_tokens, schema, cancel or threading.Event())
 
     async def acomplete(
         self,
@@ -212,25 +232,31 @@ class LlamaCppLM(SyncLM):
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         # A worker thread cannot be killed, so a cancelled caller (a wall-clock limit) raises
         # a flag that prompt evaluation and sampling check between steps.
         cancel = threading.Event()
         try:
             return await asyncio.to_thread(
-                self.complete, messages, max_tokens=max_tokens, cancel=cancel
+                self.complete, messages, max_tokens=max_tokens, schema=schema, cancel=cancel
             )
         except asyncio.CancelledError:
             cancel.set()
             raise
 
     def _complete(
-        self, messages: Sequence[Message], max_tokens: int | None, cancel: threading.Event
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None,
+        cancel: threading.Event,
     ) -> Completion:
         from llama_cpp import StoppingCriteriaList
 
         settings = self._shared.settings
         with self._shared.lock:
+            grammar = self._shared.grammar(schema) if schema is not None else None
             llm = self._shared.context(self.role)
             try:
                 tokens = self._prompt_tokens(llm, messages)
@@ -249,6 +275,7 @@ class LlamaCppLM(SyncLM):
                     temperature=settings.temperature,
                     repeat_penalty=settings.repeat_penalty,
                     seed=settings.seed,
+                    grammar=grammar,
                     stopping_criteria=StoppingCriteriaList([lambda ids, logits: cancel.is_set()]),
                 )
             except (ValueError, RuntimeError) as exc:

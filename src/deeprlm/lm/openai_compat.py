@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import openai
@@ -23,6 +23,8 @@ class OpenAICompatibleLM(ProviderLM):
     sdk = openai
     sync_client = "OpenAI"
     async_client = "AsyncOpenAI"
+    # `response_format` with a JSON Schema; a server that refuses it is asked without.
+    native_schema = True
 
     def __init__(
         self,
@@ -57,9 +59,18 @@ class OpenAICompatibleLM(ProviderLM):
         return f"OpenAICompatibleLM({self.name!r}, base_url={self.base_url!r})"
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.name, "messages": list(messages)}
+        if schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": dict(schema), "strict": True},
+            }
         if tools:
             request["tools"] = [
                 {

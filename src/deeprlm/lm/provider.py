@@ -13,17 +13,24 @@ import functools
 import os
 import ssl
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 from deeprlm.errors import LMError
+from deeprlm.lm import schema as schemas
 from deeprlm.lm.base import Completion, Message, ToolSpec
 from deeprlm.textutil import clip
 
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_RETRIES = 5
+# HTTP statuses with which a server refuses a request it cannot serve as asked (here: a
+# `response_format` it does not support); the request is sent again without it.
+_REFUSED = frozenset({400, 422})
+
+# One exchange of the attempt loop: the request to send next; the reply (or the error) to it.
+Attempts = Generator[dict[str, Any], tuple[Completion | None, LMError | None], Completion]
 
 
 @contextmanager
@@ -33,7 +40,9 @@ def provider_errors(sdk: ModuleType, where: str) -> Iterator[None]:
     except sdk.APIStatusError as err:
         detail = clip(" ".join(str(err.message).split()), 300)
         hint = " (rate limited; retries exhausted)" if err.status_code == 429 else ""
-        raise LMError(f"{where} answered HTTP {err.status_code}{hint}: {detail}") from None
+        raise LMError(
+            f"{where} answered HTTP {err.status_code}{hint}: {detail}", status=err.status_code
+        ) from None
     except sdk.APITimeoutError:
         raise LMError(f"{where} did not answer in time (after retries)") from None
     except sdk.APIConnectionError as err:
@@ -84,9 +93,18 @@ class ProviderLM:
         http_client = getattr(self.sdk, http_kind)(verify=shared_ssl_context())
         return getattr(self.sdk, kind)(**self._options, http_client=http_client)
 
+    # True when the provider can be held to a JSON Schema itself (see `_request`); else the
+    # schema goes into the prompt and the reply is checked and asked for again.
+    native_schema = False
+
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """The SDK request; `schema` is only ever passed when `native_schema` is true."""
         raise NotImplementedError
 
     def _send(self, client: Any, request: dict[str, Any]) -> Any:
@@ -96,18 +114,72 @@ class ProviderLM:
     def _parse(self, response: Any) -> Completion:
         raise NotImplementedError
 
+    def _attempts(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int | None,
+        schema: Mapping[str, Any] | None,
+    ) -> Attempts:
+        """The requests of one call, shared by the sync and async twins: one, unless a
+        schema is asked for. Then a refused `response_format` is dropped (for good: the
+        server will not change its mind) and a reply that does not follow the schema is
+        asked for again, with the problem spelled out."""
+        native = schema is not None and self.native_schema
+        sent = (
+            list(messages)
+            if native or schema is None
+            else schemas.with_instruction(messages, schema)
+        )
+        reply, error = yield self._request(sent, tools, max_tokens, schema if native else None)
+        if error is not None and native and error.status in _REFUSED:
+            assert schema is not None
+            self.native_schema = False
+            native = False
+            sent = schemas.with_instruction(messages, schema)
+            reply, error = yield self._request(sent, tools, max_tokens)
+        if error is not None:
+            raise error
+        assert reply is not None
+        if schema is None:
+            return reply
+        total = reply
+        for _ in range(schemas.RETRIES):
+            again = schemas.follow_up(sent, reply, schema)
+            if again is None:
+                break
+            reply, error = yield self._request(again, tools, max_tokens, schema if native else None)
+            if error is not None:
+                raise error
+            assert reply is not None
+            total = schemas.merged(total, reply)
+        return total
+
     def complete(
         self,
         messages: Sequence[Message],
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         if self._client is None:
             self._client = self._make_client(self.sync_client, "DefaultHttpxClient")
-        with provider_errors(self.sdk, self._where):
-            response = self._send(self._client, self._request(messages, tools, max_tokens))
-            return self._parse(response)
+        attempts = self._attempts(messages, tools, max_tokens, schema)
+        request = next(attempts)
+        while True:
+            try:
+                with provider_errors(self.sdk, self._where):
+                    outcome: tuple[Completion | None, LMError | None] = (
+                        self._parse(self._send(self._client, request)),
+                        None,
+                    )
+            except LMError as err:
+                outcome = (None, err)
+            try:
+                request = attempts.send(outcome)
+            except StopIteration as done:
+                return done.value
 
     async def acomplete(
         self,
@@ -115,12 +187,25 @@ class ProviderLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
             client = self._make_client(self.async_client, "DefaultAsyncHttpxClient")
             self._async_clients[loop] = client
-        with provider_errors(self.sdk, self._where):
-            response = await self._send(client, self._request(messages, tools, max_tokens))
-            return self._parse(response)
+        attempts = self._attempts(messages, tools, max_tokens, schema)
+        request = next(attempts)
+        while True:
+            try:
+                with provider_errors(self.sdk, self._where):
+                    outcome: tuple[Completion | None, LMError | None] = (
+                        self._parse(await self._send(client, request)),
+                        None,
+                    )
+            except LMError as err:
+                outcome = (None, err)
+            try:
+                request = attempts.send(outcome)
+            except StopIteration as done:
+                return done.value

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from deeprlm.lm.base import Completion, Message, ToolSpec
 
@@ -40,10 +41,16 @@ class ScriptedLM:
         self._lock = threading.Lock()
         self._next = 0
         self.calls: list[list[Message]] = []
+        # The JSON Schema each call asked for (None: none), in call order. Scripted replies
+        # are returned as written: a test decides whether they follow it.
+        self.schemas: list[Mapping[str, Any] | None] = []
 
-    def _reply(self, messages: Sequence[Message]) -> Completion:
+    def _reply(
+        self, messages: Sequence[Message], schema: Mapping[str, Any] | None = None
+    ) -> Completion:
         with self._lock:
             self.calls.append([dict(m) for m in messages])
+            self.schemas.append(schema)
             if self._policy is not None:
                 reply = self._policy(messages)
             elif not self._replies:
@@ -68,10 +75,11 @@ class ScriptedLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         if self.delay:
             time.sleep(self.delay)
-        return self._reply(messages)
+        return self._reply(messages, schema)
 
     async def acomplete(
         self,
@@ -79,7 +87,8 @@ class ScriptedLM:
         *,
         tools: Sequence[ToolSpec] | None = None,
         max_tokens: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         if self.delay:
             await asyncio.sleep(self.delay)
-        return self._reply(messages)
+        return self._reply(messages, schema)
