@@ -13,15 +13,16 @@ Everything here is async; the sync API runs it on a private event loop (see `dee
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deeprlm import prompts
+from deeprlm import guides, prompts
 from deeprlm.budget import Budget
 from deeprlm.context import ContextInfo, describe, normalize
 from deeprlm.errors import DeepRLMError, LimitError, LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.primitives.mapping import MapReport, PackLimits, classify_items, map_items
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
 from deeprlm.replies import Reply, parse_reply
 from deeprlm.settings import Settings
@@ -84,6 +85,9 @@ class Tree:
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._resolve_lm = resolve_lm
         self._named_lms: dict[str, LM] = {}
+        # Answers of llm_map / llm_classify items, by model, instruction, labels and item:
+        # code run again (small models do that) does not ask again.
+        self.item_answers: dict[Any, str] = {}
 
     def root_lm_at(self, depth: int) -> LM:
         """The model driving runs at `depth`. An in-process model keeps a cache per role, so
@@ -109,8 +113,11 @@ class Tree:
         parent_id: str,
         prompt: str,
         tools: Sequence[ToolSpec] | None = None,
+        schema: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> Completion:
-        """One model call: budget check, concurrency bound, usage, trace."""
+        """One model call: budget check, concurrency bound, usage, trace. `max_tokens`
+        narrows the run's reply limit for this call, never widens it."""
         self.budget.check()
         trace = self.trace
         call_id = trace.new_id("call")
@@ -124,8 +131,12 @@ class Tree:
                 trace.emit(
                     LMCallStarted(start, call_id, run_id, parent_id, role, lm.name, len(prompt))
                 )
+                limit = _min_or_none(self.settings.max_reply_tokens, max_tokens)
                 completion = await lm.acomplete(
-                    messages, tools=tools, max_tokens=self.settings.max_reply_tokens
+                    messages,
+                    tools=tools,
+                    max_tokens=None if limit is None else int(limit),
+                    schema=schema,
                 )
             usd = self.usage.record(completion)
             error = None
@@ -272,7 +283,32 @@ class Run:
                 )
             )
 
-    def _prompt_setup(self) -> prompts.PromptSetup:
+    async def _route(self) -> str | None:
+        """The kind of question, for a small root: one constrained call to the sub-model
+        (see `deeprlm.guides`). None when the call fails; the run then goes on with the
+        single-example prompt."""
+        tree = self.tree
+        prompt = guides.route_prompt(self.query, prompts.describe_context(self.info))
+        try:
+            completion = await tree.call_lm(
+                tree.sub_lm,
+                [{"role": "user", "content": prompt}],
+                role="route",
+                run_id=self.id,
+                parent_id=self.id,
+                prompt=prompt,
+                schema=guides.route_schema(),
+                max_tokens=16,
+            )
+        except LMError as err:
+            tree.trace.emit(
+                Note(tree.trace.now(), tree.trace.new_id("note"), self.id, self.id,
+                     f"no kind of question picked ({err}): the general prompt is used")
+            )  # fmt: skip
+            return None
+        return guides.read_route(completion.text)
+
+    def _prompt_setup(self, kind: str | None = None) -> prompts.PromptSetup:
         tree = self.tree
         settings = tree.settings
         window = getattr(tree.sub_lm, "context_window", None)
@@ -544,6 +580,21 @@ class Run:
         child = Run(tree, query, context, depth=self.depth + 1, parent_id=parent)
         outcome = await child.execute()
         return outcome.answer
+
+
+class _KeyedCache:
+    """A view of the tree's item answers for one model: the same item asked of another
+    model is another question."""
+
+    def __init__(self, store: dict[Any, str], model: str) -> None:
+        self.store = store
+        self.model = model
+
+    def get(self, key: Any) -> str | None:
+        return self.store.get((self.model, key))
+
+    def __setitem__(self, key: Any, value: str) -> None:
+        self.store[(self.model, key)] = value
 
 
 def _first_line(fn: Callable[..., Any]) -> str:

@@ -44,6 +44,14 @@ class InProcessREPL:
         def llm_batch(prompts: Sequence[str], model: str | None = None) -> list[str]:
             return self._call(host.llm_batch(list(prompts), model))
 
+        def llm_map(instruction: str, items: Any, model: str | None = None) -> Any:
+            return self._call(host.llm_map(instruction, items, model))
+
+        def llm_classify(
+            items: Any, labels: Sequence[str], instruction: str = "", model: str | None = None
+        ) -> Any:
+            return self._call(host.llm_classify(items, labels, instruction, model))
+
         def rlm_query(query: str, context: Any = None) -> str:
             return self._call(host.rlm_query(query, context))
 
@@ -54,6 +62,8 @@ class InProcessREPL:
             "llm_query": llm_query,
             "llm_batch": llm_batch,
             "llm_query_batched": llm_batch,
+            "llm_map": llm_map,
+            "llm_classify": llm_classify,
             "rlm_query": rlm_query,
             "rlm_batch": rlm_batch,
         }

@@ -19,6 +19,9 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from deeprlm.primitives.chunking import chunk_text
+from deeprlm.primitives.records import parse_date, records
+from deeprlm.primitives.search import search
 from deeprlm.repl.base import Cell
 from deeprlm.repl.capture import OutputCapture, capturing
 from deeprlm.textutil import clip
@@ -30,6 +33,12 @@ RESERVED_NAMES = frozenset(
         "llm_query",
         "llm_batch",
         "llm_query_batched",
+        "llm_map",
+        "llm_classify",
+        "search",
+        "chunk_text",
+        "records",
+        "parse_date",
         "rlm_query",
         "rlm_batch",
         "FINAL",
@@ -90,6 +99,11 @@ class Session:
             "math": math,
         }
         self.globals.update(tools or {})
+        # Pure helpers run here, in the REPL's own process; the functions handed in reach
+        # the host.
+        self.globals.update(
+            search=search, chunk_text=chunk_text, records=records, parse_date=parse_date
+        )
         self.globals.update(functions)
         self.globals.update(
             context=context,

@@ -32,7 +32,9 @@ from deeprlm.textutil import clip
 
 # A hostile worker could ask for calls faster than they finish; past this many, refuse.
 MAX_CALLS_IN_FLIGHT = 1024
-HOST_FUNCTIONS = frozenset({"llm_query", "llm_batch", "rlm_query", "rlm_batch"})
+HOST_FUNCTIONS = frozenset(
+    {"llm_query", "llm_batch", "llm_map", "llm_classify", "rlm_query", "rlm_batch"}
+)
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,16 @@ class Worker:
         def llm_batch(prompts: Any, model: str | None = None) -> list[str]:
             return self.call("llm_batch", [list(prompts), model])
 
+        def llm_map(instruction: str, items: Any, model: str | None = None) -> Any:
+            return self.call("llm_map", [instruction, _jsonable(items), model])
+
+        def llm_classify(
+            items: Any, labels: Any, instruction: str = "", model: str | None = None
+        ) -> Any:
+            return self.call(
+                "llm_classify", [_jsonable(items), _jsonable(labels), instruction, model]
+            )
+
         def rlm_query(query: str, context: Any = None) -> str:
             return self.call("rlm_query", [query, context])
 
@@ -195,6 +205,8 @@ class Worker:
             "llm_query": llm_query,
             "llm_batch": llm_batch,
             "llm_query_batched": llm_batch,
+            "llm_map": llm_map,
+            "llm_classify": llm_classify,
             "rlm_query": rlm_query,
             "rlm_batch": rlm_batch,
         }
@@ -252,6 +264,17 @@ class Worker:
         except ValueError as exc:  # a final answer or answer content over the frame limit
             message.update(final=None, answer_content="", error=f"ValueError: {exc}")
             self.channel.send(message)
+
+
+def _jsonable(items: Any) -> Any:
+    """Items as the channel carries them: a dict stays a dict, other collections (tuples,
+    generators, pandas-like sequences) become lists."""
+    if isinstance(items, (str, dict, list)):
+        return items
+    try:
+        return list(items)
+    except TypeError:
+        return items
 
 
 def _on_cpu_limit(signum: int, frame: Any) -> None:

@@ -1,0 +1,141 @@
+"""The decomposition primitives inside a run: llm_map / llm_classify reach the sub-model as
+packed, schema-constrained calls in both REPLs; search, chunk_text, records and parse_date
+work in the REPL; the trace records the packing; sub-calls off means off."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from deeprlm import RLM, InputError, ScriptedLM
+from deeprlm.trace.events import BatchEnded, BatchStarted, LMCallEnded
+
+from conftest import repl
+
+REPLS = ["inprocess", "sandbox"]
+
+RECORDS = "\n".join(
+    f"Date: Jan {day:02d}, 2024 || User: {10 + day % 3} || Instance: {question}"
+    for day, question in enumerate(
+        ["Who painted it?", "Where is it?", "Who wrote it?", "How tall is it?"] * 10, 1
+    )
+    if day <= 28
+)
+
+
+def labeller(messages):
+    """A sub-model that labels numbered questions by their first word."""
+    prompt = messages[-1]["content"]
+    items = dict(re.findall(r"^(\d+)\. (.*)$", prompt, re.M))
+    first = {"Who": "human being", "Where": "location", "How": "numeric value"}
+    return json.dumps({n: first[text.split()[0]] for n, text in items.items()})
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_a_count_through_llm_classify_in_one_packed_call(kind):
+    code = (
+        "rows = records(context)\n"
+        "labels = llm_classify([r['Instance'] for r in rows], "
+        "['human being', 'location', 'numeric value'])\n"
+        "print(len(rows), labels.count('human being'))"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    sub = ScriptedLM(labeller, name="sub")
+    result = RLM(root, sub, repl=kind).run("how many?", RECORDS)
+    assert "28 14" in root.calls[1][-1]["content"]
+    # 28 records, 4 distinct questions: one call, with the label set as the schema's enum.
+    assert result.sub_calls == 1 and len(sub.calls) == 1
+    assert sub.schemas[0]["properties"]["1"] == {
+        "enum": ["human being", "location", "numeric value"]
+    }
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_llm_map_over_a_dict_answers_by_key(kind):
+    def shout(messages):
+        items = dict(re.findall(r"^(\d+)\. (.*)$", messages[-1]["content"], re.M))
+        return json.dumps({n: text.upper() for n, text in items.items()})
+
+    code = "out = llm_map('Shout.', {'a.txt': 'hello', 'b.txt': 'bye'})\nprint(out)"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, ScriptedLM(shout), repl=kind).run("q", "ctx")
+    assert "{'a.txt': 'HELLO', 'b.txt': 'BYE'}" in root.calls[1][-1]["content"]
+
+
+def test_the_trace_shows_items_packs_calls_and_reasks():
+    asked: list[int] = []
+
+    def forgetful(messages):
+        items = dict(re.findall(r"^(\d+)\. (.*)$", messages[-1]["content"], re.M))
+        asked.append(len(items))
+        # The first reply leaves out its last item.
+        keep = list(items)[:-1] if len(asked) == 1 else list(items)
+        return json.dumps({n: items[n][::-1] for n in keep})
+
+    events = []
+    code = "print(llm_map('Reverse.', [f'w{i}' for i in range(25)]))"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    result = RLM(root, ScriptedLM(forgetful), on_event=events.append).run("q", "ctx")
+    started = next(e for e in events if isinstance(e, BatchStarted))
+    ended = next(e for e in events if isinstance(e, BatchEnded))
+    assert (started.kind, started.items, started.unique, started.packs) == ("map", 25, 25, (20, 5))
+    assert started.size == 2 and started.instruction == "Reverse."
+    assert (ended.calls, ended.reasked, ended.errors) == (3, 1, 0)
+    subs = [e for e in events if isinstance(e, LMCallEnded) and e.role == "sub"]
+    assert len(subs) == 3 and all(e.parent_id == started.id for e in subs)
+    assert result.sub_calls == 3
+    output = root.calls[1][-1]["content"]
+    assert str([f"w{i}"[::-1] for i in range(25)]) in output
+    assert asked == [20, 5, 1]  # the item left out is asked again on its own
+
+
+def test_a_second_run_of_the_same_map_is_answered_from_the_cache():
+    code = "print(llm_map('Reverse.', ['ab', 'cd']))"
+    sub = ScriptedLM(
+        lambda m: json.dumps(
+            {n: t[::-1] for n, t in re.findall(r"^(\d+)\. (.*)$", m[-1]["content"], re.M)}
+        )
+    )
+    root = ScriptedLM([repl(code), repl(code), "FINAL(done)"])
+    result = RLM(root, sub).run("q", "ctx")
+    assert result.sub_calls == 1 and len(sub.calls) == 1
+    assert "['ba', 'dc']" in root.calls[2][-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("llm_map('Do.', 'a whole text')", "items must be a list"),
+        ("llm_map('', ['x'])", "instruction must be a non-empty str"),
+        ("llm_classify(['x'], 'yes')", "labels must be a list"),
+        ("llm_classify(['x'], ['only'])", "at least two"),
+    ],
+)
+def test_misuse_is_an_error_the_model_reads(code, message):
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, ScriptedLM(["{}"])).run("q", "ctx")
+    assert message in root.calls[1][-1]["content"]
+
+
+def test_without_sub_calls_the_map_primitives_refuse_but_the_pure_ones_work():
+    code = (
+        "print(search('Who', context).total)\n"
+        "print(len(chunk_text(context, 200)))\n"
+        "print(parse_date(records(context)[0]['Date']))\n"
+        "llm_classify(['x', 'y'], ['a', 'b'])"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    sub = ScriptedLM(["{}"])
+    RLM(root, sub, sub_calls=False).run("q", RECORDS)
+    output = root.calls[1][-1]["content"]
+    assert "14" in output and "2024-01-01" in output
+    assert "sub-calls are disabled" in output
+    assert not sub.calls
+
+
+def test_user_tools_may_not_take_the_primitives_names():
+    for name in ("search", "llm_map", "llm_classify", "records"):
+        with pytest.raises(InputError, match="taken by the REPL"):
+            RLM(ScriptedLM(["FINAL(x)"]), tools={name: lambda: None})
