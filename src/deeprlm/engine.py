@@ -321,12 +321,14 @@ class Run:
             sub_window_chars=window * CHARS_PER_TOKEN if window else None,
             tools={name: _first_line(fn) for name, fn in tree.tools.items()},
             family=self.family,
+            kind=kind,
         )
 
     async def _loop(self, repl: REPL) -> RunOutcome:
         settings = self.tree.settings
+        kind = await self._route() if self.family == "small" else None
         messages: list[Message] = [
-            {"role": "system", "content": prompts.system_prompt(self._prompt_setup())},
+            {"role": "system", "content": prompts.system_prompt(self._prompt_setup(kind))},
             {"role": "user", "content": prompts.first_message(self.query, self.info)},
         ]
         previous: tuple[tuple[str, ...], list[str]] | None = None
@@ -470,6 +472,20 @@ class Run:
 
         return await self._batch("llm", [(one, (text,)) for text in texts])
 
+    async def llm_map(
+        self, instruction: str, items: Any, model: str | None = None
+    ) -> list[str] | dict[str, str]:
+        self._require_sub_calls()
+        return await self._map("map", instruction, items, (), model)
+
+    async def llm_classify(
+        self, items: Any, labels: Sequence[str], instruction: str = "", model: str | None = None
+    ) -> list[str] | dict[str, str]:
+        self._require_sub_calls()
+        if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
+            raise TypeError("llm_classify: labels must be a list of label strings")
+        return await self._map("classify", instruction, items, tuple(map(str, labels)), model)
+
     async def rlm_query(self, query: str, context: Any = None) -> str:
         self._require_sub_calls()
         self._take_sub_call()
@@ -533,6 +549,112 @@ class Run:
                     errors=errors,
                 )
             )
+
+    async def _map(
+        self,
+        kind: str,
+        instruction: str,
+        items: Any,
+        labels: tuple[str, ...],
+        model: str | None,
+    ) -> list[str] | dict[str, str]:
+        """`llm_map` and `llm_classify`: packed sub-calls (see `deeprlm.primitives`), traced
+        as one batch whose sub-calls are its packs."""
+        name = f"llm_{kind}"
+        if not isinstance(instruction, str) or (kind == "map" and not instruction.strip()):
+            raise TypeError(f"{name}: the instruction must be a non-empty str")
+        if isinstance(items, str) or not isinstance(items, (list, tuple, dict)):
+            raise TypeError(
+                f"{name}: items must be a list (or a dict), not {type(items).__name__}; "
+                "split a text first, e.g. with context.splitlines() or chunk_text(context)"
+            )
+        keys = list(items) if isinstance(items, dict) else None
+        values = list(items.values()) if isinstance(items, dict) else list(items)
+        tree, trace = self.tree, self.tree.trace
+        lm = tree.sub_lm_named(model)
+        batch_id = trace.new_id("batch")
+        parent = self._cell_id or self.id
+        start = trace.now()
+        started = False
+
+        def on_plan(report: MapReport) -> None:
+            nonlocal started
+            started = True
+            trace.emit(
+                BatchStarted(
+                    start,
+                    batch_id,
+                    self.id,
+                    parent,
+                    kind=kind,
+                    size=len(report.packs),
+                    items=report.items,
+                    unique=report.unique,
+                    cached=report.cached,
+                    packs=tuple(report.packs),
+                    instruction=clip(instruction, QUERY_CHARS),
+                    labels=labels,
+                )
+            )
+
+        async def call(prompt: str, schema: Mapping[str, Any] | None, tokens: int | None) -> str:
+            self._take_sub_call()
+            completion = await tree.call_lm(
+                lm,
+                [{"role": "user", "content": prompt}],
+                role="sub",
+                run_id=self.id,
+                parent_id=batch_id,
+                prompt=prompt,
+                schema=schema,
+                max_tokens=tokens,
+            )
+            return completion.text
+
+        cache = _KeyedCache(tree.item_answers, lm.name)
+        report: MapReport | None = None
+        try:
+            if kind == "classify":
+                report = await classify_items(
+                    call, values, labels, instruction=instruction, limits=self._pack_limits(lm),
+                    cache=cache, on_plan=on_plan,
+                )  # fmt: skip
+            else:
+                report = await map_items(
+                    call, instruction, values, limits=self._pack_limits(lm), cache=cache,
+                    on_plan=on_plan,
+                )  # fmt: skip
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        finally:
+            if started or report is not None:
+                if not started and report is not None:
+                    on_plan(report)
+                trace.emit(
+                    BatchEnded(
+                        trace.now(),
+                        batch_id,
+                        self.id,
+                        parent,
+                        kind=kind,
+                        size=len(report.packs) if report else 0,
+                        start=start,
+                        duration_s=round(trace.now() - start, 6),
+                        errors=report.errors if report else 0,
+                        items=len(values),
+                        calls=report.calls if report else 0,
+                        reasked=report.reasked if report else 0,
+                    )
+                )
+        answers = report.answers
+        return dict(zip(keys, answers, strict=True)) if keys is not None else answers
+
+    def _pack_limits(self, lm: LM) -> PackLimits:
+        """Packs sized to the sub-model: its window bounds the item text of one call (half
+        of it, leaving the rest for the instruction and the reply)."""
+        window = getattr(lm, "context_window", None)
+        max_chars = int(window) * CHARS_PER_TOKEN // 2 if window else PackLimits.max_chars
+        return PackLimits(max_chars=max_chars, max_reply_tokens=self.tree.settings.max_reply_tokens)
 
     async def _sub_call(self, prompt: str, model: str | None, parent: str) -> str:
         tree = self.tree

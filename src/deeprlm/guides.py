@@ -1,0 +1,289 @@
+"""How a small root model is taught: one kind of question, one worked example.
+
+A 1.5B model copies a worked example far better than it follows rules, and mixes two
+examples into one wrong program (a second example once cost it needles it had found). So
+the engine first asks which kind of question it faces — a constrained call whose answer
+can only be one of `KINDS` — and the root then sees the functions, steps and example of
+that kind only. Each kind's example is set in a world unlike any benchmark's (orders,
+reviews, lighthouses, a mail service), so the model learns the pattern, not an answer.
+
+`KINDS` is the one table: the router's choices and descriptions, and what each kind's
+prompt holds, come from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    # What the router reads to recognise the kind.
+    description: str
+    # The REPL functions the prompt shows (keys of `FUNCTIONS`), in order.
+    functions: tuple[str, ...]
+    steps: str
+    example: str
+    # With sub-calls turned off, a kind that needs them gets this example instead.
+    example_without_sub_calls: str = ""
+
+
+FUNCTIONS: dict[str, str] = {
+    "search": "search(words, context) -> hits: the lines holding the words (any case), each "
+    "with where it is (key, line) and the lines around it. print(hits) to read them.",
+    "records": "records(context) -> rows: one dict per line, keyed by field name.",
+    "parse_date": "parse_date(text) -> a date you can compare; it reads 'Mar 04, 2023', "
+    "'2023-03-04' and other forms.",
+    "llm_classify": "llm_classify(texts, labels) -> one label per text, in order: a helper "
+    "model reads each text and picks its label.",
+    "llm_map": "llm_map(instruction, texts) -> one answer per text, in order: a helper "
+    "model follows the instruction for each text.",
+    "llm_query": "llm_query(prompt) -> str: asks a helper model. It cannot see `context`, so "
+    "put the text it should read into the prompt.",
+}
+SUB_CALL_FUNCTIONS = frozenset({"llm_classify", "llm_map", "llm_query"})
+
+_LOOKUP_EXAMPLE = """Question: In which year did the keeper of the Ferro lighthouse retire?
+```repl
+hits = search("Ferro lighthouse keeper retire", context)
+print(hits)
+```
+Output:
+1 hit for 'Ferro lighthouse keeper retire' (every word on one line)
+[line 4120]
+The Ferro lighthouse was painted white in 1951. Ines Brandt, keeper of the Ferro \
+lighthouse, retired in 1987 and moved inland.
+Reply:
+FINAL(1987)"""
+
+_COUNT_EXAMPLE = """Question: How many orders dated from Feb 03, 2022 to Mar 10, 2022 (both \
+inclusive) were paid by card? Give your final answer in the form 'Answer: <number>'.
+```repl
+from collections import Counter
+rows = records(context)
+start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
+picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
+print(len(rows), len(picked))
+print(Counter(r["Payment"] for r in picked))
+```
+Output:
+2210 96
+Counter({'card': 57, 'cash': 31, 'voucher': 8})
+Reply:
+FINAL(Answer: 57)"""
+
+_JUDGE_EXAMPLE = """Question: Each line is a review: a day, a shop and its text. Topics: \
+delivery, price, quality; the topics are not given, judge each review. Which topic is the \
+most common among reviews dated from Feb 03, 2022 to Mar 10, 2022 (both inclusive)? Give \
+your final answer in the form 'Topic: <topic>'.
+```repl
+from collections import Counter
+rows = records(context)
+start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
+picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
+topics = llm_classify([r["Review"] for r in picked], ["delivery", "price", "quality"])
+print(len(picked), Counter(topics))
+```
+Output:
+96 Counter({'delivery': 41, 'quality': 33, 'price': 22})
+Reply:
+FINAL(Topic: delivery)"""
+
+_JUDGE_EXAMPLE_NO_SUB = """Question: Each line is a review: a day, a shop and its text. Topics: \
+delivery, price, quality; the topics are not given, judge each review. Which topic is the \
+most common among reviews dated from Feb 03, 2022 to Mar 10, 2022 (both inclusive)? Give \
+your final answer in the form 'Topic: <topic>'.
+```repl
+from collections import Counter
+rows = records(context)
+start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
+picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
+def topic(text):
+    text = text.lower()
+    if any(w in text for w in ("late", "parcel", "arrived", "courier")):
+        return "delivery"
+    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
+        return "price"
+    return "quality"
+print(len(picked), Counter(topic(r["Review"]) for r in picked))
+```
+Output:
+96 Counter({'delivery': 41, 'quality': 33, 'price': 22})
+Reply:
+FINAL(Topic: delivery)"""
+
+_PAIRS_EXAMPLE = """Question: Each line is a review: a day, a shop and its text. Topics: \
+delivery, price, quality; the topics are not given, judge each review. List all pairs of \
+shops where both shops have at least one review about price. List each pair once, lower \
+shop first, one per line in the form (shop_1, shop_2).
+```repl
+rows = records(context)
+topics = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
+shops = sorted({int(r["Shop"]) for r, t in zip(rows, topics) if t == "price"})
+pairs = [f"({a}, {b})" for i, a in enumerate(shops) for b in shops[i + 1:]]
+answer = "\\n".join(pairs)
+print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])
+```
+Output:
+9 shops, 36 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']
+Reply:
+FINAL_VAR("answer")"""
+
+_PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
+    """topics = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
+    """def topic(text):
+    text = text.lower()
+    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
+        return "price"
+    return "other"
+topics = [topic(r["Review"]) for r in rows]""",
+)
+
+_CHAIN_EXAMPLE = """Question: In which city was the architect of the Blue Hall born?
+```repl
+print(search("Blue Hall architect", context))
+```
+Output:
+1 hit for 'Blue Hall architect' (every word on one line)
+[212, line 2]
+Blue Hall
+The Blue Hall was designed by the architect Omar Lenz (born 1921) and opened in 1960.
+Reply:
+```repl
+print(search("Omar Lenz", context))
+```
+Output:
+3 hits for 'Omar Lenz' (case-insensitive)
+[48, lines 1, 2 (2 hits)]
+Omar Lenz (born 1921)
+Omar Lenz is an architect born in 1921 in Varsel.
+[212, line 2]
+...designed by the architect Omar Lenz (born 1921) and opened in 1960.
+[301, lines 1, 2 (2 hits)]
+Omar Lenz (born 1950)
+Omar Lenz is a painter born in 1950 in Kest.
+Reply:
+The architect was born in 1921, so he is the first Omar Lenz.
+FINAL(Varsel)"""
+
+_CODE_EXAMPLE = """Question: What is the value of TIMEOUT in the mailer service?
+```repl
+print(search("TIMEOUT =", context))
+```
+Output:
+3 hits for 'TIMEOUT =' (case-insensitive)
+['shop/auth/session.py', line 5]
+TIMEOUT = 30
+['shop/mailer/send.py', line 7]
+TIMEOUT = 12
+['shop/mailer/queue.py', line 3]
+from shop.mailer.send import TIMEOUT
+Reply:
+The mailer service is the folder shop/mailer/; its send.py sets TIMEOUT.
+FINAL(12)"""
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "lookup",
+            "find one fact written somewhere in the text (a number, a name, a date)",
+            ("search", "llm_query"),
+            "1. Search `context` for the rare words of the question (names, places, codes) "
+            "and print the hits.\n2. Read the output. If it answers the question, reply "
+            "FINAL(answer) with the exact words of the text. If not, search other words.",
+            _LOOKUP_EXAMPLE,
+        ),
+        Kind(
+            "count",
+            "count, compare or rank records by what their fields already state (a label, a "
+            "category, a date, a user)",
+            ("records", "parse_date"),
+            "1. Make the records into rows and keep those the question is about.\n2. Count "
+            "with Counter and print the counts.\n3. Read them and reply FINAL(answer) in the "
+            "question's form.",
+            _COUNT_EXAMPLE,
+        ),
+        Kind(
+            "judge",
+            "count, compare or rank records by a class the records do not state, which "
+            "must be judged from the meaning of each record's text",
+            ("records", "parse_date", "llm_classify"),
+            "1. Make the records into rows and keep those the question is about.\n2. Label "
+            "their texts with llm_classify, then count with Counter and print the counts.\n"
+            "3. Read them and reply FINAL(answer) in the question's form.",
+            _JUDGE_EXAMPLE,
+            _JUDGE_EXAMPLE_NO_SUB,
+        ),
+        Kind(
+            "pairs",
+            "list all pairs of users, shops or items that meet a condition",
+            ("records", "parse_date", "llm_classify"),
+            "1. Make the records into rows; label their texts with llm_classify if the "
+            "condition needs a class they do not state.\n2. Collect the users that meet the "
+            "condition and build the pairs in code.\n3. Put the pairs in a variable and "
+            'reply FINAL_VAR("name").',
+            _PAIRS_EXAMPLE,
+            _PAIRS_EXAMPLE_NO_SUB,
+        ),
+        Kind(
+            "chain",
+            "a fact reached by following links between documents (the sponsor of an event, "
+            "then that sponsor's founder, then where the founder was born)",
+            ("search",),
+            "1. Search for the first thing the question names and read the hit.\n2. Search "
+            "for the name it leads to, and so on. Where two documents share a name, the "
+            "details (a year, a place) tell which one is meant.\n3. Reply FINAL(answer).",
+            _CHAIN_EXAMPLE,
+        ),
+        Kind(
+            "code",
+            "a question about source code (where something is defined, which function "
+            "calls or writes something, a constant's value)",
+            ("search", "llm_query"),
+            "1. Search for the name the question asks about and print the hits; each says "
+            "its file.\n2. Keep the hits in the folder or file the question is about.\n3. "
+            "Reply FINAL(answer) in the question's form.",
+            _CODE_EXAMPLE,
+        ),
+    )
+}
+DEFAULT_KIND = "lookup"
+
+
+def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
+    return [name for name in kind.functions if sub_calls or name not in SUB_CALL_FUNCTIONS]
+
+
+def example_of(kind: Kind, sub_calls: bool) -> str:
+    if not sub_calls and kind.example_without_sub_calls:
+        return kind.example_without_sub_calls
+    return kind.example
+
+
+# --- the router ------------------------------------------------------------------------
+
+
+def route_schema() -> dict[str, Any]:
+    return {"enum": list(KINDS)}
+
+
+def route_prompt(query: str, description: str) -> str:
+    kinds = "\n".join(f"- {kind.name}: {kind.description}" for kind in KINDS.values())
+    return (
+        "Which kind of question is this? The kinds:\n"
+        f"{kinds}\n\nThe question:\n{query}\n\nWhat it is asked about:\n{description}\n\n"
+        "Reply with the kind's name only."
+    )
+
+
+def read_route(reply: str, kinds: Mapping[str, Kind] = KINDS) -> str | None:
+    """The kind a router reply names, or None."""
+    text = reply.strip().strip('"').strip().lower()
+    if text in kinds:
+        return text
+    named = [name for name in kinds if name in text]
+    return named[0] if len(named) == 1 else None
