@@ -176,3 +176,20 @@ def test_lists_and_dicts_are_chunked_item_by_item():
 def test_bad_chunk_settings_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         chunk_text("text", **kwargs)
+
+
+def test_a_hit_in_code_names_the_function_it_is_in():
+    source = (
+        "import os\n\n"
+        "def configure(config):\n"
+        '    """Sets defaults."""\n'
+        '    config["mail.timeout"] = 30\n\n'
+        "class Sender:\n"
+        "    def send(self):\n"
+        "        if ready:\n"
+        '            return config["mail.timeout"]\n'
+    )
+    hits = search("mail.timeout", {"shop/mailer.py": source})
+    assert [h.scope for h in hits] == ["configure", "send"]
+    assert "'shop/mailer.py', line 5, in configure" in repr(hits)
+    assert search("import os", source)[0].scope is None

@@ -32,6 +32,12 @@ _STOP_WORDS = frozenset(
     )
 )
 _WORD = re.compile(r"[^\s\"'`,;:!?()\[\]{}<>]+")
+# A line that opens a definition in code (Python, JavaScript, Go, Rust, shell, ...).
+_DEFINITION = re.compile(
+    r"^([ \t]*)(?:async\s+)?(?:def|class|function|func|fn|sub|interface|struct|impl)\s+"
+    r"([A-Za-z_$][\w$]*)"
+)
+_SCOPE_LINES = 300  # how far up a definition is looked for
 _REGEX_MARKS = re.compile(r"\\[a-zA-Z.\\()\[\]|*+?]|\.\*|\.\+|\[[^\]]+\]|\(\?|\{\d+(,\d*)?\}")
 
 
@@ -46,10 +52,15 @@ class Hit:
     offset: int
     match: str
     text: str
+    # In code: the function or class the match is in (the nearest definition above it
+    # that is less indented), else None.
+    scope: str | None = None
 
     def __str__(self) -> str:
         place = f"line {self.line}, offset {self.offset}"
         place = place if self.key is None else f"{self.key!r}, {place}"
+        if self.scope:
+            place += f", in {self.scope}"
         return f"[{place}]\n{self.text}"
 
 
@@ -60,6 +71,7 @@ class _Block:
     key: str | int | None
     lines: tuple[int, ...]
     text: str
+    scope: str | None = None
 
     def __str__(self) -> str:
         if len(self.lines) == 1:
@@ -67,6 +79,8 @@ class _Block:
         else:
             where = f"lines {', '.join(map(str, self.lines))} ({len(self.lines)} hits)"
         where = where if self.key is None else f"{self.key!r}, {where}"
+        if self.scope:
+            where += f", in {self.scope}"
         return f"[{where}]\n{self.text}"
 
 
@@ -110,7 +124,7 @@ class _Collector:
         self.hits: list[Hit] = []
         self.blocks: list[_Block] = []
         self.total = 0
-        self._open: tuple[str | int | None, _Lines, int, int, list[int]] | None = None
+        self._open: tuple[str | int | None, _Lines, int, int, list[int], str | None] | None = None
 
     def add(self, key: str | int | None, lines: _Lines, start: int, end: int) -> None:
         self.total += 1
@@ -119,19 +133,27 @@ class _Collector:
         lo, hi = lines.span(start, end, self.window)
         line = lines.index(start) + 1
         text = lines.text
-        self.hits.append(Hit(key, line, start, text[start:end], text[lo:hi].strip("\n")))
+        scope = lines.scope(line - 1)
+        window = text[lo:hi].strip("\n")
+        self.hits.append(Hit(key, line, start, text[start:end], window, scope))
         current = self._open
-        if current is not None and current[0] == key and current[1] is lines and lo <= current[3]:
-            self._open = (key, lines, current[2], max(hi, current[3]), [*current[4], line])
+        if (
+            current is not None
+            and current[0] == key
+            and current[1] is lines
+            and lo <= current[3]
+            and current[5] == scope
+        ):
+            self._open = (key, lines, current[2], max(hi, current[3]), [*current[4], line], scope)
             return
         self._close()
-        self._open = (key, lines, lo, hi, [line])
+        self._open = (key, lines, lo, hi, [line], scope)
 
     def _close(self) -> None:
         if self._open is not None:
-            key, lines, lo, hi, numbers = self._open
+            key, lines, lo, hi, numbers, scope = self._open
             block_lines = tuple(dict.fromkeys(numbers))
-            self.blocks.append(_Block(key, block_lines, lines.text[lo:hi].strip("\n")))
+            self.blocks.append(_Block(key, block_lines, lines.text[lo:hi].strip("\n"), scope))
             self._open = None
 
     def result(self, how: str, query: str) -> Hits:
@@ -232,6 +254,35 @@ class _Lines:
 
     def end(self, line: int) -> int:
         return self.breaks[line] if line < len(self.breaks) else len(self.text)
+
+    def line_text(self, line: int) -> str:
+        return self.text[self.start(line) : self.end(line)]
+
+    def scope(self, line: int) -> str | None:
+        """The name of the definition that encloses 0-based `line`, if any: the nearest
+        definition line above it that is less indented (or the line itself)."""
+        own = self.line_text(line)
+        match = _DEFINITION.match(own)
+        if match:
+            return match.group(2)
+        if not own.strip():
+            return None
+        indent = len(own) - len(own.lstrip())
+        if indent == 0:
+            return None
+        for above in range(line - 1, max(-1, line - _SCOPE_LINES), -1):
+            text = self.line_text(above)
+            if not text.strip():
+                continue
+            depth = len(text) - len(text.lstrip())
+            if depth < indent:
+                match = _DEFINITION.match(text)
+                if match:
+                    return match.group(2)
+                indent = depth
+                if depth == 0:
+                    return None
+        return None
 
     def span(self, start: int, end: int, size: int) -> tuple[int, int]:
         """Whole lines around [start, end), about `size` characters in all; a line too long
