@@ -50,6 +50,8 @@ def test_a_count_through_llm_classify_in_one_packed_call(kind):
     assert sub.schemas[0]["properties"]["1"] == {
         "enum": ["human being", "location", "numeric value"]
     }
+    # The run's question travels with the pack: it says what the labels mean.
+    assert "<question>\nhow many?\n</question>" in sub.calls[0][-1]["content"]
 
 
 @pytest.mark.parametrize("kind", REPLS)

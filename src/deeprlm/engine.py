@@ -51,6 +51,8 @@ from deeprlm.usage import UsageMeter
 
 # Characters per token assumed when telling the root how much one sub-call can read.
 CHARS_PER_TOKEN = 3
+# How much of the run's question goes with each packed sub-call of llm_map / llm_classify.
+BACKGROUND_CHARS = 2_000
 
 
 @dataclass(frozen=True)
@@ -612,17 +614,21 @@ class Run:
             return completion.text
 
         cache = _KeyedCache(tree.item_answers, lm.name)
+        # The run's question goes with every pack: it is what tells a sub-model what the
+        # labels mean when the code did not say (measured: 0.40 -> 0.55 on 40 questions
+        # with the embedded model).
+        background = clip(self.query, BACKGROUND_CHARS)
         report: MapReport | None = None
         try:
             if kind == "classify":
                 report = await classify_items(
-                    call, values, labels, instruction=instruction, limits=self._pack_limits(lm),
-                    cache=cache, on_plan=on_plan,
+                    call, values, labels, instruction=instruction, background=background,
+                    limits=self._pack_limits(lm), cache=cache, on_plan=on_plan,
                 )  # fmt: skip
             else:
                 report = await map_items(
-                    call, instruction, values, limits=self._pack_limits(lm), cache=cache,
-                    on_plan=on_plan,
+                    call, instruction, values, background=background,
+                    limits=self._pack_limits(lm), cache=cache, on_plan=on_plan,
                 )  # fmt: skip
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None

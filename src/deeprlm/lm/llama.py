@@ -273,7 +273,9 @@ class LlamaCppLM(SyncLM):
                     tokens,
                     max_tokens=min(max_tokens or settings.max_tokens, room),
                     temperature=settings.temperature,
-                    repeat_penalty=settings.repeat_penalty,
+                    # The penalty stops free text from looping; under a grammar the reply's
+                    # shape is fixed and repeating a label is right, not a loop.
+                    repeat_penalty=1.0 if grammar is not None else settings.repeat_penalty,
                     seed=settings.seed,
                     grammar=grammar,
                     stopping_criteria=StoppingCriteriaList([lambda ids, logits: cancel.is_set()]),

@@ -77,14 +77,17 @@ class MapReport:
 
 @dataclass(frozen=True)
 class Task:
-    """What is asked of every item: the instruction, and the label set of a
-    classification (empty for a free-text map)."""
+    """What is asked of every item: the instruction, the label set of a classification
+    (empty for a free-text map), and the background the instruction belongs to (the
+    question the whole run answers), which tells a sub-model what the labels mean when
+    the code that called it did not say."""
 
     instruction: str
     labels: tuple[str, ...] = ()
+    background: str = ""
 
-    def cache_key(self, item: str) -> tuple[str, tuple[str, ...], str]:
-        return (self.instruction, self.labels, item)
+    def cache_key(self, item: str) -> tuple[str, tuple[str, ...], str, str]:
+        return (self.instruction, self.labels, self.background, item)
 
     def schema(self, count: int) -> dict[str, Any]:
         value: dict[str, Any] = {"enum": list(self.labels)} if self.labels else {"type": "string"}
@@ -92,6 +95,12 @@ class Task:
 
     def prompt(self, items: Sequence[str]) -> str:
         # The instruction comes first so every pack shares a prefix a model may have cached.
+        intro = ""
+        if self.background:
+            intro = (
+                "You are doing one step of the work on this question about a large text:\n"
+                f"<question>\n{self.background}\n</question>\n\nYour step: "
+            )
         if self.labels:
             labels = "; ".join(self.labels)
             head = (
@@ -102,7 +111,7 @@ class Task:
         else:
             head = f"{self.instruction}\n\nDo this for each numbered item on its own."
             form = "a JSON object mapping each item number to its answer (a short string)"
-        return f"{head}\n\nItems:\n{packing.numbered(items)}\n\nReply with {form}."
+        return f"{intro}{head}\n\nItems:\n{packing.numbered(items)}\n\nReply with {form}."
 
     def reply_tokens(self, count: int) -> int:
         if self.labels:
@@ -141,13 +150,15 @@ async def map_items(
     items: Sequence[Any],
     *,
     labels: Sequence[str] = (),
+    background: str = "",
     limits: PackLimits | None = None,
     cache: AnswerCache | None = None,
     on_plan: Callable[[MapReport], None] | None = None,
 ) -> MapReport:
-    """Answers `instruction` for every item (labels it, when `labels` are given)."""
+    """Answers `instruction` for every item (labels it, when `labels` are given).
+    `background` is said before the instruction in every call (see `Task`)."""
     limits = limits or PackLimits()
-    task = Task(instruction.strip(), tuple(labels))
+    task = Task(instruction.strip(), tuple(labels), background.strip())
     texts = [item if isinstance(item, str) else str(item) for item in items]
     report = MapReport(answers=[], items=len(texts))
     distinct = list(dict.fromkeys(texts))
@@ -252,6 +263,7 @@ async def classify_items(
     labels: Sequence[str],
     *,
     instruction: str = "",
+    background: str = "",
     limits: PackLimits | None = None,
     cache: AnswerCache | None = None,
     on_plan: Callable[[MapReport], None] | None = None,
@@ -267,6 +279,7 @@ async def classify_items(
         instruction or "Label each item.",
         items,
         labels=clean,
+        background=background,
         limits=limits,
         cache=cache,
         on_plan=on_plan,
