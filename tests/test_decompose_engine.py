@@ -82,15 +82,16 @@ def test_the_trace_shows_items_packs_calls_and_reasks():
     result = RLM(root, ScriptedLM(forgetful), on_event=events.append).run("q", "ctx")
     started = next(e for e in events if isinstance(e, BatchStarted))
     ended = next(e for e in events if isinstance(e, BatchEnded))
-    assert (started.kind, started.items, started.unique, started.packs) == ("map", 25, 25, (20, 5))
-    assert started.size == 2 and started.instruction == "Reverse."
-    assert (ended.calls, ended.reasked, ended.errors) == (3, 1, 0)
+    packs = (8, 8, 8, 1)  # the default pack size for the items' count
+    assert (started.kind, started.items, started.unique, started.packs) == ("map", 25, 25, packs)
+    assert started.size == 4 and started.instruction == "Reverse."
+    assert (ended.calls, ended.reasked, ended.errors) == (5, 1, 0)
     subs = [e for e in events if isinstance(e, LMCallEnded) and e.role == "sub"]
-    assert len(subs) == 3 and all(e.parent_id == started.id for e in subs)
-    assert result.sub_calls == 3
+    assert len(subs) == 5 and all(e.parent_id == started.id for e in subs)
+    assert result.sub_calls == 5
     output = root.calls[1][-1]["content"]
     assert str([f"w{i}"[::-1] for i in range(25)]) in output
-    assert asked == [20, 5, 1]  # the item left out is asked again on its own
+    assert asked == [8, 8, 8, 1, 1]  # the item left out is asked again on its own
 
 
 def test_a_second_run_of_the_same_map_is_answered_from_the_cache():

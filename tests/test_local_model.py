@@ -170,4 +170,4 @@ def test_the_embedded_model_answers_a_count_through_a_packed_classification(lm: 
         "How many records ask about a person?", context
     )
     assert result.answer == "4"
-    assert result.sub_calls == 1  # ten short items, one packed call
+    assert result.sub_calls == 2  # ten short items in two packed calls

@@ -190,7 +190,8 @@ KINDS: dict[str, Kind] = {
     for kind in (
         Kind(
             "lookup",
-            "find one fact written somewhere in the text (a number, a name, a date)",
+            "find one fact written in one place of the text (a number, a name, a date), "
+            "e.g. 'What is the code word for X?'",
             ("search", "llm_query"),
             "1. Search `context` for the rare words of the question (names, places, codes) "
             "and print the hits.\n2. Read the output. If it answers the question, reply "
@@ -199,8 +200,8 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             "count",
-            "count, compare or rank records by what their fields already state (a label, a "
-            "category, a date, a user)",
+            "count, compare or rank records by a label or category that is written in each "
+            "record, e.g. 'Each record states its label. Which label is most common?'",
             ("records", "parse_date"),
             "1. Make the records into rows and keep those the question is about.\n2. Count "
             "with Counter and print the counts.\n3. Read them and reply FINAL(answer) in the "
@@ -209,8 +210,9 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             "judge",
-            "count, compare or rank records by a class the records do not state, which "
-            "must be judged from the meaning of each record's text",
+            "count, compare or rank records by a class that is NOT written in them and must "
+            "be judged from the meaning of each record's text, e.g. 'The labels are not "
+            "given. How many records are about sport?'",
             ("records", "parse_date", "llm_classify"),
             "1. Make the records into rows and keep those the question is about.\n2. Label "
             "their texts with llm_classify, then count with Counter and print the counts.\n"
@@ -220,7 +222,8 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             "pairs",
-            "list all pairs of users, shops or items that meet a condition",
+            "list all pairs of users, shops or items that meet a condition, e.g. 'List all "
+            "pairs of users who both ...'",
             ("records", "parse_date", "llm_classify"),
             "1. Make the records into rows; label their texts with llm_classify if the "
             "condition needs a class they do not state.\n2. Collect the users that meet the "
@@ -231,8 +234,10 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             "chain",
-            "a fact reached by following links between documents (the sponsor of an event, "
-            "then that sponsor's founder, then where the founder was born)",
+            "a fact about something the question does not name but describes through "
+            "another thing, so it takes two or more look-ups in a row, e.g. 'In what year was "
+            "the sponsor of the 1990 Kell Fair founded?' (find the fair's sponsor, then when "
+            "that company was founded)",
             ("search",),
             "1. Search for the first thing the question names and read the hit.\n2. Search "
             "for the name it leads to, and so on. Where two documents share a name, the "
@@ -241,8 +246,8 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             "code",
-            "a question about source code (where something is defined, which function "
-            "calls or writes something, a constant's value)",
+            "a question about source code, e.g. 'Which function calls X?', 'Which module "
+            "defines Y?', 'What is the value of Z in the billing service?'",
             ("search", "llm_query"),
             "1. Search for the name the question asks about and print the hits; each says "
             "its file.\n2. Keep the hits in the folder or file the question is about.\n3. "

@@ -47,7 +47,7 @@ _CHARS_PER_TOKEN = 3
 class PackLimits:
     """How items are packed into calls."""
 
-    max_items: int = 20  # items per call; small models label more reliably in short packs
+    max_items: int = 8  # items per call; small models label more reliably in short packs
     max_chars: int = 24_000  # item text per call, from the sub-model's window
     answer_tokens: int = 64  # reply tokens allowed for one free-text answer
     max_reply_tokens: int | None = None  # the most one reply may hold (a run setting)
