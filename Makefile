@@ -25,11 +25,13 @@ setup: $(VENV)/.installed
 
 test: setup /usr/bin/chromium
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format .
@@ -39,7 +41,7 @@ format: setup
 # tokens) with one fact hidden in it. The first run also assembles the model from its parts.
 DEMO := demo
 $(DEMO)/context.txt: | $(VENV)/.installed
-	$(PY) -m deeprlm.demo --chars 4000000 --out $@ --query-out $(DEMO)/query.txt
+	$(PY) -m deeprlm_bench.demo --chars 4000000 --out $@ --query-out $(DEMO)/query.txt
 
 run: setup $(DEMO)/context.txt
 	$(PY) -m deeprlm.local.weights

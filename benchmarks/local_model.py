@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from deeprlm import RLM
-from deeprlm.demo import haystack
 from deeprlm.errors import DeepRLMError, LimitError
 from deeprlm.lm.llama import LlamaCppLM, available_cores
 from deeprlm.local.models import local_lm
 from deeprlm.trace.events import LMCallEnded
+from deeprlm_bench.tasks.niah import hidden_fact
 
 DEPTHS = (0.05, 0.3, 0.5, 0.7, 0.95)
 
@@ -91,7 +91,7 @@ def speed(lm: LlamaCppLM) -> dict[str, float]:
 
 @dataclass
 class Turn:
-    role: str
+    purpose: str
     input_tokens: int
     cached_tokens: int
     output_tokens: int
@@ -111,20 +111,20 @@ class Case:
     status: str = ""
     turns: list[Turn] = field(default_factory=list)
 
-    def tokens(self, *roles: str) -> tuple[int, int]:
-        picked = [t for t in self.turns if t.role in roles]
+    def tokens(self, *purposes: str) -> tuple[int, int]:
+        picked = [t for t in self.turns if t.purpose in purposes]
         return sum(t.input_tokens for t in picked), sum(t.output_tokens for t in picked)
 
 
 def run_case(lm: LlamaCppLM, chars: int, depth: float, seed: int, settings: dict[str, Any]) -> Case:
-    example = haystack(chars, depth, seed)
+    example = hidden_fact(chars, depth, seed)
     case = Case(chars, depth, example.query, example.answer)
 
     def on_event(event: object) -> None:
         if isinstance(event, LMCallEnded) and event.error is None:
             case.turns.append(
                 Turn(
-                    event.role,
+                    event.purpose,
                     event.input_tokens,
                     event.cached_tokens,
                     event.output_tokens,
@@ -190,7 +190,7 @@ def cache_table(cases: list[Case]) -> None:
     its reply): 100% means the turn evaluated only what was new."""
     by_turn: dict[int, list[tuple[Turn, Turn | None]]] = {}
     for c in cases:
-        roots = [t for t in c.turns if t.role in ("root", "forced")]
+        roots = [t for t in c.turns if t.purpose in ("root", "forced")]
         for number, turn in enumerate(roots, 1):
             before = roots[number - 2] if number > 1 else None
             by_turn.setdefault(number, []).append((turn, before))

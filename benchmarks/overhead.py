@@ -31,6 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The fake chat server is test support (tests/fake_server.py); the server's process finds it
+# through this module, which it imports again when started by spawn.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
 ROOT_LATENCY_S = 0.050
 SUB_LATENCY_S = 0.200
 WINDOWS = 64
@@ -54,14 +58,14 @@ def reply_to(model: str, text: str) -> str:
 
 
 def responder(body: dict[str, Any]) -> Any:
-    from deeprlm.lm.fake_server import FakeReply, last_user_text
+    from fake_server import FakeReply, last_user_text
 
     delay = SUB_LATENCY_S if body["model"] == "sub" else ROOT_LATENCY_S
     return FakeReply(text=reply_to(body["model"], last_user_text(body)), delay_s=delay)
 
 
 def serve(url_queue: multiprocessing.Queue) -> None:
-    from deeprlm.lm.fake_server import FakeChatServer
+    from fake_server import FakeChatServer
 
     server = FakeChatServer(responder, record=False).start()
     url_queue.put(server.url)

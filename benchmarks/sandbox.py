@@ -22,16 +22,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from deeprlm import RLM
-from deeprlm.lm.fake_server import FakeChatServer, FakeReply, last_user_text
 from deeprlm.repl import REPL, make_repl
 from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.sandbox import SandboxREPL
 from deeprlm.trace.events import CellEnded
+
+# The fake chat server is test support (tests/fake_server.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fake_server import FakeChatServer, FakeReply, last_user_text
 
 KINDS = ("inprocess", "sandbox")
 
@@ -95,9 +100,14 @@ async def load(kind: str, megabytes: float) -> tuple[float, float | None]:
 
 
 def worker_rss(repl: SandboxREPL) -> int:
+    """The resident memory of the process running the code: the first process of the
+    worker's pid namespace, the only child of the supervisor the host started."""
     worker = repl._worker
-    assert worker is not None and worker.ready is not None
-    with open(f"/proc/{worker.ready.pid}/status") as f:
+    assert worker is not None
+    pid = worker.process.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        pid = int(f.read().split()[0])
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024

@@ -71,18 +71,18 @@ def synthetic_events(target: int, seed: int = 7) -> Iterator[dict[str, Any]]:
         emitted += 1
         return {"type": type_, "t": round(t, 6), "id": id, "run_id": run, "parent_id": parent, **kw}
 
-    def lm_call(run: str, parent: str, role: str, start: float, dur: float, prompt: str):
+    def lm_call(run: str, parent: str, purpose: str, start: float, dur: float, prompt: str):
         call = new_id("call")
-        model = "gpt-5-mini" if role == "root" else "gpt-5-nano"
-        reply = texts.take(400 if role == "sub" else 900)
-        yield event("lm_call_started", start, call, run, parent, role=role, model=model)
+        model = "gpt-5-mini" if purpose == "root" else "gpt-5-nano"
+        reply = texts.take(400 if purpose == "sub" else 900)
+        yield event("lm_call_started", start, call, run, parent, purpose=purpose, model=model)
         yield event(
             "lm_call_ended",
             start + dur,
             call,
             run,
             parent,
-            role=role,
+            purpose=purpose,
             model=model,
             start=start,
             duration_s=dur,
@@ -229,7 +229,7 @@ def open_in_chromium(pages: list[Path]) -> list[tuple[float, float]]:
             loaded = time.perf_counter() - started
             # Find the last sub-call in the tree, as a click on its timeline bar does.
             last = page.evaluate(
-                "deeprlmViewer.nodes.findLastIndex(n => n.k === 'lm' && n.role === 'sub')"
+                "deeprlmViewer.nodes.findLastIndex(n => n.k === 'lm' && n.purpose === 'sub')"
             )
             started = time.perf_counter()
             page.evaluate(f"deeprlmViewer.reveal({last})")

@@ -12,9 +12,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from deeprlm.bench.banks.questions import LABELS, bank, label_of
-from deeprlm.bench.tasks.aggregate import KINDS, Aggregate
-from deeprlm.bench.tasks.pairs import Pairs
+from deeprlm_bench.banks.questions import LABELS, bank, label_of
+from deeprlm_bench.tasks.aggregate import KINDS, Aggregate
+from deeprlm_bench.tasks.pairs import Pairs
 
 LINE = re.compile(
     r"^Date: (\w{3} \d{2}, \d{4}) \|\| User: (\d{5}) \|\| Instance: (.+?)(?: \|\| Label: (.+))?$"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from deeprlm.bench.tasks.codeqa import KINDS, LETTERS, CodeQA
+from deeprlm_bench.tasks.codeqa import KINDS, LETTERS, CodeQA
 
 
 def examples_of_every_kind():

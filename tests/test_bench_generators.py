@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from deeprlm.bench.example import Example, example_seed
-from deeprlm.bench.tasks import TASKS, get_task
-from deeprlm.bench.tokens import count_tokens
 from deeprlm.errors import InputError
+from deeprlm.textutil import estimate_tokens
+from deeprlm_bench.example import Example, example_seed
+from deeprlm_bench.tasks import TASKS, get_task
 
 
 def as_bytes(example: Example) -> bytes:
@@ -31,7 +31,7 @@ def test_length_within_five_percent(name, length):
     for seed in range(3):
         example = TASKS[name].generate(seed, length)
         assert example.length == length
-        assert abs(count_tokens(example.text()) - length) <= 0.05 * length
+        assert abs(estimate_tokens(example.text()) - length) <= 0.05 * length
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -3,11 +3,13 @@ stops, and how it fails."""
 
 import re
 
-from deeprlm.bench.methods import METHODS, Limits, Setup
-from deeprlm.bench.methods.codeact import BM25Index
-from deeprlm.bench.methods.summary import chunks
-from deeprlm.bench.tasks import TASKS
 from deeprlm.lm.scripted import ScriptedLM
+from deeprlm.settings import Settings
+from deeprlm.trace.jsonl import read_jsonl
+from deeprlm_bench.methods import METHODS, Setup
+from deeprlm_bench.methods.codeact import BM25Index
+from deeprlm_bench.methods.summary import chunks
+from deeprlm_bench.tasks import TASKS
 
 
 def niah(length=8192, seed=0):
@@ -55,7 +57,7 @@ def test_summary_reads_every_chunk_then_answers_from_its_notes():
 
 def test_summary_stops_at_the_token_budget():
     model = ScriptedLM(["some notes"])
-    setup = Setup(model, model, Limits(max_tokens=1500), window=3000)
+    setup = Setup(model, model, Settings(max_tokens=1500), window=3000)
     outcome = METHODS["summary"].run(niah(8192), setup)
     assert "token budget" in outcome.error
     assert outcome.usage.total.tokens >= 1500
@@ -74,7 +76,7 @@ def test_codeact_runs_code_with_search_and_returns_its_final():
     example = niah(16384, seed=2)
     key = example.info["key"]
     replies = [
-        f'```python\nhits = search("magic number {key}", k=3)\nprint(hits[:3000])\n```',
+        f'```python\nhits = bm25_search("magic number {key}", k=3)\nprint(hits[:3000])\n```',
         f"The text says it.\nFINAL(Answer: {example.gold})",
     ]
     model = ScriptedLM(replies)
@@ -103,3 +105,24 @@ def test_rlm_nosub_has_no_sub_calls_and_rlm_has():
         assert outcome.answer == "done"
         assert outcome.sub_calls == (1 if has_sub else 0)
         assert ("hello" in root.calls[1][-1]["content"]) == has_sub
+
+
+def test_codeact_runs_on_the_engine_loop_budget_and_trace(tmp_path):
+    example = niah(2048)
+    model = ScriptedLM(['```python\nfound = "x"\n```', 'FINAL_VAR("found")'])
+    trace = tmp_path / "codeact.jsonl"
+    outcome = METHODS["codeact"].run(example, Setup(model, model, trace_path=trace))
+    assert outcome.answer == "x" and outcome.error is None  # the variable's value, not its name
+    events, problems = read_jsonl(trace)
+    assert problems == [] and events[0].type == "run_started" and events[-1].type == "run_ended"
+    assert [e.purpose for e in events if e.type == "lm_call_ended"] == ["root", "root"]
+
+    looping = ScriptedLM(['```python\nprint("again")\n```'])
+    outcome = METHODS["codeact"].run(example, Setup(looping, looping, Settings(max_iterations=2)))
+    assert outcome.error == "no FINAL answer within the iteration limit"
+    assert outcome.iterations == 2 and len(looping.calls) == 2  # no forced extra turn
+
+    costly = ScriptedLM(['```python\nprint("again")\n```'])
+    outcome = METHODS["codeact"].run(example, Setup(costly, costly, Settings(max_tokens=1_000)))
+    assert "token budget" in outcome.error
+    assert outcome.usage.total.tokens >= 1_000

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from deeprlm.bench.tasks.multihop import CHAINS, Multihop
+from deeprlm_bench.tasks.multihop import CHAINS, Multihop
 
 EDITION = re.compile(r"^(.+) (\d{4})\nThe \2 edition of the \1 took place in .+?\. "
                      r"Its main sponsor was (.+?)\. ")  # fmt: skip

@@ -4,12 +4,12 @@ engine: generators, scorers and engine agree. `deeprlm bench run --methods oracl
 
 import pytest
 
-from deeprlm.bench.example import example_seed
-from deeprlm.bench.methods import METHODS, Setup
-from deeprlm.bench.methods.oracle import sub_reply
-from deeprlm.bench.methods.oracle_solvers import FIELD_REQUEST, LABEL_REQUEST
-from deeprlm.bench.tasks import TASKS
 from deeprlm.lm.scripted import ScriptedLM
+from deeprlm_bench.example import example_seed
+from deeprlm_bench.methods import METHODS, Setup
+from deeprlm_bench.methods.oracle import sub_reply
+from deeprlm_bench.methods.oracle_solvers import FIELD_REQUEST, LABEL_REQUEST
+from deeprlm_bench.tasks import TASKS
 
 UNUSED = ScriptedLM(["unused"])
 
@@ -39,8 +39,8 @@ def test_oracle_sub_model_answers_labels_and_facts():
 def test_a_wrong_sub_model_makes_the_oracle_fail():
     # The score rests on the sub-model's labels: with a sub-model that calls every question
     # an entity, the oracle names "entity" as the most common label, which is wrong here.
-    from deeprlm.bench.methods.oracle import root_policy
     from deeprlm.rlm import RLM
+    from deeprlm_bench.methods.oracle import root_policy
 
     task = TASKS["aggregate"]
     example = next(

@@ -1,15 +1,16 @@
 """The runner and the command: results.jsonl, resuming, refusing mixed runs, the report."""
 
 import json
+import sys
 
 import pytest
 
-from deeprlm.bench.methods import Limits
-from deeprlm.bench.report import p95, std, write_report
-from deeprlm.bench.runner import RESULTS, RunConfig, read_results, run
 from deeprlm.cli import main
 from deeprlm.errors import InputError
 from deeprlm.lm.scripted import ScriptedLM
+from deeprlm.settings import Settings
+from deeprlm_bench.report import p95, std, write_report
+from deeprlm_bench.runner import RESULTS, RunConfig, read_results, run
 
 FIELDS = {
     "task", "length", "index", "method", "score", "usage", "tokens_in", "tokens_out", "usd",
@@ -62,7 +63,7 @@ def test_a_folder_of_another_model_or_seed_is_refused(tmp_path):
     with pytest.raises(InputError, match="seed"):
         run(config(tasks=("niah",), lengths=(2048,), seed=4), tmp_path)
     with pytest.raises(InputError, match="limits"):
-        run(config(tasks=("niah",), lengths=(2048,), limits=Limits(max_iterations=3)), tmp_path)
+        run(config(tasks=("niah",), lengths=(2048,), settings=Settings(max_iterations=3)), tmp_path)
 
 
 def test_base_scores_zero_without_calling_when_the_input_does_not_fit(tmp_path):
@@ -90,7 +91,7 @@ def test_a_failing_method_is_a_result_with_its_error(tmp_path):
 
 def test_report_files_and_statistics(tmp_path):
     run(config(), tmp_path)
-    cells = write_report(tmp_path)
+    cells = write_report(tmp_path).cells
     assert len(cells) == 4 and all(c["n"] == 2 and c["score"]["mean"] == 1.0 for c in cells)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["run"]["seed"] == 3 and len(summary["cells"]) == 4
@@ -154,3 +155,33 @@ def test_traces_are_kept_per_engine_run_when_asked(tmp_path):
     assert traces == ["niah_2k_0_oracle.jsonl", "niah_2k_1_oracle.jsonl"]
     first = json.loads((tmp_path / "traces" / traces[0]).read_text().splitlines()[0])
     assert first["type"] == "run_started"
+
+
+@pytest.mark.parametrize("module", ["bm25s", "matplotlib"])
+def test_a_run_without_the_bench_extra_stops_before_it_starts(
+    tmp_path, capsys, monkeypatch, module
+):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    argv = ["bench", "run", "--tasks", "niah", "--lengths", "2k", "--methods", "oracle",
+            "--n", "1", "--out", str(tmp_path / "x"), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"needs the bench extra, missing {module}" in err
+    assert "pip install 'deeprlm[bench]'" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_report_keeps_its_tables_without_matplotlib(tmp_path, capsys, monkeypatch):
+    run(config(), tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    report = write_report(tmp_path)
+    assert report.plot is None and len(report.cells) == 4
+    assert "no score_vs_length.png: matplotlib is not installed" in report.notes[0]
+    table = (tmp_path / "summary.md").read_text()
+    assert "| niah | 2k | oracle | 2 | 1.000 ± 0.000 |" in table
+    assert "Note: no score_vs_length.png" in table
+    assert json.loads((tmp_path / "summary.json").read_text())["notes"] == list(report.notes)
+    assert not (tmp_path / "score_vs_length.png").exists()
+    assert main(["bench", "report", str(tmp_path)]) == 0
+    assert "deeprlm: note: no score_vs_length.png" in capsys.readouterr().err

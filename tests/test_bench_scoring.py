@@ -2,7 +2,7 @@
 
 import pytest
 
-from deeprlm.bench import scoring
+from deeprlm_bench import scoring
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,9 @@
 
 import pytest
 
-from deeprlm.bench.tokens import count_tokens, format_length, parse_length
 from deeprlm.errors import InputError
+from deeprlm.textutil import estimate_tokens
+from deeprlm_bench.tokens import format_length, parse_length
 
 
 @pytest.mark.parametrize(
@@ -25,7 +26,7 @@ def test_format_length_round_trips(tokens):
     assert parse_length(format_length(tokens)) == tokens
 
 
-def test_count_tokens_is_four_characters_rounded_up():
-    assert count_tokens("") == 0
-    assert count_tokens("abcd") == 1
-    assert count_tokens("abcde") == 2
+def test_estimate_tokens_is_four_characters_rounded_up():
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abcd") == 1
+    assert estimate_tokens("abcde") == 2

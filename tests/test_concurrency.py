@@ -22,10 +22,10 @@ def peak_in_flight(events: list[Event], role: str) -> int:
     """The most model calls of `role` running at once, from the order of trace events."""
     running = peak = 0
     for event in events:
-        if isinstance(event, LMCallStarted) and event.role == role:
+        if isinstance(event, LMCallStarted) and event.purpose == role:
             running += 1
             peak = max(peak, running)
-        elif isinstance(event, LMCallEnded) and event.role == role:
+        elif isinstance(event, LMCallEnded) and event.purpose == role:
             running -= 1
     return peak
 

@@ -16,7 +16,6 @@ import pytest
 from rich.console import Console
 
 from deeprlm import RLM, ScriptedLM
-from deeprlm.lm.fake_server import FakeReply, last_user_text
 from deeprlm.trace.console import LiveConsole, LogLines, console_sink
 from deeprlm.trace.events import (
     BatchEnded,
@@ -31,6 +30,7 @@ from deeprlm.trace.events import (
 )
 
 from conftest import repl
+from fake_server import FakeReply, last_user_text
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -60,20 +60,20 @@ class Script:
         self.events: list[Event] = []
 
     def add(self, cls: type[Event], t: float, id: str, run: str, parent: str | None, **kw: Any):
-        self.events.append(cls(t, id, run, parent, **kw))
+        self.events.append(cls(t=t, id=id, run_id=run, parent_id=parent, **kw))
         return self
 
     def opening(self, batch_size: int = 5) -> Script:
         return (
             self.add(RunStarted, 0.0, "r0", "r0", None, query="How many?", model="big")
-            .add(LMCallStarted, 0.1, "l1", "r0", "r0", role="root", model="big")
+            .add(LMCallStarted, 0.1, "l1", "r0", "r0", purpose="root", model="big")
             .add(
                 LMCallEnded,
                 1.1,
                 "l1",
                 "r0",
                 "r0",
-                role="root",
+                purpose="root",
                 model="big",
                 input_tokens=1200,
                 output_tokens=300,
@@ -86,14 +86,14 @@ class Script:
     def sub_call(self, i: int, t: float, error: str | None = None) -> Script:
         """A sub-call in the batch, started at `t - 0.01` and ended at `t`."""
         return self.add(
-            LMCallStarted, t - 0.01, f"s{i}", "r0", "b3", role="sub", model="small"
+            LMCallStarted, t - 0.01, f"s{i}", "r0", "b3", purpose="sub", model="small"
         ).add(
             LMCallEnded,
             t,
             f"s{i}",
             "r0",
             "b3",
-            role="sub",
+            purpose="sub",
             model="small",
             input_tokens=100,
             output_tokens=10,
@@ -119,9 +119,9 @@ def test_live_panel_shows_turn_running_work_usage_and_child_runs():
     sink, _ = live_console(clock=lambda: now[0])
     script = Script().opening()
     script.sub_call(0, 1.4).sub_call(1, 1.5, error="boom")
-    script.add(LMCallStarted, 1.6, "s2", "r0", "b3", role="sub", model="small")
+    script.add(LMCallStarted, 1.6, "s2", "r0", "b3", purpose="sub", model="small")
     script.add(RunStarted, 1.7, "r9", "r9", "c2", depth=1, query="count the dogs", model="big")
-    script.add(LMCallStarted, 1.8, "l10", "r9", "r9", role="root", model="big")
+    script.add(LMCallStarted, 1.8, "l10", "r9", "r9", purpose="root", model="big")
     for event in script.events:
         sink(event)
     now[0] += 12.3  # the clock runs on while a call is out
@@ -156,7 +156,9 @@ def test_live_panel_stops_by_itself_when_the_root_run_ends():
     final = ANSI.sub("", screen.getvalue())
     assert "run · big · turn 1 · answered in 1.8s" in final
     assert "2 sub-calls done" in final
-    sink(LMCallStarted(2.0, "late", "r0", "r0", role="root", model="big"))  # ignored
+    sink(
+        LMCallStarted(t=2.0, id="late", run_id="r0", parent_id="r0", purpose="root", model="big")
+    )  # ignored
     sink.close()  # twice is fine
 
 
@@ -230,8 +232,17 @@ def test_plain_lines_sum_up_sub_calls_every_few_seconds_of_trace_time():
 def test_plain_lines_report_cell_errors_on_one_line():
     out = io.StringIO()
     sink = LogLines(out)
-    sink(RunStarted(0.0, "r0", "r0", None, query="q", model="m"))
-    sink(CellEnded(1.0, "c1", "r0", "r0", iteration=2, error="Traceback ...\n  x\nKeyError: 'k'"))
+    sink(RunStarted(t=0.0, id="r0", run_id="r0", parent_id=None, query="q", model="m"))
+    sink(
+        CellEnded(
+            t=1.0,
+            id="c1",
+            run_id="r0",
+            parent_id="r0",
+            iteration=2,
+            error="Traceback ...\n  x\nKeyError: 'k'",
+        )
+    )
     assert (
         out.getvalue()
         .splitlines()[-1]
@@ -341,3 +352,33 @@ def test_ask_draws_a_live_panel_on_a_terminal(ask):
     assert "\x1b[" in screen.decode()  # drawn with cursor moves, not lines
     assert "run · m · turn 2 · answered" in text
     assert re.search(r" m +5 ", text)  # the usage table
+
+
+def test_the_console_the_viewer_and_the_result_count_the_same_usage():
+    from deeprlm.trace.progress import Progress
+    from deeprlm.trace.tree import build_tree
+
+    def sub(messages):
+        if messages[-1]["content"] == "c":
+            raise RuntimeError("down")
+        return "s"
+
+    root = ScriptedLM([repl("print(llm_batch(['a', 'b', 'c']))"), "FINAL(x)"], name="root")
+    result = RLM(root, ScriptedLM(sub, name="sub")).run("q", "ctx")
+    progress = Progress()
+    for event in result.trace.events:
+        progress.apply(event)
+    viewer = build_tree(result.trace.events).usage
+    assert progress.usage.report().by_model["root"] == result.usage.by_model["root"]
+    # A failed call costs nothing but is counted, by both readers alike.
+    assert result.usage.by_model["sub"].calls == 2
+    assert progress.usage.by_model["sub"].calls == 3 and progress.failed["sub"] == 1
+    for model, usage in progress.usage.by_model.items():
+        assert viewer[model] == {
+            "calls": usage.calls,
+            "in": usage.input_tokens,
+            "out": usage.output_tokens,
+            "cached": usage.cached_tokens,
+            "usd": usage.usd,
+            "errors": progress.failed[model],
+        }

@@ -86,7 +86,7 @@ def test_the_trace_shows_items_packs_calls_and_reasks():
     assert (started.kind, started.items, started.unique, started.packs) == ("map", 25, 25, packs)
     assert started.size == 4 and started.instruction == "Reverse."
     assert (ended.calls, ended.reasked, ended.errors) == (5, 1, 0)
-    subs = [e for e in events if isinstance(e, LMCallEnded) and e.role == "sub"]
+    subs = [e for e in events if isinstance(e, LMCallEnded) and e.purpose == "sub"]
     assert len(subs) == 5 and all(e.parent_id == started.id for e in subs)
     assert result.sub_calls == 5
     output = root.calls[1][-1]["content"]
@@ -131,7 +131,7 @@ def test_without_sub_calls_the_map_primitives_refuse_but_the_pure_ones_work():
     )
     root = ScriptedLM([repl(code), "FINAL(done)"])
     sub = ScriptedLM(["{}"])
-    RLM(root, sub, sub_calls=False).run("q", RECORDS)
+    RLM(root, sub, allow_sub_calls=False).run("q", RECORDS)
     output = root.calls[1][-1]["content"]
     assert "14" in output and "2024-01-01" in output
     assert "sub-calls are disabled" in output
@@ -142,3 +142,22 @@ def test_user_tools_may_not_take_the_primitives_names():
     for name in ("search", "llm_map", "llm_classify", "records"):
         with pytest.raises(InputError, match="taken by the REPL"):
             RLM(ScriptedLM(["FINAL(x)"]), tools={name: lambda: None})
+
+
+def test_packs_are_sized_to_the_sub_models_window():
+    class SmallWindow(ScriptedLM):
+        context_window = 100  # tokens: 200 characters of items per call
+
+    sub = SmallWindow(
+        lambda m: json.dumps(
+            {n: "ok" for n, _ in re.findall(r"^(\d+)\. (.*)$", m[-1]["content"], re.M)}
+        )
+    )
+    code = "print(llm_map('Check.', ['a' * 90, 'b' * 90, 'c' * 90, 'd' * 300]))"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    events = []
+    RLM(root, sub, on_event=events.append).run("q", "ctx")
+    started = next(e for e in events if isinstance(e, BatchStarted))
+    assert started.packs == (2, 1)  # two 90-character items fit 200, the third goes alone
+    output = root.calls[1][-1]["content"]
+    assert "['ok', 'ok', 'ok', 'Error: the item has 300 characters" in output

@@ -9,7 +9,7 @@ import pytest
 from deeprlm import RLM, InputError, ScriptedLM
 from deeprlm.trace.events import CellEnded, LMCallEnded, RunEnded
 
-from conftest import repl
+from conftest import outputs, repl
 
 
 def echo_sub(prefix: str = "sub:") -> ScriptedLM:
@@ -97,14 +97,14 @@ def test_code_blocks_run_in_order_and_state_persists_across_turns():
         ]
     )
     RLM(root).run("q", "ctx")
-    assert "2" in root.calls[1][-1]["content"]
-    assert "3" in root.calls[2][-1]["content"]
+    assert outputs(root.calls[1][-1]["content"]) == ["(nothing printed)", "2"]
+    assert outputs(root.calls[2][-1]["content"]) == ["3"]
 
 
 def test_trailing_expression_is_shown_like_a_notebook():
     root = ScriptedLM([repl("len(context)"), "FINAL(x)"])
     RLM(root).run("q", "12345")
-    assert "5" in root.calls[1][-1]["content"]
+    assert outputs(root.calls[1][-1]["content"]) == ["5"]
 
 
 def test_show_vars_lists_user_variables_with_types():
@@ -183,9 +183,10 @@ def test_failed_batch_items_become_error_strings_and_the_rest_succeed():
 
     root = ScriptedLM([repl("print(llm_batch(['a', 'bad', 'c']))"), "FINAL(x)"])
     RLM(root, ScriptedLM(sub)).run("q", "ctx")
-    shown = root.calls[1][-1]["content"]
-    assert "'A'" in shown and "'C'" in shown
-    assert "Error: LMError" in shown and "provider exploded" in shown
+    (shown,) = outputs(root.calls[1][-1]["content"])
+    assert shown == (
+        "['A', 'Error: LMError: model scripted failed: RuntimeError: provider exploded', 'C']"
+    )
 
 
 def test_rlm_query_runs_a_child_with_its_own_repl_and_context():
@@ -236,7 +237,7 @@ def test_rlm_batch_returns_answers_in_order_and_errors_in_place():
 
 def test_sub_calls_disabled_removes_the_functions():
     root = ScriptedLM([repl("llm_query('x')"), "FINAL(x)"])
-    RLM(root, sub_calls=False).run("q", "ctx")
+    RLM(root, allow_sub_calls=False).run("q", "ctx")
     assert "sub-calls are disabled" in root.calls[1][-1]["content"]
     assert "no sub-model here" in root.calls[0][0]["content"]
 
@@ -298,7 +299,7 @@ def test_cells_and_calls_are_traced_in_order():
     result = RLM(root, echo_sub()).run("q", "ctx")
     cells = result.trace.of_type(CellEnded)
     calls = result.trace.of_type(LMCallEnded)
-    assert [c.role for c in calls] == ["root", "sub", "root"]
+    assert [c.purpose for c in calls] == ["root", "sub", "root"]
     assert calls[1].parent_id == cells[0].id
     assert cells[0].output.strip() == "sub:hi"
 
@@ -391,3 +392,22 @@ def test_repeating_code_whose_output_changes_gets_no_note():
     root = ScriptedLM([step, step, "FINAL(x)"])
     RLM(root).run("q", "abc")
     assert "same code" not in root.calls[2][-1]["content"]
+
+
+def test_a_model_is_checked_against_the_lm_protocol_and_its_window_reaches_the_prompt():
+    class Windowed(ScriptedLM):
+        context_window = 1_000  # tokens
+
+    root = ScriptedLM(["FINAL(x)"])
+    RLM(root, Windowed(["sub"])).run("q", "ctx")
+    # Three quarters of the window, at four characters a token.
+    assert "it can read about 3,000 characters at once" in root.calls[0][0]["content"]
+
+    class Bare:  # name and acomplete, but none of the rest of the protocol
+        name = "bare"
+
+        async def acomplete(self, messages, **kwargs):
+            raise AssertionError("never called")
+
+    with pytest.raises(InputError, match=r"not a model.*for_role"):
+        RLM(Bare())

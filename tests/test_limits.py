@@ -19,9 +19,9 @@ from deeprlm import (
     TimeLimitError,
     TokenLimitError,
 )
-from deeprlm.trace.events import RunEnded
+from deeprlm.trace.events import BatchEnded, LMCallEnded, RunEnded
 
-from conftest import repl
+from conftest import outputs, repl
 
 
 def test_sub_call_budget_stops_the_run_even_if_the_code_swallows_the_error():
@@ -46,9 +46,23 @@ def test_sub_call_budget_stops_the_run_even_if_the_code_swallows_the_error():
 
 
 def test_sub_call_budget_inside_a_batch_stops_the_batch():
-    root = ScriptedLM([repl("llm_batch([str(i) for i in range(20)])"), "FINAL(never)"])
-    with pytest.raises(SubCallLimitError):
-        RLM(root, ScriptedLM(lambda m: "ok"), max_sub_calls=5).run("q", "ctx")
+    code = "answer['content'] = 'before'\nllm_batch([str(i) for i in range(20)])"
+    root = ScriptedLM([repl(code), "FINAL(never)"])
+    sub = ScriptedLM(["ok"], name="sub", delay=5.0)
+    started = time.monotonic()
+    with pytest.raises(SubCallLimitError) as caught:
+        RLM(root, sub, max_sub_calls=5).run("q", "ctx")
+    # The batch needs more than the budget leaves: it is refused before any call is made,
+    # and the run ends at once with what it had.
+    assert time.monotonic() - started < 3
+    assert "a batch of 20 needs more than the 5 sub-calls left" in str(caught.value)
+    trace = caught.value.result.trace
+    assert [e for e in trace.of_type(LMCallEnded) if e.purpose == "sub"] == []
+    assert trace.of_type(BatchEnded) == []
+    assert sub.calls == []
+    assert caught.value.result.sub_calls == 0
+    assert caught.value.partial_answer == "before"
+    assert len(root.calls) == 1
 
 
 def test_token_budget_is_checked_before_each_model_call():
@@ -94,22 +108,29 @@ def test_timeout_interrupts_a_slow_model_call():
             await asyncio.sleep(60)
             return await super().acomplete(messages, **kwargs)
 
+    started = time.monotonic()
     with pytest.raises(TimeLimitError):
         RLM(Slow(["FINAL(x)"]), timeout_s=0.5).run("q", "ctx")
+    assert time.monotonic() - started < 5
 
 
 def test_timeout_interrupts_a_cell_waiting_on_slow_sub_calls():
     root = ScriptedLM([repl("print(llm_batch(['a', 'b']))"), "FINAL(x)"])
     sub = ScriptedLM(["late"], delay=60)
+    started = time.monotonic()
     with pytest.raises(TimeLimitError):
         RLM(root, sub, timeout_s=0.5).run("q", "ctx")
+    assert time.monotonic() - started < 5
 
 
 def test_cell_timeout_stops_the_cell_and_the_run_goes_on():
     root = ScriptedLM([repl("x = 1\nwhile True:\n    pass"), repl("print(x + 1)"), "FINAL(ok)"])
     result = RLM(root, cell_timeout_s=0.5).run("q", "ctx")
-    assert "ran longer than 0.5s" in root.calls[1][-1]["content"]
-    assert "2" in root.calls[2][-1]["content"]
+    assert (
+        "TimeoutError: the cell ran longer than 0.5s and was stopped"
+        in root.calls[1][-1]["content"]
+    )
+    assert outputs(root.calls[2][-1]["content"]) == ["2"]  # x survived the stop
     assert result.answer == "ok"
 
 
@@ -119,8 +140,14 @@ def test_limits_in_a_child_run_end_the_whole_tree():
             return repl("while True:\n    llm_query('again')")
         return repl("rlm_query('child', 'text')")
 
-    with pytest.raises(SubCallLimitError):
-        RLM(ScriptedLM(policy), ScriptedLM(["ok"]), max_sub_calls=4).run("q", "ctx")
+    root = ScriptedLM(policy)
+    with pytest.raises(SubCallLimitError) as caught:
+        RLM(root, ScriptedLM(["ok"]), max_sub_calls=4).run("q", "ctx")
+    ended = caught.value.result.trace.of_type(RunEnded)
+    # The child stopped at the limit, and so did the root: no second root turn.
+    assert [(e.status, e.sub_calls) for e in ended] == [("limit", 3), ("limit", 1)]
+    assert caught.value.result.sub_calls == 4
+    assert sum(1 for m in root.calls if "Query: child" not in m[1]["content"]) == 1
 
 
 def test_limit_errors_share_a_base_class():

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from deeprlm import RLM, ScriptedLM
-from deeprlm.demo import haystack
 from deeprlm.errors import LMError
 from deeprlm.lm.llama import LlamaCppLM
 from deeprlm.local.models import local_lm
 from deeprlm.primitives import packing
+from deeprlm_bench.tasks.niah import hidden_fact
 
 pytestmark = pytest.mark.local_model
 
@@ -89,7 +89,7 @@ def test_a_prompt_larger_than_the_window_is_an_lm_error(lm: LlamaCppLM):
 
 
 def test_a_run_finds_the_fact_in_a_haystack(lm: LlamaCppLM):
-    case = haystack(30_000, depth=0.6, seed=3)
+    case = hidden_fact(30_000, depth=0.6, seed=3)
     result = RLM(lm, max_iterations=6).run(case.query, case.text)
     assert case.answer.lower() in result.answer.lower()
     root = result.usage.by_model[lm.name]
@@ -98,7 +98,7 @@ def test_a_run_finds_the_fact_in_a_haystack(lm: LlamaCppLM):
 
 
 def test_deeprlm_ask_uses_the_embedded_model_by_default(tmp_path: Path):
-    case = haystack(20_000, depth=0.3, seed=5)
+    case = hidden_fact(20_000, depth=0.3, seed=5)
     context = tmp_path / "notes.txt"
     context.write_text(case.text)
     done = subprocess.run(

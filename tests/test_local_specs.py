@@ -15,6 +15,8 @@ from deeprlm.lm.llama import LlamaCppLM
 from deeprlm.lm.specs import resolve_lm
 from deeprlm.local.hub import HubFile, parse_hub_spec
 
+pytestmark = pytest.mark.local_extra
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -132,3 +134,14 @@ def test_hf_spec_not_in_the_cache_offline_is_one_clear_error(tmp_path: Path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "cannot get acme/tiny-GGUF/other.gguf" in lines[0]
+
+
+def test_a_sub_model_from_another_file_has_its_own_cache_and_window(tmp_path: Path):
+    root = LlamaCppLM(fake_gguf(tmp_path / "root.gguf"))
+    rlm = RLM(root, f"gguf:{fake_gguf(tmp_path / 'helper.gguf')}")
+    sub = rlm.sub_model
+    assert isinstance(sub, LlamaCppLM) and sub.path.name == "helper.gguf"
+    assert sub.name == "helper"
+    # Nothing is shared with the root's model: not the contexts (KV caches), not the lock.
+    assert sub._shared is not root._shared
+    assert sub.context_window == root.context_window

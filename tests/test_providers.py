@@ -10,10 +10,11 @@ import pytest
 
 from deeprlm import RLM, InputError, LMError, resolve_lm
 from deeprlm.lm.anthropic_lm import AnthropicLM
-from deeprlm.lm.fake_server import FakeReply, last_user_text
+from deeprlm.lm.base import complete_sync
 from deeprlm.lm.openai_compat import OpenAICompatibleLM
 
 from conftest import repl
+from fake_server import FakeReply, last_user_text
 
 
 def openai_lm(server, **kwargs) -> OpenAICompatibleLM:
@@ -23,7 +24,7 @@ def openai_lm(server, **kwargs) -> OpenAICompatibleLM:
 def test_completion_text_and_usage_come_from_the_server(chat_server):
     server = chat_server(lambda body: FakeReply(text="hello there", cost_usd=0.25))
     lm = openai_lm(server)
-    completion = lm.complete([{"role": "user", "content": "hi"}])
+    completion = complete_sync(lm, [{"role": "user", "content": "hi"}])
     assert completion.text == "hello there"
     assert completion.input_tokens > 0 and completion.output_tokens > 0
     assert completion.cost_usd == 0.25
@@ -41,7 +42,7 @@ def test_429_and_500_are_retried_then_succeed(chat_server):
         ]
     )
     server = chat_server(lambda body: next(failures, FakeReply(text="finally")))
-    completion = openai_lm(server).complete([{"role": "user", "content": "hi"}])
+    completion = complete_sync(openai_lm(server), [{"role": "user", "content": "hi"}])
     assert completion.text == "finally"
     assert len(server.requests) == 3
 
@@ -51,7 +52,7 @@ def test_retries_exhausted_give_one_clear_line(chat_server):
         lambda body: FakeReply(status=429, text="quota", headers={"Retry-After": "0"})
     )
     with pytest.raises(LMError) as caught:
-        openai_lm(server, max_retries=2).complete([{"role": "user", "content": "hi"}])
+        complete_sync(openai_lm(server, max_retries=2), [{"role": "user", "content": "hi"}])
     message = str(caught.value)
     assert "HTTP 429" in message and "rate limited" in message and "\n" not in message
     assert len(server.requests) == 3
@@ -63,19 +64,19 @@ def test_retries_exhausted_give_one_clear_line(chat_server):
 def test_garbage_from_the_server_is_an_lm_error(chat_server, raw):
     server = chat_server(lambda body: FakeReply(raw=raw))
     with pytest.raises(LMError, match=r"not a (valid )?(chat )?completion"):
-        openai_lm(server, max_retries=0).complete([{"role": "user", "content": "hi"}])
+        complete_sync(openai_lm(server, max_retries=0), [{"role": "user", "content": "hi"}])
 
 
 def test_an_empty_choice_list_is_an_empty_reply_not_a_crash(chat_server):
     server = chat_server(lambda body: FakeReply(raw=b'{"id": "x", "choices": [], "usage": null}'))
-    completion = openai_lm(server).complete([{"role": "user", "content": "hi"}])
+    completion = complete_sync(openai_lm(server), [{"role": "user", "content": "hi"}])
     assert completion.text == ""
 
 
 def test_unreachable_server_is_an_lm_error():
     lm = OpenAICompatibleLM("m", base_url="http://127.0.0.1:9/v1", max_retries=0)
     with pytest.raises(LMError, match=r"cannot reach http://127\.0\.0\.1:9/v1"):
-        lm.complete([{"role": "user", "content": "hi"}])
+        complete_sync(lm, [{"role": "user", "content": "hi"}])
 
 
 def test_model_specs_resolve_and_bad_ones_are_refused(monkeypatch):

@@ -18,6 +18,7 @@ from deeprlm.errors import InputError, SubCallLimitError
 from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
 from deeprlm.repl.sandbox.process import WORKSPACE_PREFIX, Workspace, sweep_abandoned
+from deeprlm.settings import Settings
 
 FAST = SandboxSettings(stop_grace_s=0.5)
 
@@ -53,6 +54,13 @@ class FakeHost:
     async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]:
         self.calls.append(("rlm_batch", list(pairs)))
         return [f"rlm:{q}:{c}" for q, c in pairs]
+
+
+def namespace_init(supervisor: int) -> int:
+    """The host pid of the first process of a worker's pid namespace: the only child of
+    the process the host spawned."""
+    with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
+        return int(f.read().split()[0])
 
 
 def in_sandbox(
@@ -291,13 +299,18 @@ def test_close_kills_the_worker_and_removes_its_folder():
         await sandbox.start("c", FakeHost(), REPLSettings())
         cell = await sandbox.run("import os\nopen('notes.txt', 'w').write('x')\nos.getcwd()")
         folder = eval(cell.output)
-        assert os.path.exists(os.path.join(folder, "notes.txt"))
         worker = sandbox._worker
-        assert worker is not None and worker.ready is not None
-        pid = worker.ready.pid
+        assert worker is not None and sandbox._workspace is not None
+        keeper = sandbox._workspace.keeper
+        assert keeper is not None
+        pid = namespace_init(worker.process.pid)
+        # The file is in the keeper's tmpfs, seen through the worker's root.
+        assert os.path.exists(f"/proc/{pid}/root{folder}/notes.txt")
+        assert not os.path.exists(os.path.join(folder, "notes.txt"))
         await sandbox.close()
         assert not os.path.exists(os.path.dirname(folder))
         assert worker.process.poll() is not None
+        assert keeper.process.poll() is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
@@ -310,7 +323,9 @@ from deeprlm.repl.base import REPLSettings
 from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
 
 async def main():
-    sandbox = SandboxREPL(SandboxSettings())
+    # Without namespaces the workspace is on the host's disk (else in the keeper's tmpfs,
+    # which ends with the host).
+    sandbox = SandboxREPL(SandboxSettings(namespaces=False))
     await sandbox.start("c", None, REPLSettings())
     cell = await sandbox.run("import os\\nopen('notes.txt', 'w').write('x')\\nos.getcwd()")
     print(eval(cell.output), flush=True)
@@ -349,7 +364,7 @@ def test_isolation_is_reported():
     async def body(sandbox: SandboxREPL, host: FakeHost) -> None:
         isolation = sandbox.isolation
         assert isolation is not None
-        assert isolation.namespaces == ("user", "net", "pid", "ipc")
+        assert isolation.namespaces == ("user", "net", "pid", "ipc", "mount")
         assert isolation.landlock_abi >= 1
         assert sandbox.notes == ()
         assert "Landlock ABI" in isolation.summary()
@@ -359,7 +374,7 @@ def test_isolation_is_reported():
 
 def test_missing_allowed_path_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
-        SandboxSettings(allow_read=(str(tmp_path / "nope"),))
+        Settings(allow_read=(str(tmp_path / "nope"),))
 
 
 def test_repls_run_side_by_side():

@@ -8,9 +8,8 @@ import os
 import subprocess
 import sys
 
-from deeprlm.lm.fake_server import last_user_text
-
 from conftest import repl
+from fake_server import last_user_text
 
 
 def test_ask_uses_the_sandbox_and_allow_read(chat_server, tmp_path):
@@ -47,7 +46,8 @@ def test_ask_uses_the_sandbox_and_allow_read(chat_server, tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["answer"] == "allowed words / PermissionError"
+    # The other file is not in the worker's root at all.
+    assert json.loads(done.stdout)["answer"] == "allowed words / FileNotFoundError"
     started = json.loads(trace.read_text().splitlines()[0])
     assert started["type"] == "run_started" and started["repl"] == "sandbox"
     assert started["settings"]["allow_read"] == [str(allowed)]

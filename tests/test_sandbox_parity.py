@@ -102,7 +102,7 @@ def test_errors_raised_by_the_host_reach_the_code_alike():
     errors = []
     for kind in ("inprocess", "sandbox"):
         root = ScriptedLM([repl("llm_query('x')"), repl("FINAL('ok')")])
-        result = RLM(root, repl=kind, sub_calls=False).run("q", "ctx")
+        result = RLM(root, repl=kind, allow_sub_calls=False).run("q", "ctx")
         error = result.trace.of_type(CellEnded)[0].error or ""
         assert 'File "<cell 1>", line 1' in error
         errors.append(error.splitlines()[-1])

@@ -13,10 +13,11 @@ import pytest
 from deeprlm import RLM, LMError
 from deeprlm.lm import schema as schemas
 from deeprlm.lm.anthropic_lm import AnthropicLM
-from deeprlm.lm.fake_server import FakeReply, last_user_text
+from deeprlm.lm.base import complete_sync
 from deeprlm.lm.openai_compat import OpenAICompatibleLM
 
 from conftest import repl
+from fake_server import FakeReply, last_user_text
 
 LABELS = {"enum": ["yes", "no"]}
 MESSAGES = [{"role": "user", "content": "Is it?"}]
@@ -38,11 +39,11 @@ def test_a_schema_goes_to_the_server_as_response_format(chat_server):
 
     server = chat_server(responder)
     lm = openai_lm(server)
-    assert lm.complete(MESSAGES, schema=LABELS).text == '"yes"'
+    assert complete_sync(lm, MESSAGES, schema=LABELS).text == '"yes"'
     assert asyncio.run(lm.acomplete(MESSAGES, schema=LABELS)).text == '"yes"'
     assert len(server.requests) == 2
     # Without a schema, no response_format.
-    lm.complete(MESSAGES)
+    complete_sync(lm, MESSAGES)
     assert "response_format" not in server.requests[-1]
 
 
@@ -55,7 +56,7 @@ def test_a_server_that_refuses_response_format_is_asked_without_it_from_then_on(
 
     server = chat_server(responder)
     lm = openai_lm(server)
-    assert lm.complete(MESSAGES, schema=LABELS).text == '"no"'
+    assert complete_sync(lm, MESSAGES, schema=LABELS).text == '"no"'
     assert ["response_format" in r for r in server.requests] == [True, False]
     asyncio.run(lm.acomplete(MESSAGES, schema=LABELS))
     assert "response_format" not in server.requests[-1]  # not tried again
@@ -64,19 +65,19 @@ def test_a_server_that_refuses_response_format_is_asked_without_it_from_then_on(
 def test_a_reply_that_ignores_the_schema_is_asked_for_again_with_the_problem(chat_server):
     replies = iter(["Yes, it is.", '"yes"'])
     server = chat_server(lambda body: next(replies))
-    completion = openai_lm(server).complete(MESSAGES, schema=LABELS)
+    completion = complete_sync(openai_lm(server), MESSAGES, schema=LABELS)
     assert completion.text == '"yes"'
     again = server.requests[1]["messages"]
     assert again[-2] == {"role": "assistant", "content": "Yes, it is."}
     assert "does not follow the JSON Schema: the reply is not JSON" in again[-1]["content"]
     # Usage covers both calls.
-    single = openai_lm(chat_server(lambda body: '"yes"')).complete(MESSAGES, schema=LABELS)
+    single = complete_sync(openai_lm(chat_server(lambda body: '"yes"')), MESSAGES, schema=LABELS)
     assert completion.input_tokens > single.input_tokens
 
 
 def test_a_reply_that_never_follows_is_returned_after_one_retry(chat_server):
     server = chat_server(lambda body: "maybe")
-    completion = openai_lm(server).complete(MESSAGES, schema=LABELS)
+    completion = complete_sync(openai_lm(server), MESSAGES, schema=LABELS)
     assert completion.text == "maybe"  # the caller reads it leniently or gives up
     assert len(server.requests) == 1 + schemas.RETRIES
 
@@ -84,7 +85,7 @@ def test_a_reply_that_never_follows_is_returned_after_one_retry(chat_server):
 def test_other_http_errors_are_not_mistaken_for_a_refusal(chat_server):
     server = chat_server(lambda body: FakeReply(status=401, text="bad key"))
     with pytest.raises(LMError, match="HTTP 401") as caught:
-        openai_lm(server).complete(MESSAGES, schema=LABELS)
+        complete_sync(openai_lm(server), MESSAGES, schema=LABELS)
     assert caught.value.status == 401
     assert len(server.requests) == 1
 
@@ -99,7 +100,7 @@ def test_anthropic_gets_the_schema_in_the_prompt_and_is_checked(chat_server, mon
         "properties": {"answer": {"type": "string"}},
         "required": ["answer"],
     }
-    completion = lm.complete(MESSAGES, schema=shape)
+    completion = complete_sync(lm, MESSAGES, schema=shape)
     assert json.loads(completion.text) == {"answer": "three"}
     first = server.requests[0]
     assert "output_format" not in first and "response_format" not in first

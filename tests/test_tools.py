@@ -7,7 +7,7 @@ import pytest
 from deeprlm import RLM, InputError, ScriptedLM
 from deeprlm.tools import parse_text_call, tool_spec
 
-from conftest import repl
+from conftest import outputs, repl
 
 
 def test_root_tools_are_callable_from_the_repl_and_listed_in_the_prompt():
@@ -18,7 +18,7 @@ def test_root_tools_are_callable_from_the_repl_and_listed_in_the_prompt():
     root = ScriptedLM([repl("print(word_count(context))"), "FINAL(x)"])
     RLM(root, tools=[word_count]).run("q", "one two three")
     assert "word_count: Counts the words in a text." in root.calls[0][0]["content"]
-    assert "3" in root.calls[1][-1]["content"]
+    assert outputs(root.calls[1][-1]["content"]) == ["3"]
 
 
 def test_sub_tools_reach_only_sub_calls_through_the_text_protocol():

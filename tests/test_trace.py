@@ -6,7 +6,7 @@ import json
 
 from deeprlm import RLM, ScriptedLM
 from deeprlm.trace.events import RunEnded, RunStarted
-from deeprlm.trace.recorder import read_jsonl
+from deeprlm.trace.jsonl import read_jsonl
 
 from conftest import repl
 
@@ -62,7 +62,7 @@ def test_every_event_has_ids_and_parents_that_form_a_tree(tmp_path):
         "run_ended",
     ):
         assert kind in kinds
-    sub_calls = [e for e in events if e.type == "lm_call_ended" and e.role == "sub"]
+    sub_calls = [e for e in events if e.type == "lm_call_ended" and e.purpose == "sub"]
     batch = next(e for e in events if e.type == "batch_started")
     assert sum(1 for s in sub_calls if s.parent_id == batch.id) == 8
     ended = [e for e in events if isinstance(e, RunEnded)]
@@ -87,3 +87,11 @@ def test_a_truncated_trace_file_is_read_up_to_the_damage(tmp_path):
     path.write_text(data[: len(data) // 2])
     events, problems = read_jsonl(path)
     assert events and len(problems) == 1
+
+
+def test_a_trace_written_before_role_became_purpose_reads_the_same(tmp_path):
+    path = tmp_path / "old.jsonl"
+    old = {"type": "lm_call_started", "t": 0.1, "id": "c1", "run_id": "r0", "parent_id": "r0"}
+    path.write_text(json.dumps({**old, "role": "sub", "model": "m"}) + "\n")
+    (event,), problems = read_jsonl(path)
+    assert problems == [] and event.purpose == "sub" and event.model == "m"

@@ -189,7 +189,7 @@ def test_timeline_shows_each_call_and_finds_it_in_the_tree(browser, run_page):
 
     # Hover a sub-call's bar for its tooltip, click it to open it in the tree.
     index = page.evaluate(
-        f"{viewer}.nodes.findIndex(n => n.k === 'lm' && n.role === 'sub' && n.error)"
+        f"{viewer}.nodes.findIndex(n => n.k === 'lm' && n.purpose === 'sub' && n.error)"
     )
     box = page.evaluate(f"{viewer}.barBox({index})")
     canvas = page.locator("#timeline-canvas").bounding_box()
@@ -213,7 +213,7 @@ def test_search_lists_matches_and_opens_them(browser, run_page):
     # The child's code, its sub-call's prompt and reply, and the cell output that printed it.
     assert hits.count() >= 3
     hits.filter(has_text="Sub-call").first.click()
-    opened_reply = page.locator(".node.k-lm.role-sub .block.sub-reply pre").first
+    opened_reply = page.locator(".node.k-lm.purpose-sub .block.sub-reply pre").first
     assert opened_reply.inner_text().startswith("SUMMARY OF how many cats in: cat cat dog")
     opened.assert_self_contained()
     opened.page.close()
@@ -267,7 +267,7 @@ def test_a_page_with_thousands_of_sub_calls_draws_them_in_pages(browser, tmp_pat
         },
     ]
     for i in range(3000):
-        common = {"id": f"s{i}", "run_id": "r", "parent_id": "b", "role": "sub"}
+        common = {"id": f"s{i}", "run_id": "r", "parent_id": "b", "purpose": "sub"}
         events.append({"type": "lm_call_started", "t": 0.5 + i / 1000, **common})
         events.append(
             {

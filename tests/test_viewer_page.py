@@ -12,7 +12,7 @@ import pytest
 from deeprlm import RLM, ScriptedLM
 from deeprlm.cli import main
 from deeprlm.trace.events import LMCallEnded
-from deeprlm.trace.recorder import read_jsonl
+from deeprlm.trace.jsonl import read_jsonl
 from deeprlm.trace.tree import build_tree
 from deeprlm.trace.viewer import read_trace, render_page
 
@@ -103,7 +103,7 @@ def test_damaged_events_are_skipped_or_placed_not_fatal(tmp_path):
             "id": "s",
             "run_id": "r",
             "parent_id": "gone",
-            "role": "sub",
+            "purpose": "sub",
             "start": 1.5,
             "reply": "still here",
             "input_tokens": 7,
@@ -212,7 +212,7 @@ def test_a_forced_answer_is_its_own_turn_and_the_run_says_forced(tmp_path):
     assert run["status"] == "forced" and run["answer"] == "best guess"
     turns = [tree.nodes[i] for i in run["c"]]
     assert [t.get("forced", False) for t in turns] == [False, True]
-    assert tree.nodes[turns[1]["c"][0]]["role"] == "forced"
+    assert tree.nodes[turns[1]["c"][0]]["purpose"] == "forced"
 
 
 @pytest.mark.parametrize(

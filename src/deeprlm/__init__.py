@@ -17,7 +17,8 @@ from deeprlm.errors import (
     TimeLimitError,
     TokenLimitError,
 )
-from deeprlm.lm import LM, Completion, ScriptedLM, resolve_lm
+from deeprlm.lm import LM, Completion, LMDefaults, ScriptedLM, complete_sync, resolve_lm
+from deeprlm.repl.sandbox import SandboxSettings
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.usage import Price, UsageReport, register_price
@@ -32,17 +33,20 @@ __all__ = [
     "CostLimitError",
     "DeepRLMError",
     "InputError",
+    "LMDefaults",
     "LMError",
     "LimitError",
     "Price",
     "RLMResult",
     "SandboxError",
+    "SandboxSettings",
     "ScriptedLM",
     "Settings",
     "SubCallLimitError",
     "TimeLimitError",
     "TokenLimitError",
     "UsageReport",
+    "complete_sync",
     "load_paths",
     "register_price",
     "resolve_lm",

@@ -59,6 +59,20 @@ class Budget:
             raise self.trip(SubCallLimitError(f"sub-call budget reached: {limit:,} sub-calls made"))
         self.sub_calls += 1
 
+    def check_sub_calls(self, count: int) -> None:
+        """Before a batch creates anything: raises (and trips) when `count` more sub-calls
+        would go past the budget."""
+        self.check()
+        limit = self.settings.max_sub_calls
+        if limit is not None and self.sub_calls + count > limit:
+            left = max(0, limit - self.sub_calls)
+            raise self.trip(
+                SubCallLimitError(
+                    f"sub-call budget reached: a batch of {count:,} needs more than the "
+                    f"{left:,} sub-calls left of {limit:,}"
+                )
+            )
+
     def time_error(self) -> TimeLimitError:
         return TimeLimitError(f"time budget reached: {self.settings.timeout_s:g}s")
 

@@ -1,6 +1,11 @@
 """The `deeprlm` command: a thin layer over the library.
 
     deeprlm ask "QUERY" --context PATH [--context PATH ...] [--model SPEC] [--json] ...
+    deeprlm view TRACE.jsonl [--open]
+    deeprlm bench run|report|example ...
+
+`bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra): its
+parser is built, and its code imported, only when it is the command being run.
 
 Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on stderr),
 3 a limit was reached (the partial answer is still printed).
@@ -9,22 +14,30 @@ Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from deeprlm.bench.cli import register as add_bench_command
+from deeprlm import watchdog
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
+from deeprlm.flags import add_setting_flags, settings_from_flags
 from deeprlm.lm.specs import DEFAULT_MODEL
-from deeprlm.repl import REPL_KINDS
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
+from deeprlm.trace.events import Event
 from deeprlm.trace.viewer import add_view_command
+from deeprlm.usage import UsageReport
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
+
+# Commands loaded when run: name -> (module with `register(subparsers)`, a line of help).
+LAZY_COMMANDS = {
+    "bench": ("deeprlm_bench.cli", "run the benchmarks and baselines (the bench extra)"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,15 +52,17 @@ def _fail(message: str) -> None:
     print(f"deeprlm: error: {message}", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _named_models(text: str) -> dict[str, str]:
+    models = {}
+    for item in text.split(","):
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=SPEC, got {item!r}")
+        models[name.strip()] = spec.strip()
+    return models
 
 
 def _add_ask(subparsers: Any) -> None:
-    defaults = Settings()
     ask = subparsers.add_parser("ask", help="answer a query over a context")
     ask.add_argument("query", help="the question to answer")
     ask.add_argument(
@@ -71,86 +86,67 @@ def _add_ask(subparsers: Any) -> None:
         "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
     )
     models.add_argument(
+        "--sub-models",
+        action="append",
+        default=[],
+        type=_named_models,
+        metavar="NAME=SPEC[,NAME=SPEC]",
+        help="more models the code may pick by name, as llm_query(p, model=NAME); "
+        "repeatable (the code can name only these, root and sub)",
+    )
+    models.add_argument(
         "--base-url",
         metavar="URL",
         help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
     )
-    limits = ask.add_argument_group("limits")
-    limits.add_argument("--max-iterations", type=_positive_int, default=defaults.max_iterations)
-    limits.add_argument("--max-depth", type=int, default=defaults.max_depth)
-    limits.add_argument("--max-concurrency", type=_positive_int, default=defaults.max_concurrency)
-    limits.add_argument("--max-sub-calls", type=_positive_int)
-    limits.add_argument("--max-tokens", type=_positive_int, help="tokens across the run tree")
-    limits.add_argument("--max-usd", type=float, help="USD across the run tree")
-    limits.add_argument("--timeout", type=float, metavar="SECONDS", help="wall clock for the run")
-    limits.add_argument("--cell-timeout", type=float, metavar="SECONDS")
-    limits.add_argument(
-        "--max-output-chars",
-        type=_positive_int,
-        help="cell output the model reads per turn (default: 8000; 2000 for small models)",
-    )
-    limits.add_argument(
-        "--no-sub-calls", action="store_true", help="no llm_query/rlm_query in the REPL (ablation)"
-    )
-    ask.add_argument("--repl", choices=sorted(REPL_KINDS), default=defaults.repl)
-    ask.add_argument(
-        "--allow-read",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a file or folder the sandboxed code may read (repeatable)",
-    )
-    ask.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
-    ask.add_argument("--json", action="store_true", help="print one JSON object")
-    ask.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    add_setting_flags(ask)
+    output = ask.add_argument_group("output")
+    output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     ask.set_defaults(handler=_ask)
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "max_iterations": args.max_iterations,
-        "max_depth": args.max_depth,
-        "max_concurrency": args.max_concurrency,
-        "max_sub_calls": args.max_sub_calls,
-        "max_tokens": args.max_tokens,
-        "max_usd": args.max_usd,
-        "timeout_s": args.timeout,
-        "cell_timeout_s": args.cell_timeout,
-        "max_output_chars": args.max_output_chars,
-        "sub_calls": not args.no_sub_calls,
-        "repl": args.repl,
-        "allow_read": tuple(args.allow_read),
-    }
-
-
-def _print_result(result: RLMResult, as_json: bool, error: str | None = None) -> None:
+def _print_result(result: RLMResult, as_json: bool) -> None:
     if as_json:
-        data = result.to_dict()
-        if error:
-            data["error"] = error
-        print(json.dumps(data, ensure_ascii=False))
-    else:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    elif result.answer:
         print(result.answer)
+
+
+def _print_failure(message: str, status: str = "error") -> None:
+    """`--json` prints exactly one object, also when nothing ran (bad input, say)."""
+    data = {"answer": "", "status": status, "error": message, "usage": UsageReport().to_dict()}
+    print(json.dumps(data, ensure_ascii=False))
 
 
 def _ask(args: argparse.Namespace) -> int:
     context, skipped = load_paths(args.context)
     progress = console_sink(quiet=args.quiet)
+    sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
+
+    def on_event(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
     rlm = RLM(
         args.model,
         args.sub_model,
+        models={name: spec for group in args.sub_models for name, spec in group.items()},
         base_url=args.base_url,
         trace_path=args.trace,
-        on_event=progress,
-        **_settings(args),
+        on_event=on_event if sinks else None,
+        **settings_from_flags(args),
     )
     try:
         result = rlm.run(args.query, context, skipped=skipped)
-    except LimitError as err:
-        _fail(f"{err} (partial answer printed)")
-        if err.result is not None:
-            _print_result(err.result, args.json, str(err))
-        return EXIT_LIMIT
+    except DeepRLMError as err:
+        if err.result is None:
+            raise
+        printed = " (partial answer printed)" if err.result.answer or args.json else ""
+        _fail(f"{err}{printed}")
+        _print_result(err.result, args.json)
+        return EXIT_LIMIT if isinstance(err, LimitError) else EXIT_FAILED
     finally:
         if progress is not None:
             progress.close()
@@ -158,24 +154,64 @@ def _ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `deeprlm` parser. A lazy command gets its real parser only when `command` names
+    it; otherwise it is a line in the help."""
     parser = _Parser(prog="deeprlm", description="Recursive Language Models over any chat model.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_ask(subparsers)
     add_view_command(subparsers)
-    add_bench_command(subparsers)
+    for name, (module, help_text) in LAZY_COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    args = build_parser(command).parse_args(argv)
+    if command == "ask":
+        try:
+            settings = Settings.from_kwargs(**settings_from_flags(args))
+        except InputError as err:
+            return _bad_input(args, err)
+        if settings.repl == "inprocess":
+            # In-process code can hold Python's lock past any timeout: see deeprlm.watchdog.
+            outcome = watchdog.guarded(
+                lambda reporter: _handle(args, reporter),
+                settings.timeout_s,
+                settings.cell_timeout_s,
+            )
+            if isinstance(outcome, watchdog.Stuck):
+                _fail(outcome.message)
+                if args.json:
+                    _print_failure(outcome.message, status="limit")
+                return EXIT_LIMIT
+            return outcome
+    return _handle(args, None)
+
+
+def _bad_input(args: argparse.Namespace, err: InputError) -> int:
+    _fail(str(err))
+    if getattr(args, "json", False):
+        _print_failure(str(err))
+    return EXIT_BAD_INPUT
+
+
+def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) -> int:
+    args.reporter = reporter
+    as_json = bool(getattr(args, "json", False))
     try:
         return args.handler(args)
     except InputError as err:
-        _fail(str(err))
-        return EXIT_BAD_INPUT
+        return _bad_input(args, err)
     except DeepRLMError as err:
         _fail(str(err))
+        if as_json:
+            _print_failure(str(err))
         return EXIT_FAILED
     except KeyboardInterrupt:
         _fail("interrupted")

@@ -83,6 +83,16 @@ def _texts(value: ContextValue) -> Iterable[str]:
     return value
 
 
+def as_text(value: ContextValue) -> str:
+    """The context as one text, for a prompt that must hold all of it: a dict's texts under
+    a `### name` heading each, a list's texts one after the other."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "\n\n".join(f"### {name}\n{text}" for name, text in value.items())
+    return "\n\n".join(value)
+
+
 def describe(value: ContextValue, skipped: Sequence[str] = ()) -> ContextInfo:
     texts = list(_texts(value))
     sizes = [len(t) for t in texts]

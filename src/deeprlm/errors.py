@@ -14,7 +14,21 @@ if TYPE_CHECKING:
 
 
 class DeepRLMError(Exception):
-    """Base of every error deeprlm raises on purpose."""
+    """Base of every error deeprlm raises on purpose.
+
+    An error that ends a run loses nothing the run had produced: `partial_answer` is the
+    best answer available when it stopped (the `answer` dict's content, else the last reply
+    of the root model), `usage` the usage of the whole tree, and `result` the `RLMResult`
+    (status "limit" or "error", iterations, trace path). All three stay empty for errors
+    raised before a run starts, such as bad input.
+    """
+
+    def __init__(self, message: str = "", *, partial_answer: str = "", usage: Any = None) -> None:
+        super().__init__(message)
+        self.partial_answer = partial_answer
+        self.usage: UsageReport | None = usage
+        # Filled in by `RLM.arun` once the whole tree has stopped.
+        self.result: Any = None
 
 
 class InputError(DeepRLMError):
@@ -35,20 +49,9 @@ class SandboxError(DeepRLMError):
 
 
 class LimitError(DeepRLMError):
-    """A budget ran out. Carries what the run had produced so far.
-
-    `partial_answer` is the best answer available when the limit hit (the `answer` dict's
-    content, else the last reply of the root model); `usage` is the usage of the whole tree.
-    """
+    """A budget ran out. Carries what the run had produced so far (see `DeepRLMError`)."""
 
     limit = "limit"
-
-    def __init__(self, message: str, *, partial_answer: str = "", usage: Any = None) -> None:
-        super().__init__(message)
-        self.partial_answer = partial_answer
-        self.usage: UsageReport | None = usage
-        # Filled in by the engine once the whole tree has stopped.
-        self.result: Any = None
 
 
 class TokenLimitError(LimitError):

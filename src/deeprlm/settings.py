@@ -1,66 +1,172 @@
-"""Every setting of a run, in one table, with its default and what it bounds."""
+"""Every setting of a run, in one table: its default, what it bounds, and how it is checked.
+
+Each field's metadata carries its help text, its section and its check; the command line's
+flags are made from it (`deeprlm.flags`), so a new setting is one field here. The sandbox's
+own knobs are one field too (`sandbox`, a `SandboxSettings`), settable from `RLM(...)` as a
+`SandboxSettings` or a dict.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from deeprlm.errors import InputError
+from deeprlm.repl import REPL_KINDS
+from deeprlm.repl.sandbox.config import SandboxSettings
 
 # The model's code runs in a locked-down worker where the kernel allows one (Linux).
 DEFAULT_REPL = "sandbox" if sys.platform.startswith("linux") else "inprocess"
 
+# Sections of the table, in the order the command line's help shows them.
+LOOP = "the loop"
+RECURSION = "recursion and sub-calls"
+BUDGETS = "budgets shared by the whole run tree (reaching one ends the run with a LimitError)"
+CODE = "where the model's code runs"
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    section: str,
+    check: str | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    default_factory: Any = MISSING,
+) -> Any:
+    """One row of the table. `check` is "positive" or "non-negative" (None passes); `flag`
+    overrides the command-line flag made from the name, "" gives the setting none."""
+    metadata = {"help": help, "section": section, "check": check, "flag": flag}
+    if metavar is not None:
+        metadata["metavar"] = metavar
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass(frozen=True)
 class Settings:
-    # The loop
-    max_iterations: int = 20  # root-model turns per run; then one forced final answer
-    # Cell output the model reads per turn; None: its family's default (see prompts).
-    max_output_chars: int | None = None
-    cell_timeout_s: float | None = None  # wall clock per cell; None: only the run's timeout
-    max_reply_tokens: int | None = None  # output tokens per model call; None: provider default
-    # Recursion and sub-calls
-    max_depth: int = 1  # deepest child run; at the limit rlm_query falls back to llm_query
-    max_concurrency: int = 16  # model calls in flight at once, across the whole tree
-    sub_calls: bool = True  # False removes llm_*/rlm_* from the REPL (the paper's ablation)
-    sub_tool_turns: int = 4  # tool-calling turns a sub-call may take before it must answer
-    # Budgets shared by the whole tree; reaching one ends the run with a LimitError
-    max_sub_calls: int | None = None
-    max_tokens: int | None = None
-    max_usd: float | None = None
-    timeout_s: float | None = None
-    # Where the model's code runs
-    repl: str = DEFAULT_REPL
-    allow_read: tuple[str, ...] = ()  # files and folders the sandboxed code may read
+    max_iterations: int = setting(
+        20,
+        help="root-model turns per run; then one forced final answer",
+        section=LOOP,
+        check="positive",
+    )
+    max_output_chars: int | None = setting(
+        None,
+        help="cell output the model reads per turn (default: 8000; 2000 for small models)",
+        section=LOOP,
+        check="positive",
+    )
+    cell_timeout_s: float | None = setting(
+        300.0,
+        help="wall clock per cell, wherever the code runs; a cell over it is stopped and the "
+        "run goes on",
+        section=LOOP,
+        check="positive",
+    )
+    max_reply_tokens: int | None = setting(
+        None,
+        help="output tokens per model call (default: the provider's)",
+        section=LOOP,
+        check="positive",
+    )
+    max_depth: int = setting(
+        1,
+        help="deepest child run; at the limit rlm_query falls back to a plain model call",
+        section=RECURSION,
+        check="non-negative",
+    )
+    max_concurrency: int = setting(
+        16,
+        help="model calls in flight at once, across the whole tree",
+        section=RECURSION,
+        check="positive",
+    )
+    allow_sub_calls: bool = setting(
+        True,
+        help="the REPL's code may make sub-calls (llm_query, rlm_query, ...); without them the "
+        "root works by code alone (the paper's ablation)",
+        section=RECURSION,
+        flag="--no-sub-calls",
+    )
+    sub_tool_turns: int = setting(
+        4,
+        help="tool-calling turns a sub-call may take before it must answer",
+        section=RECURSION,
+        check="positive",
+    )
+    max_batch: int = setting(
+        1_000,
+        help="items in one llm_batch / rlm_batch; a larger one is refused before anything is made",
+        section=RECURSION,
+        check="positive",
+    )
+    max_repls: int = setting(
+        16,
+        help="REPLs alive at once across the tree (a process each, in the sandbox); child "
+        "runs wait for a slot, and max_depth + 1 are always kept so the tree can go on",
+        section=RECURSION,
+        check="positive",
+    )
+    max_sub_calls: int | None = setting(
+        None, help="sub-calls across the run tree", section=BUDGETS, check="positive"
+    )
+    max_tokens: int | None = setting(
+        None, help="tokens across the run tree", section=BUDGETS, check="positive"
+    )
+    max_usd: float | None = setting(
+        None, help="USD across the run tree", section=BUDGETS, check="positive"
+    )
+    timeout_s: float | None = setting(
+        None, help="wall clock for the whole run", section=BUDGETS, check="positive"
+    )
+    repl: str = setting(
+        DEFAULT_REPL,
+        help="where the model's code runs: a locked-down worker, or this process (trusted "
+        "contexts only; not isolated, and C code that holds Python's lock, a catastrophic "
+        "regex say, cannot be interrupted there: the command then ends, with status 3, some "
+        "seconds past --timeout or --cell-timeout)",
+        section=CODE,
+    )
+    allow_read: tuple[str, ...] = setting(
+        (),
+        help="a file or folder the sandboxed code may read (repeatable)",
+        section=CODE,
+        metavar="PATH",
+    )
+    sandbox: SandboxSettings = setting(
+        help="the sandbox's limits (memory, CPU, processes, ...)",
+        section=CODE,
+        flag="",
+        default_factory=SandboxSettings,
+    )
 
     def __post_init__(self) -> None:
-        positive = (
-            "max_iterations",
-            "max_output_chars",
-            "max_concurrency",
-            "sub_tool_turns",
-            "cell_timeout_s",
-            "max_reply_tokens",
-            "max_sub_calls",
-            "max_tokens",
-            "max_usd",
-            "timeout_s",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise InputError(f"{name} must be positive, got {value}")
-        if self.max_depth < 0:
-            raise InputError(f"max_depth must be 0 or more, got {self.max_depth}")
-        paths = self.allow_read
-        if isinstance(paths, (str, os.PathLike)):
-            paths = (paths,)
-        for path in paths:
-            if not os.path.exists(path):
-                raise InputError(f"allow_read: no such file or folder: {path}")
-        object.__setattr__(self, "allow_read", tuple(os.path.abspath(p) for p in paths))
+        for f in fields(self):
+            value, check = getattr(self, f.name), f.metadata["check"]
+            if value is None or check is None:
+                continue
+            if (check == "positive" and value <= 0) or (check == "non-negative" and value < 0):
+                wanted = "positive" if check == "positive" else "0 or more"
+                raise InputError(f"{f.name} must be {wanted}, got {value}")
+        if self.repl not in REPL_KINDS:
+            raise InputError(
+                f"unknown REPL kind {self.repl!r}; choose one of: {', '.join(REPL_KINDS)}"
+            )
+        object.__setattr__(self, "allow_read", resolve_read_paths(self.allow_read))
+        if isinstance(self.sandbox, Mapping):
+            known = {f.name for f in fields(SandboxSettings)}
+            unknown = sorted(str(key) for key in self.sandbox if key not in known)
+            if unknown:
+                raise InputError(f"unknown sandbox setting(s): {', '.join(unknown)}")
+            object.__setattr__(self, "sandbox", SandboxSettings(**self.sandbox))
+        elif not isinstance(self.sandbox, SandboxSettings):
+            raise InputError("sandbox must be a SandboxSettings or a dict of its fields")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Settings:
@@ -70,8 +176,24 @@ class Settings:
             raise InputError(f"unknown setting(s): {', '.join(unknown)}")
         return cls(**kwargs)
 
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def table() -> tuple[Field[Any], ...]:
+    """The rows of the settings table, in order."""
+    return fields(Settings)
+
+
+def resolve_read_paths(paths: str | os.PathLike[str] | Iterable[Any]) -> tuple[str, ...]:
+    """Absolute, symlink-free paths, each checked to exist: a typo must not silently allow
+    nothing (or, worse, something else)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = (paths,)
+    resolved = []
+    for path in paths:
+        real = os.path.realpath(os.path.expanduser(os.fspath(path)))
+        if not os.path.exists(real):
+            raise InputError(f"allow_read: no such file or folder: {path}")
+        resolved.append(real)
+    return tuple(resolved)

@@ -1,6 +1,19 @@
-"""Small text helpers shared by the engine, the REPL and the trace: clipping long text."""
+"""Small text helpers shared by the engine, the REPL, the trace and the benchmarks: clipping
+long text, and the one token estimate used where no tokenizer is at hand."""
 
 from __future__ import annotations
+
+import math
+
+# Characters per token: the usual rate for English prose under BPE tokenizers. Every count
+# made without a model's own tokenizer uses it (benchmark lengths, scripted usage, what
+# one sub-call can read), so that they all agree.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens in `text` by the estimate (characters / CHARS_PER_TOKEN, rounded up)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def cut_note(cut: int) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from deeprlm.errors import InputError
 from deeprlm.lm.base import Completion, Message, ToolCall, ToolSpec
-from deeprlm.repl.session import RESERVED_NAMES
+from deeprlm.repl.functions import RESERVED_NAMES
 from deeprlm.textutil import clip
 
 TOOL_RESULT_CHARS = 20_000

@@ -1,9 +1,11 @@
 """Tokens, calls and dollars per model, and the price table that turns tokens into dollars.
 
-One `UsageMeter` is shared by a whole run tree (root, sub-calls, child runs); `report()`
-freezes it into a `UsageReport`. Prices are USD per million tokens; users extend the table
-with `register_price` or `RLM(prices=...)`. A cost the provider reports itself wins over the
-table.
+Usage is added up in one way, a `UsageTally` of `ModelUsage` per model: the engine's
+`UsageMeter` (one per run tree: root, sub-calls, child runs) keeps one from the providers'
+replies, and the trace's readers (the live console, the viewer) keep one from the events.
+`report()` freezes a tally into a `UsageReport`. Prices are USD per million tokens; users
+extend the table with `register_price` or `RLM(prices=...)`. A cost the provider reports
+itself wins over the table.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from deeprlm.lm.base import Completion
+if TYPE_CHECKING:
+    from deeprlm.lm.base import Completion
 
 
 @dataclass(frozen=True)
@@ -120,13 +124,30 @@ class UsageReport:
         }
 
 
+class UsageTally:
+    """Usage per model, added up call by call."""
+
+    def __init__(self) -> None:
+        self.by_model: dict[str, ModelUsage] = {}
+
+    def add(self, model: str, usage: ModelUsage) -> None:
+        self.by_model[model] = self.by_model.get(model, ModelUsage()) + usage
+
+    @property
+    def total(self) -> ModelUsage:
+        return sum(self.by_model.values(), ModelUsage())
+
+    def report(self) -> UsageReport:
+        return UsageReport(dict(self.by_model))
+
+
 class UsageMeter:
     """Accumulates usage from every call in a run tree. Safe to use from any thread."""
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         self.prices = prices or PriceTable()
         self._lock = threading.Lock()
-        self._by_model: dict[str, ModelUsage] = {}
+        self._tally = UsageTally()
 
     def record(self, completion: Completion) -> float:
         """Adds one call; returns its cost in USD."""
@@ -139,11 +160,9 @@ class UsageMeter:
             usd,
         )
         with self._lock:
-            self._by_model[completion.model] = (
-                self._by_model.get(completion.model, ModelUsage()) + call
-            )
+            self._tally.add(completion.model, call)
         return usd
 
     def report(self) -> UsageReport:
         with self._lock:
-            return UsageReport(dict(self._by_model))
+            return self._tally.report()

@@ -1,6 +1,6 @@
 """Model adapters behind one small `LM` protocol, and the specs that name them."""
 
-from deeprlm.lm.base import LM, Completion, Message, SyncLM, ToolCall, ToolSpec
+from deeprlm.lm.base import LM, Completion, LMDefaults, Message, ToolCall, ToolSpec, complete_sync
 from deeprlm.lm.scripted import ScriptedLM
 from deeprlm.lm.specs import DEFAULT_MODEL, SCHEMES, resolve_lm
 
@@ -9,10 +9,11 @@ __all__ = [
     "LM",
     "SCHEMES",
     "Completion",
+    "LMDefaults",
     "Message",
     "ScriptedLM",
-    "SyncLM",
     "ToolCall",
     "ToolSpec",
+    "complete_sync",
     "resolve_lm",
 ]

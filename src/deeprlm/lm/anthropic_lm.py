@@ -32,7 +32,6 @@ def _sdk() -> ModuleType:
 
 
 class AnthropicLM(ProviderLM):
-    sync_client = "Anthropic"
     async_client = "AsyncAnthropic"
 
     def __init__(

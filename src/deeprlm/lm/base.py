@@ -1,5 +1,11 @@
 """The `LM` protocol every model adapter implements, and the records it trades in.
 
+A model is asynchronous: the engine awaits `acomplete`. Everything else the engine needs of
+a model is in the protocol too: its window, the prompt family it reads best, and a twin
+for another conversation (`for_role`). `LMDefaults` gives an adapter that has nothing
+special to say about those the usual answers; `complete_sync` serves the few callers that
+must block.
+
 Messages are plain dicts in the OpenAI chat format (`{"role": ..., "content": ...}`, plus
 `tool_calls` / `tool` messages for tool use); it is the format most users already know, and
 each adapter converts it to its provider's shape at the edge.
@@ -7,10 +13,11 @@ each adapter converts it to its provider's shape at the edge.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from deeprlm.blocking import run_blocking
 
 Message = dict[str, Any]
 
@@ -49,39 +56,36 @@ class Completion:
 
 @runtime_checkable
 class LM(Protocol):
-    """A chat model. `name` identifies it in usage reports and the price table.
+    """A chat model. Its attributes are read, never set, by the engine."""
 
-    `schema`, when given, is a JSON Schema the reply's text must follow: adapters enforce
-    it where the model or server can (a grammar, `response_format`), and otherwise check
-    the reply and ask again (see `deeprlm.lm.schema`)."""
+    @property
+    def name(self) -> str:
+        """Identifies it in usage reports and the price table."""
+        ...
 
-    name: str
-    # True when the provider has native tool calling; otherwise tools go through a text
-    # protocol (see `deeprlm.tools`).
-    supports_tools: bool
+    @property
+    def supports_tools(self) -> bool:
+        """True when the provider has native tool calling; otherwise tools go through a
+        text protocol (see `deeprlm.tools`)."""
+        ...
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tokens: int | None = None,
-        schema: Mapping[str, Any] | None = None,
-    ) -> Completion: ...
+    @property
+    def context_window(self) -> int | None:
+        """The window in tokens, when known: the root is told how much one sub-call can
+        read."""
+        ...
 
-    async def acomplete(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tokens: int | None = None,
-        schema: Mapping[str, Any] | None = None,
-    ) -> Completion: ...
+    @property
+    def prompt_family(self) -> str:
+        """Which prompts suit it (see `deeprlm.prompts`): "default", or "small" for models
+        of a few billion parameters, which follow a worked example better than rules."""
+        ...
 
-
-class SyncLM:
-    """Mixin for adapters whose work is blocking (an in-process model): `acomplete` runs
-    `complete` in a worker thread so the event loop stays free for the REPL and other calls."""
+    def for_role(self, role: str) -> LM:
+        """The same model for another conversation ("sub", "depth1", ...). A model that
+        caches what it has read (in process) gives each role its own cache, so sub-calls
+        and child runs never evict the root's growing conversation; others return self."""
+        ...
 
     async def acomplete(
         self,
@@ -91,10 +95,31 @@ class SyncLM:
         max_tokens: int | None = None,
         schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        return await asyncio.to_thread(
-            self.complete,  # type: ignore[attr-defined]
-            messages,
-            tools=tools,
-            max_tokens=max_tokens,
-            schema=schema,
-        )
+        """One reply. `schema`, when given, is a JSON Schema the reply's text must follow:
+        adapters enforce it where the model or server can (a grammar, `response_format`),
+        and otherwise check the reply and ask again (see `deeprlm.lm.schema`)."""
+        ...
+
+
+class LMDefaults:
+    """The usual answers for an adapter with nothing special to say: no native tool calling,
+    an unknown window, the default prompts, one conversation for every role."""
+
+    supports_tools: bool = False
+    context_window: int | None = None
+    prompt_family: str = "default"
+
+    def for_role(self, role: str) -> Any:
+        return self
+
+
+def complete_sync(
+    lm: LM,
+    messages: Sequence[Message],
+    *,
+    tools: Sequence[ToolSpec] | None = None,
+    max_tokens: int | None = None,
+    schema: Mapping[str, Any] | None = None,
+) -> Completion:
+    """One call of `lm` from blocking code (a script, a notebook cell)."""
+    return run_blocking(lm.acomplete(messages, tools=tools, max_tokens=max_tokens, schema=schema))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deeprlm.errors import InputError, LMError
-from deeprlm.lm.base import Completion, Message, SyncLM, ToolSpec
+from deeprlm.lm.base import Completion, Message, ToolSpec
 
 DEFAULT_CONTEXT_WINDOW = 32_768
 DEFAULT_MAX_TOKENS = 1_024
@@ -153,7 +153,7 @@ def _chat_formatter(llm: Any) -> Any:
     )
 
 
-class LlamaCppLM(SyncLM):
+class LlamaCppLM:
     """A chat model over one GGUF file. `context_window` is in tokens."""
 
     supports_tools = False

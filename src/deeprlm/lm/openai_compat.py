@@ -21,7 +21,6 @@ from deeprlm.lm.provider import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, ProviderLM
 
 class OpenAICompatibleLM(ProviderLM):
     sdk = openai
-    sync_client = "OpenAI"
     async_client = "AsyncOpenAI"
     # `response_format` with a JSON Schema; a server that refuses it is asked without.
     native_schema = True

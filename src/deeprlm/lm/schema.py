@@ -58,7 +58,7 @@ def problem(text: str, schema: Mapping[str, Any]) -> str | None:
     body = match.group(1) if match else text.strip()
     try:
         value = json.loads(body)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return f"the reply is not JSON ({exc.msg} at character {exc.pos})"
     return check(value, schema)
 

@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.lm.base import Completion, LMDefaults, Message, ToolSpec
+from deeprlm.textutil import estimate_tokens
 
 Reply = str | Completion
 Policy = Callable[[Sequence[Message]], Reply]
 
 
-def approx_tokens(text: str) -> int:
-    """A provider-free token estimate (about four characters a token)."""
-    return max(1, len(text) // 4) if text else 0
-
-
-class ScriptedLM:
-    supports_tools = False
-
+class ScriptedLM(LMDefaults):
     def __init__(
         self,
         replies: Sequence[Reply] | Policy,
@@ -60,26 +53,14 @@ class ScriptedLM:
                 self._next += 1
         if isinstance(reply, Completion):
             return reply
-        prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+        prompt = "".join(str(m.get("content") or "") for m in messages)
         return Completion(
             text=reply,
             model=self.name,
-            input_tokens=approx_tokens("x" * prompt_chars),
-            output_tokens=approx_tokens(reply),
+            input_tokens=estimate_tokens(prompt),
+            output_tokens=estimate_tokens(reply),
             finish_reason="stop",
         )
-
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tokens: int | None = None,
-        schema: Mapping[str, Any] | None = None,
-    ) -> Completion:
-        if self.delay:
-            time.sleep(self.delay)
-        return self._reply(messages, schema)
 
     async def acomplete(
         self,

@@ -68,8 +68,12 @@ DEFAULT_MODEL = "local"
 def resolve_lm(spec: str | LM, *, base_url: str | None = None, api_key: str | None = None) -> LM:
     """Makes the LM a spec names. An LM object is returned as it is."""
     if not isinstance(spec, str):
-        if not (hasattr(spec, "acomplete") and hasattr(spec, "complete")):
-            raise InputError(f"not a model: {spec!r} (give a model spec or an LM object)")
+        if not isinstance(spec, LM):
+            raise InputError(
+                f"not a model: {spec!r} (give a model spec or an LM object: name, "
+                "supports_tools, context_window, prompt_family, for_role and acomplete; "
+                "deeprlm.lm.LMDefaults has the usual values of all but name and acomplete)"
+            )
         return spec
     factory, argument = _parse(spec)
     return factory(argument, SpecOptions(base_url=base_url, api_key=api_key))

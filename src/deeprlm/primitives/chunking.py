@@ -11,6 +11,7 @@ only: this runs inside the REPL's process.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 DEFAULT_SIZE = 8_000
@@ -71,7 +72,7 @@ def _fit(record: str, size: int, by: str) -> list[str]:
     """The record itself when it fits, else its lines (and a line too long, in slices)."""
     if _measure(record, by) <= size:
         return [record]
-    pieces = []
+    pieces: list[str] = []
     for line in record.splitlines(keepends=True):
         if by == "chars" and len(line) > size:
             pieces.extend(line[i : i + size] for i in range(0, len(line), size))
@@ -108,3 +109,9 @@ def _tail(pieces: list[str], overlap: int, by: str, room: int) -> tuple[list[str
         tail.insert(0, piece)
         used += cost
     return tail, used
+
+
+def for_repl(namespace: Mapping[str, Any]) -> Callable[..., list[str]]:
+    """`chunk_text` as the REPL has it (the function itself: it needs nothing of the
+    REPL's namespace)."""
+    return chunk_text

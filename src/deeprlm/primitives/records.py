@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 SEPARATORS = (" || ", " | ", "\t", " ; ", "; ", " :: ")
@@ -114,7 +114,7 @@ def _names(rows: list[list[str]], width: int) -> list[str]:
     """Each column's name: the `Name:` its values share, else `field<N>`."""
     names = []
     for column in range(width):
-        found = Counter()
+        found: Counter[str | None] = Counter()
         for parts in rows:
             if len(parts) == width:
                 match = _NAMED.match(parts[column].strip())
@@ -153,3 +153,18 @@ def parse_date(text: Any) -> dt.date:
         except ValueError:
             continue
     raise ValueError(f"parse_date: cannot read {str(text)[:60]!r} as a date")
+
+
+def records_for_repl(namespace: Mapping[str, Any]) -> Callable[..., Rows]:
+    """`records` as the REPL has it: with no text given, the REPL's `context`."""
+
+    def records_in_repl(text: Any = None, separator: str | None = None) -> Rows:
+        return records(namespace.get("context") if text is None else text, separator)
+
+    records_in_repl.__name__ = records_in_repl.__qualname__ = "records"
+    records_in_repl.__doc__ = records.__doc__
+    return records_in_repl
+
+
+def parse_date_for_repl(namespace: Mapping[str, Any]) -> Callable[[Any], dt.date]:
+    return parse_date

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +194,26 @@ def search(
         raise ValueError("search: the query has no words to look for")
     shown = query if isinstance(query, str) else " ".join(words)
     return _word_hits(words, shown, texts, window, limit)
+
+
+def for_repl(namespace: Mapping[str, Any]) -> Callable[..., Hits]:
+    """`search` as the REPL has it: `where` defaults to the REPL's `context`."""
+
+    def search_in_repl(
+        query: Any,
+        where: Any = None,
+        *,
+        regex: bool | None = None,
+        window: int = DEFAULT_WINDOW,
+        limit: int | None = DEFAULT_LIMIT,
+    ) -> Hits:
+        if where is None and not _haystack_like(query):
+            where = namespace.get("context")
+        return search(query, where, regex=regex, window=window, limit=limit)
+
+    search_in_repl.__name__ = search_in_repl.__qualname__ = "search"
+    search_in_repl.__doc__ = search.__doc__
+    return search_in_repl
 
 
 def _arguments(query: Any, where: Any) -> tuple[Any, Any]:

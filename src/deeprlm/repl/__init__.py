@@ -7,22 +7,23 @@ from collections.abc import Callable
 from deeprlm.errors import InputError
 from deeprlm.repl.base import REPL, Cell, ContextValue, Host, REPLSettings
 from deeprlm.repl.inprocess import InProcessREPL
-from deeprlm.repl.sandbox import SandboxREPL
+from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
 
-REPL_KINDS: dict[str, Callable[[], REPL]] = {
-    "inprocess": InProcessREPL,
+# Each kind is made from the sandbox's settings (which the in-process kind has no use for).
+REPL_KINDS: dict[str, Callable[[SandboxSettings], REPL]] = {
+    "inprocess": lambda sandbox: InProcessREPL(),
     "sandbox": SandboxREPL,
 }
 
 
-def make_repl(kind: str) -> REPL:
+def make_repl(kind: str, sandbox: SandboxSettings | None = None) -> REPL:
     try:
         factory = REPL_KINDS[kind]
     except KeyError:
         raise InputError(
             f"unknown REPL kind {kind!r}; choose one of: {', '.join(REPL_KINDS)}"
         ) from None
-    return factory()
+    return factory(sandbox or SandboxSettings())
 
 
 __all__ = ["REPL", "REPL_KINDS", "Cell", "ContextValue", "Host", "REPLSettings", "make_repl"]

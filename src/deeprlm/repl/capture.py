@@ -94,9 +94,9 @@ def _install() -> None:
     # Checked on every cell rather than once: test runners and notebooks replace sys.stdout
     # behind our back, and the proxy must wrap whatever stream is current.
     if not isinstance(sys.stdout, _StreamProxy):
-        sys.stdout = _StreamProxy(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _StreamProxy(sys.stdout)
     if not isinstance(sys.stderr, _StreamProxy):
-        sys.stderr = _StreamProxy(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = _StreamProxy(sys.stderr)
 
 
 @contextmanager

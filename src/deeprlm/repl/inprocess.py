@@ -13,10 +13,11 @@ import asyncio
 import concurrent.futures
 import ctypes
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any
 
 from deeprlm.repl.base import Cell, ContextValue, Host, REPLSettings
+from deeprlm.repl.functions import REPLFunction, serve
 from deeprlm.repl.session import CellInterrupted, Session
 
 # How long a stopped cell may take to notice; past this its thread is abandoned (it is stuck
@@ -28,6 +29,7 @@ WAKE_S = 0.05
 
 class InProcessREPL:
     kind = "inprocess"
+    notes: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._session: Session | None = None
@@ -38,36 +40,10 @@ class InProcessREPL:
     async def start(self, context: ContextValue, host: Host, settings: REPLSettings) -> None:
         self._loop = asyncio.get_running_loop()
 
-        def llm_query(prompt: str, model: str | None = None) -> str:
-            return self._call(host.llm_query(prompt, model))
+        def transport(function: REPLFunction, arguments: dict[str, Any]) -> Any:
+            return self._call(serve(host, function, arguments))
 
-        def llm_batch(prompts: Sequence[str], model: str | None = None) -> list[str]:
-            return self._call(host.llm_batch(list(prompts), model))
-
-        def llm_map(instruction: str, items: Any, model: str | None = None) -> Any:
-            return self._call(host.llm_map(instruction, items, model))
-
-        def llm_classify(
-            items: Any, labels: Sequence[str], instruction: str = "", model: str | None = None
-        ) -> Any:
-            return self._call(host.llm_classify(items, labels, instruction, model))
-
-        def rlm_query(query: str, context: Any = None) -> str:
-            return self._call(host.rlm_query(query, context))
-
-        def rlm_batch(pairs: Sequence[Any]) -> list[str]:
-            return self._call(host.rlm_batch(list(pairs)))
-
-        functions = {
-            "llm_query": llm_query,
-            "llm_batch": llm_batch,
-            "llm_query_batched": llm_batch,
-            "llm_map": llm_map,
-            "llm_classify": llm_classify,
-            "rlm_query": rlm_query,
-            "rlm_batch": rlm_batch,
-        }
-        self._session = Session(context, functions, settings.tools, settings.max_output_chars)
+        self._session = Session(context, transport, settings.tools, settings.max_output_chars)
 
     def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
         assert self._loop is not None
@@ -93,7 +69,12 @@ class InProcessREPL:
 
         def work() -> None:
             cell = session.execute(code)
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(cell))
+
+            def settle() -> None:
+                if not done.done():
+                    done.set_result(cell)
+
+            loop.call_soon_threadsafe(settle)
 
         thread = threading.Thread(target=work, name="deeprlm-cell", daemon=True)
         thread.start()

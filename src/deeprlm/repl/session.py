@@ -1,10 +1,11 @@
 """One persistent Python namespace and how a cell runs in it. Shared by every REPL kind.
 
-`Session` owns the globals the model's code sees (`context`, the sub-call functions, user
-tools, `FINAL`, `FINAL_VAR`, `SHOW_VARS`, the `answer` dict) and `execute(code)`, which runs
-a cell with its output captured, shows the value of a trailing expression as a notebook
-does, turns exceptions into the last lines of a traceback, and notices a final answer.
-It has no idea where sub-calls go: the functions are handed in by the REPL that owns it.
+`Session` owns the globals the model's code sees (`context`, the functions of
+`deeprlm.repl.functions`, user tools, `FINAL`, `FINAL_VAR`, `SHOW_VARS`, the `answer` dict)
+and `execute(code)`, which runs a cell with its output captured, shows the value of a
+trailing expression as a notebook does, turns exceptions into the last lines of a
+traceback, and notices a final answer. It has no idea where sub-calls go: the REPL that
+owns it hands in the transport that carries them to the host.
 """
 
 from __future__ import annotations
@@ -19,34 +20,11 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from deeprlm.primitives.chunking import chunk_text
-from deeprlm.primitives.records import parse_date, records
-from deeprlm.primitives.search import search
 from deeprlm.repl.base import Cell
 from deeprlm.repl.capture import OutputCapture, capturing
+from deeprlm.repl.functions import Transport, repl_functions
 from deeprlm.textutil import clip
 
-# Names the engine puts in the namespace; user tools may not take them.
-RESERVED_NAMES = frozenset(
-    {
-        "context",
-        "llm_query",
-        "llm_batch",
-        "llm_query_batched",
-        "llm_map",
-        "llm_classify",
-        "search",
-        "chunk_text",
-        "records",
-        "parse_date",
-        "rlm_query",
-        "rlm_batch",
-        "FINAL",
-        "FINAL_VAR",
-        "SHOW_VARS",
-        "answer",
-    }
-)
 TRACEBACK_LINES = 12
 TRACEBACK_CHARS = 3_000
 # Frames from these places are plumbing (deeprlm itself, the bridges between a cell's thread
@@ -81,7 +59,7 @@ class Session:
     def __init__(
         self,
         context: Any,
-        functions: Mapping[str, Callable[..., Any]],
+        transport: Transport,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         max_output_chars: int = 8_000,
     ) -> None:
@@ -99,14 +77,9 @@ class Session:
             "math": math,
         }
         self.globals.update(tools or {})
-        # Pure helpers run here, in the REPL's own process; the functions handed in reach
-        # the host.
+        self.globals.update(context=context)
+        self.globals.update(repl_functions(transport, self.globals))
         self.globals.update(
-            search=search, chunk_text=chunk_text, records=records, parse_date=parse_date
-        )
-        self.globals.update(functions)
-        self.globals.update(
-            context=context,
             FINAL=self._final,
             FINAL_VAR=self._final_var,
             SHOW_VARS=self.show_vars,
@@ -197,7 +170,8 @@ class Session:
         tree = ast.parse(code, filename=filename, mode="exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         body = compile(tree, filename, "exec")
         return body, (compile(last, filename, "eval") if last is not None else None)
 

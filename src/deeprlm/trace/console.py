@@ -147,13 +147,12 @@ class LiveConsole:
     def _render(self) -> RenderableType:
         p = self.progress
         now = self.now()
-        total_usd = sum(t.usd for t in p.usage.values())
-        total_tokens = sum(t.tokens for t in p.usage.values())
+        total = p.usage.total
         header = Text.assemble(
             ("deeprlm ", "bold"),
             (short_seconds(now), "cyan"),
-            f" · {_count(p.sub_calls_done, 'sub-call')} done · {short_tokens(total_tokens)} tok · ",
-            (short_usd(total_usd), "bold"),
+            f" · {_count(p.sub_calls_done, 'sub-call')} done · {short_tokens(total.tokens)} tok · ",
+            (short_usd(total.usd), "bold"),
         )
         if p.notes:
             header.append(f" · {_count(len(p.notes), 'note')}", "dim")
@@ -162,7 +161,7 @@ class LiveConsole:
             tree = Tree(self._run_label(p.root, now, root=True), guide_style="dim")
             self._fill(tree, p.root, now)
             parts.append(tree)
-        if p.usage:
+        if p.usage.by_model:
             parts.append(self._usage_table())
         return Group(*parts)
 
@@ -215,9 +214,11 @@ class LiveConsole:
     def _activity_label(self, a: Activity, now: float) -> Text | None:
         elapsed = Text(f" {short_seconds(max(0.0, now - a.t))}", "cyan")
         if a.kind == "lm":
-            if a.role == "sub":
+            if a.purpose == "sub":
                 return None  # counted on the sub-calls line or on its batch
-            what = "final answer (forced)" if a.role == "forced" else "model call"
+            what = {"forced": "final answer (forced)", "route": "picking the kind of question"}.get(
+                a.purpose, "model call"
+            )
             return Text.assemble(f"{what} ", (a.model, "magenta"), elapsed)
         if a.kind == "cell":
             return Text.assemble(f"cell {a.iteration} running", elapsed)
@@ -243,10 +244,10 @@ class LiveConsole:
             ("USD", "right"),
         ):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for model, tally in sorted(self.progress.usage.items()):
+        for model, tally in sorted(self.progress.usage.by_model.items()):
             calls = str(tally.calls)
-            if tally.errors:
-                calls += f" ({tally.errors} failed)"
+            if failed := self.progress.failed[model]:
+                calls += f" ({failed} failed)"
             table.add_row(
                 model,
                 calls,
@@ -290,10 +291,12 @@ class LogLines:
         if isinstance(e, RunStarted):
             kind = "run" if e.run_id == p.root_id else f"child run (depth {e.depth})"
             text = f"{kind} started · {e.model or '?'} · {_one_line(e.query, QUERY_PREVIEW)}"
-        elif isinstance(e, LMCallEnded) and e.role != "sub":
+        elif isinstance(e, LMCallEnded) and e.purpose != "sub":
             run = p.runs.get(e.run_id)
             turn = run.turn if run else 0
-            what = "forced final answer" if e.role == "forced" else f"turn {turn}"
+            what = {"forced": "forced final answer", "route": "kind of question"}.get(
+                e.purpose, f"turn {turn}"
+            )
             text = (
                 f"{what} · {e.model} replied in {short_seconds(e.duration_s)}"
                 f" · {short_tokens(e.input_tokens + e.output_tokens)} tok"
@@ -340,12 +343,11 @@ class LogLines:
             return []
         self._last_summary_t = e.t
         p = self.progress
-        tokens = sum(t.tokens for t in p.usage.values())
-        usd = sum(t.usd for t in p.usage.values())
+        total = p.usage.total
         batches = [a for a in p.active.values() if a.kind == "batch"]
         text = (
-            f"{_count(p.sub_calls_done, 'sub-call')} done · {short_tokens(tokens)} tok"
-            f" · {short_usd(usd)}"
+            f"{_count(p.sub_calls_done, 'sub-call')} done · {short_tokens(total.tokens)} tok"
+            f" · {short_usd(total.usd)}"
         )
         if batches:
             text += " · batches " + ", ".join(f"{b.done}/{b.size}" for b in batches[:4])
@@ -363,7 +365,7 @@ class LogLines:
             text += f" · {clip(_one_line(e.error, 200), 200)}"
         lines = [self._prefix(e) + text + "\n"]
         if root or run is None:
-            for model, tally in sorted(p.usage.items()):
+            for model, tally in sorted(p.usage.by_model.items()):
                 lines.append(
                     f"[{e.t:8.1f}s] usage · {model}: {_count(tally.calls, 'call')}"
                     f" · {short_tokens(tally.input_tokens)} in"

@@ -6,8 +6,14 @@ model call's and a cell's parent is their run; a sub-call's parent is its cell, 
 batch when it was part of one. `t` is seconds since the trace began. Started/ended pairs
 share their `id`, so a live view can show what is running and a viewer can draw a timeline.
 
-Texts are clipped when recorded (see `deeprlm.trace.recorder`): the context itself appears
-once, as `ContextInfo` (size, sha256, a short preview), so a trace never grows with it.
+Events are built in one place, `deeprlm.trace.recorder.Recorder`, which also clips their
+texts: the context itself appears once, as `ContextInfo` (size, sha256, a short preview), so
+a trace never grows with it. Fields are keyword-only, so that adding one never shifts the
+meaning of another.
+
+Adding an event kind: a class here, listed in `EVENT_TYPES`; a method that builds it on the
+`Recorder`; and, where the live console or the viewer shows it, an `on_<type>` handler in
+their fold (`deeprlm.trace.progress`, `deeprlm.trace.tree`, both on `deeprlm.trace.fold`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Event:
     type: ClassVar[str] = "event"
     t: float
@@ -28,7 +34,7 @@ class Event:
         return {"type": self.type, **asdict(self)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunStarted(Event):
     type: ClassVar[str] = "run_started"
     depth: int = 0
@@ -40,7 +46,7 @@ class RunStarted(Event):
     settings: dict[str, Any] = field(default_factory=dict)  # the root only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunEnded(Event):
     type: ClassVar[str] = "run_ended"
     # answered | forced | limit | error | cancelled
@@ -53,18 +59,20 @@ class RunEnded(Event):
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LMCallStarted(Event):
     type: ClassVar[str] = "lm_call_started"
-    role: str = "root"  # root | sub | forced | tool
+    # What the call is for: root (a turn of a run), forced (the forced last turn), sub (a
+    # sub-call from the REPL, or one turn of its tool loop).
+    purpose: str = "root"
     model: str = ""
     prompt_chars: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LMCallEnded(Event):
     type: ClassVar[str] = "lm_call_ended"
-    role: str = "root"
+    purpose: str = "root"
     model: str = ""
     start: float = 0.0
     duration_s: float = 0.0
@@ -79,14 +87,14 @@ class LMCallEnded(Event):
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CellStarted(Event):
     type: ClassVar[str] = "cell_started"
     iteration: int = 0
     code: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CellEnded(Event):
     type: ClassVar[str] = "cell_ended"
     iteration: int = 0
@@ -98,7 +106,7 @@ class CellEnded(Event):
     final: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchStarted(Event):
     """Concurrent sub-calls: `llm_batch` / `rlm_batch` (kind llm | rlm, one call per item),
     or a packed `llm_map` / `llm_classify` (kind map | classify), whose `size` is the calls
@@ -115,7 +123,7 @@ class BatchStarted(Event):
     labels: tuple[str, ...] = ()  # classify: the label set
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchEnded(Event):
     type: ClassVar[str] = "batch_ended"
     kind: str = "llm"
@@ -128,7 +136,7 @@ class BatchEnded(Event):
     reasked: int = 0  # map | classify: distinct items asked again (missing from a reply)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Note(Event):
     """Something a reader of the trace should know: a fallback taken, a tag ignored."""
 
@@ -156,11 +164,16 @@ EVENT_TYPES: dict[str, type[Event]] = {
 _FIELD_NAMES = {cls: frozenset(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()}
 
 
+# Fields renamed since traces were first written: old name -> new name.
+_RENAMED = {"role": "purpose"}
+
+
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Rebuilds an event read back from JSONL; unknown keys are ignored, so older readers
-    keep working on newer traces."""
+    keep working on newer traces, and renamed fields are read under their new name."""
     cls = EVENT_TYPES.get(data.get("type", ""))
     if cls is None:
         raise ValueError(f"unknown event type {data.get('type')!r}")
     names = _FIELD_NAMES[cls]
-    return cls(**{k: v for k, v in data.items() if k in names})
+    values = {_RENAMED.get(k, k): v for k, v in data.items()}
+    return cls(**{k: v for k, v in values.items() if k in names})

@@ -2,9 +2,10 @@
 
 `Progress` is the state behind the live console: which runs are going (and at which turn),
 what is in flight in each (a model call, a cell, batches with how many of their sub-calls
-are done), and tokens and dollars per model so far. Applying an event costs O(1), so it can
-sit in the engine's event loop even when thousands of sub-calls stream past; drawing it is
-the console's business and happens elsewhere, at its own pace.
+are done), and tokens and dollars per model so far (the shared `Fold` tallies those).
+Applying an event costs O(1), so it can sit in the engine's event loop even when thousands
+of sub-calls stream past; drawing it is the console's business and happens elsewhere, at
+its own pace.
 """
 
 from __future__ import annotations
@@ -16,26 +17,13 @@ from deeprlm.trace.events import (
     BatchStarted,
     CellEnded,
     CellStarted,
-    Event,
     LMCallEnded,
     LMCallStarted,
     Note,
     RunEnded,
     RunStarted,
 )
-
-
-@dataclass
-class ModelTally:
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    usd: float = 0.0
-    errors: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+from deeprlm.trace.fold import Fold
 
 
 @dataclass
@@ -47,7 +35,7 @@ class Activity:
     run_id: str
     parent_id: str | None
     t: float
-    role: str = ""  # for lm: root | sub | forced | tool
+    purpose: str = ""  # for lm: root | sub | forced
     model: str = ""
     iteration: int = 0  # for cells
     batch_kind: str = ""  # for batches: llm | rlm
@@ -72,28 +60,18 @@ class RunProgress:
     children: list[str] = field(default_factory=list)  # child run ids, in start order
 
 
-class Progress:
+class Progress(Fold):
     def __init__(self) -> None:
+        super().__init__()
         self.runs: dict[str, RunProgress] = {}
         self.root_id: str | None = None
         self.active: dict[str, Activity] = {}
-        self.usage: dict[str, ModelTally] = {}
         self.sub_calls_done = 0
         self.notes: list[str] = []
-        self.last_t = 0.0
-        # Which run an id (cell, batch, run) belongs to, to place a child run under its parent
-        # even when its own parent link names a batch rather than a cell.
-        self._owner: dict[str, str] = {}
 
     @property
     def root(self) -> RunProgress | None:
         return self.runs.get(self.root_id) if self.root_id else None
-
-    def apply(self, event: Event) -> None:
-        self.last_t = max(self.last_t, event.t)
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(self, event)
 
     # -- queries used by the displays
 
@@ -105,11 +83,14 @@ class Progress:
         return sum(
             1
             for a in self.active.values()
-            if a.run_id == run_id and a.kind == "lm" and a.role == "sub" and not self._in_batch(a)
+            if a.run_id == run_id
+            and a.kind == "lm"
+            and a.purpose == "sub"
+            and not self._in_batch(a)
         )
 
     def parent_run(self, run: RunProgress) -> str | None:
-        return self._owner.get(run.parent_id) if run.parent_id else None
+        return self.run_of(run.parent_id)
 
     def _in_batch(self, activity: Activity) -> bool:
         parent = self.active.get(activity.parent_id or "")
@@ -117,11 +98,9 @@ class Progress:
 
     # -- event handlers
 
-    def _run_started(self, e: RunStarted) -> None:
+    def on_run_started(self, e: RunStarted) -> None:
         run = RunProgress(e.run_id, e.depth, e.parent_id, e.t, query=e.query, model=e.model)
         self.runs[e.run_id] = run
-        self._owner[e.id] = e.run_id
-        self._owner[e.run_id] = e.run_id
         if e.parent_id is None and self.root_id is None:
             self.root_id = e.run_id
             return
@@ -129,7 +108,7 @@ class Progress:
         if parent in self.runs:
             self.runs[parent].children.append(e.run_id)
 
-    def _run_ended(self, e: RunEnded) -> None:
+    def on_run_ended(self, e: RunEnded) -> None:
         run = self.runs.get(e.run_id)
         if run is None:
             return
@@ -140,24 +119,18 @@ class Progress:
             batch.done += 1
             batch.errors += e.status == "error"
 
-    def _lm_started(self, e: LMCallStarted) -> None:
+    def on_lm_call_started(self, e: LMCallStarted) -> None:
         self.active[e.id] = Activity(
-            e.id, "lm", e.run_id, e.parent_id, e.t, role=e.role, model=e.model
+            e.id, "lm", e.run_id, e.parent_id, e.t, purpose=e.purpose, model=e.model
         )
-        if e.role in ("root", "forced"):
+        if e.purpose in ("root", "forced"):
             run = self.runs.get(e.run_id)
             if run is not None:
                 run.turn += 1
 
-    def _lm_ended(self, e: LMCallEnded) -> None:
+    def on_lm_call_ended(self, e: LMCallEnded) -> None:
         self.active.pop(e.id, None)
-        tally = self.usage.setdefault(e.model or "?", ModelTally())
-        tally.calls += 1
-        tally.input_tokens += e.input_tokens
-        tally.output_tokens += e.output_tokens
-        tally.usd += e.usd
-        tally.errors += e.error is not None
-        if e.role != "sub":
+        if e.purpose != "sub":
             return
         self.sub_calls_done += 1
         batch = self.active.get(e.parent_id or "")
@@ -168,39 +141,24 @@ class Progress:
             run.sub_done += 1
             run.sub_errors += e.error is not None
 
-    def _cell_started(self, e: CellStarted) -> None:
+    def on_cell_started(self, e: CellStarted) -> None:
         self.active[e.id] = Activity(
             e.id, "cell", e.run_id, e.parent_id, e.t, iteration=e.iteration
         )
-        self._owner[e.id] = e.run_id
 
-    def _cell_ended(self, e: CellEnded) -> None:
+    def on_cell_ended(self, e: CellEnded) -> None:
         self.active.pop(e.id, None)
 
-    def _batch_started(self, e: BatchStarted) -> None:
+    def on_batch_started(self, e: BatchStarted) -> None:
         self.active[e.id] = Activity(
             e.id, "batch", e.run_id, e.parent_id, e.t, batch_kind=e.kind, size=e.size
         )
-        self._owner[e.id] = e.run_id
 
-    def _batch_ended(self, e: BatchEnded) -> None:
+    def on_batch_ended(self, e: BatchEnded) -> None:
         self.active.pop(e.id, None)
 
-    def _note(self, e: Note) -> None:
+    def on_note(self, e: Note) -> None:
         self.notes.append(e.message)
-
-
-_HANDLERS = {
-    RunStarted: Progress._run_started,
-    RunEnded: Progress._run_ended,
-    LMCallStarted: Progress._lm_started,
-    LMCallEnded: Progress._lm_ended,
-    CellStarted: Progress._cell_started,
-    CellEnded: Progress._cell_ended,
-    BatchStarted: Progress._batch_started,
-    BatchEnded: Progress._batch_ended,
-    Note: Progress._note,
-}
 
 
 def short_tokens(n: int) -> str:

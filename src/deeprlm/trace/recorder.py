@@ -1,31 +1,52 @@
-"""The `Trace` a run tree writes to, and the JSONL file sink.
+"""The `Trace` a run tree writes to, and the `Recorder` that builds its events.
 
-A `Trace` hands out ids, stamps times and passes each event to its sinks (a JSONL file, a
-live console, a user callback) and keeps them for `RLMResult.trace`. Texts are clipped here,
-in one place, so that no event can carry a context-sized string.
+A `Trace` hands out ids, stamps times, passes each event to its sinks (a JSONL file, a live
+console, a user callback) and keeps them for `RLMResult.trace`. The `Recorder` is the only
+place events are made: one method per thing that happens, arguments by keyword, and every
+text clipped to `TRACE_LIMITS` on the way in, so that no event can carry a context-sized
+string whoever emits it.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from deeprlm.textutil import clip
-from deeprlm.trace.events import Event, event_from_dict
+from deeprlm.trace.events import (
+    BatchEnded,
+    BatchStarted,
+    CellEnded,
+    CellStarted,
+    Event,
+    LMCallEnded,
+    LMCallStarted,
+    Note,
+    RunEnded,
+    RunStarted,
+)
 
 Sink = Callable[[Event], None]
+E = TypeVar("E", bound=Event)
 
-# Limits on recorded texts, in characters.
-PROMPT_CHARS = 2_000
-REPLY_CHARS = 20_000
-CODE_CHARS = 50_000
-OUTPUT_CHARS = 20_000
-QUERY_CHARS = 2_000
+
+@dataclass(frozen=True)
+class TraceLimits:
+    """The most characters a trace keeps of each kind of text."""
+
+    query: int = 2_000
+    prompt: int = 2_000  # a sub-call's prompt, or the newest message a root call answered
+    reply: int = 20_000  # model replies, answers, final values
+    code: int = 50_000
+    output: int = 20_000  # a cell's output, as the model read it
+    message: int = 20_000  # errors and notes
+
+
+TRACE_LIMITS = TraceLimits()
 
 
 class Trace:
@@ -48,51 +69,230 @@ class Trace:
             for sink in self.sinks:
                 sink(event)
 
-    def of_type(self, cls: type[Event]) -> list[Any]:
+    def of_type(self, cls: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, cls)]
 
-    def write_jsonl(self, path: str | Path) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            for event in self.events:
-                f.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+
+@dataclass(frozen=True)
+class Span:
+    """Something started and not yet ended: its id, where it hangs, when it began."""
+
+    id: str
+    run_id: str
+    parent_id: str | None
+    start: float
 
 
-class JsonlSink:
-    """Writes each event as one JSON line as it happens, so a crashed run leaves a trace."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._file: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-
-    def __call__(self, event: Event) -> None:
-        self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+def _optional(text: str | None, limit: int) -> str | None:
+    return None if text is None else clip(text, limit)
 
 
-def read_jsonl(path: str | Path) -> tuple[list[Event], list[str]]:
-    """Reads a trace file back. Returns the events it could read and a note for each line it
-    could not (a truncated last line, garbage), so readers can show what is there."""
-    events: list[Event] = []
-    problems: list[str] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                events.append(event_from_dict(json.loads(line)))
-            except (ValueError, TypeError) as err:
-                problems.append(f"line {number}: {clip(str(err), 200)}")
-    return events, problems
+class Recorder:
+    """Builds and emits every event of a run tree."""
 
+    def __init__(self, trace: Trace, limits: TraceLimits = TRACE_LIMITS) -> None:
+        self.trace = trace
+        self.limits = limits
 
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yields each line of a trace as a dict, skipping lines that do not parse."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+    def new_id(self, prefix: str) -> str:
+        return self.trace.new_id(prefix)
+
+    def _start(self, cls: type[Event], span: Span, **fields: Any) -> Span:
+        self.trace.emit(
+            cls(t=span.start, id=span.id, run_id=span.run_id, parent_id=span.parent_id, **fields)
+        )
+        return span
+
+    def _end(self, cls: type[Event], span: Span, *, timed: bool = True, **fields: Any) -> None:
+        """An ended event, stamped now; `timed` adds its start and duration."""
+        now = self.trace.now()
+        if timed:
+            fields.update(start=span.start, duration_s=round(now - span.start, 6))
+        self.trace.emit(
+            cls(t=now, id=span.id, run_id=span.run_id, parent_id=span.parent_id, **fields)
+        )
+
+    def _span(self, prefix: str, run_id: str, parent_id: str | None) -> Span:
+        return Span(self.new_id(prefix), run_id, parent_id, self.trace.now())
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def run_started(
+        self,
+        *,
+        run_id: str,
+        parent_id: str | None,
+        depth: int,
+        query: str,
+        model: str,
+        sub_model: str,
+        repl: str,
+        context: Mapping[str, Any],
+        settings: Mapping[str, Any],
+    ) -> Span:
+        return self._start(
+            RunStarted,
+            Span(run_id, run_id, parent_id, self.trace.now()),
+            depth=depth,
+            query=clip(query, self.limits.query),
+            model=model,
+            sub_model=sub_model,
+            repl=repl,
+            context=dict(context),
+            settings=dict(settings),
+        )
+
+    def run_ended(
+        self,
+        span: Span,
+        *,
+        status: str,
+        answer: str,
+        iterations: int,
+        sub_calls: int,
+        usage: Mapping[str, Any],
+        error: str | None,
+    ) -> None:
+        self._end(
+            RunEnded,
+            span,
+            timed=False,  # a run carries its wall time instead
+            status=status,
+            answer=clip(answer, self.limits.reply),
+            iterations=iterations,
+            sub_calls=sub_calls,
+            wall_s=round(self.trace.now() - span.start, 6),
+            usage=dict(usage),
+            error=_optional(error, self.limits.message),
+        )
+
+    # --- model calls ---------------------------------------------------------------------
+
+    def call_started(
+        self, *, run_id: str, parent_id: str, purpose: str, model: str, prompt_chars: int
+    ) -> Span:
+        return self._start(
+            LMCallStarted,
+            self._span("call", run_id, parent_id),
+            purpose=purpose,
+            model=model,
+            prompt_chars=prompt_chars,
+        )
+
+    def call_ended(
+        self,
+        span: Span,
+        *,
+        purpose: str,
+        model: str,
+        prompt: str,
+        reply: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        usd: float,
+        error: str | None,
+    ) -> None:
+        self._end(
+            LMCallEnded,
+            span,
+            purpose=purpose,
+            model=model,
+            prompt=clip(prompt, self.limits.prompt),
+            prompt_chars=len(prompt),
+            reply=clip(reply, self.limits.reply),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+            usd=usd,
+            error=_optional(error, self.limits.message),
+        )
+
+    # --- cells ---------------------------------------------------------------------------
+
+    def cell_started(self, *, run_id: str, iteration: int, code: str) -> Span:
+        return self._start(
+            CellStarted,
+            self._span("cell", run_id, run_id),
+            iteration=iteration,
+            code=clip(code, self.limits.code),
+        )
+
+    def cell_ended(
+        self,
+        span: Span,
+        *,
+        iteration: int,
+        output: str,
+        output_chars: int,
+        error: str | None,
+        final: str | None,
+    ) -> None:
+        self._end(
+            CellEnded,
+            span,
+            iteration=iteration,
+            output=clip(output, self.limits.output),
+            output_chars=output_chars,
+            error=_optional(error, self.limits.message),
+            final=_optional(final, self.limits.reply),
+        )
+
+    # --- batches and notes ---------------------------------------------------------------
+
+    def batch_started(
+        self,
+        *,
+        run_id: str,
+        parent_id: str,
+        kind: str,
+        size: int,
+        items: int = 0,
+        unique: int = 0,
+        cached: int = 0,
+        packs: tuple[int, ...] = (),
+        instruction: str = "",
+        labels: tuple[str, ...] = (),
+    ) -> Span:
+        """A batch of sub-calls; the rest describe a packed map (see `BatchStarted`)."""
+        return self._start(
+            BatchStarted,
+            self._span("batch", run_id, parent_id),
+            kind=kind,
+            size=size,
+            items=items,
+            unique=unique,
+            cached=cached,
+            packs=packs,
+            instruction=clip(instruction, self.limits.query),
+            labels=labels,
+        )
+
+    def batch_ended(
+        self,
+        span: Span,
+        *,
+        kind: str,
+        size: int,
+        errors: int,
+        items: int = 0,
+        calls: int = 0,
+        reasked: int = 0,
+    ) -> None:
+        self._end(
+            BatchEnded,
+            span,
+            kind=kind,
+            size=size,
+            errors=errors,
+            items=items,
+            calls=calls,
+            reasked=reasked,
+        )
+
+    def note(self, *, run_id: str, parent_id: str, message: str) -> None:
+        self._start(
+            Note,
+            self._span("note", run_id, parent_id),
+            message=clip(message, self.limits.message),
+        )

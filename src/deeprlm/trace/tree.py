@@ -1,4 +1,5 @@
-"""A trace's events folded into the tree the viewer draws.
+"""A trace's events folded into the tree the viewer draws (on the fold the live console
+shares, `deeprlm.trace.fold`, which also tallies the usage per model).
 
 Started/ended pairs become one node each (runs, model calls, cells, batches; notes are
 nodes too). A run's own model calls and cells are grouped into turns, one per root model
@@ -16,10 +17,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
 from typing import Any
 
 from deeprlm.trace.events import (
+    EVENT_TYPES,
     BatchEnded,
     BatchStarted,
     CellEnded,
@@ -31,9 +32,10 @@ from deeprlm.trace.events import (
     RunEnded,
     RunStarted,
 )
+from deeprlm.trace.fold import Fold
 
-# Roles of a run's own model calls; each opens a turn. Sub-calls hang from cells instead.
-TURN_ROLES = ("root", "forced")
+# Purposes of a run's own model calls; each opens a turn. Sub-calls hang from cells instead.
+TURN_PURPOSES = ("root", "forced")
 
 
 @dataclass
@@ -62,12 +64,13 @@ def _set(node: dict[str, Any], key: str, value: Any) -> None:
         node[key] = value
 
 
-class _Builder:
+class _Builder(Fold):
     def __init__(self) -> None:
+        super().__init__()
         self.tree = TraceTree()
         self.by_id: dict[str, int] = {}
         self.ids: list[str] = []
-        self.run_of: dict[int, str] = {}  # node -> run id its event named
+        self.node_run: dict[int, str] = {}  # node -> run id its event named
         self.parent_ids: list[str | None] = []
         self.repairs: Counter[str] = Counter()
 
@@ -82,7 +85,7 @@ class _Builder:
         self.tree.nodes.append(node)
         self.by_id[e.id] = index
         self.ids.append(e.id)
-        self.run_of[index] = e.run_id
+        self.node_run[index] = e.run_id
         self.parent_ids.append(e.parent_id)
         return node
 
@@ -93,79 +96,87 @@ class _Builder:
         node["e"] = e.t
         return node
 
-    def add(self, e: Event) -> None:
+    def accepts(self, e: Event) -> bool:
         self.tree.events += 1
         flaw = _flaw(e)
         if flaw is not None:
             self.repairs[f"{e.type} event skipped: {flaw}"] += 1
-            return
-        self.tree.end_t = max(self.tree.end_t, e.t)
-        if isinstance(e, RunStarted):
-            n = self.node("run", e, e.t)
-            n["depth"] = e.depth
-            for key in ("query", "model", "sub_model", "repl", "context", "settings"):
-                _set(n, key, getattr(e, key))
-        elif isinstance(e, RunEnded):
-            n = self.ended("run", e, e.t - e.wall_s)
-            n["status"] = e.status
-            for key in ("answer", "iterations", "sub_calls", "wall_s", "usage", "error"):
-                _set(n, key, getattr(e, key))
-        elif isinstance(e, LMCallStarted):
-            n = self.node("lm", e, e.t)
-            n["role"] = e.role
-            _set(n, "model", e.model)
-            _set(n, "prompt_chars", e.prompt_chars)
-        elif isinstance(e, LMCallEnded):
-            n = self.ended("lm", e, e.start or e.t - e.duration_s)
-            n["role"] = e.role
-            for key in ("model", "prompt", "prompt_chars", "reply", "error"):
-                _set(n, key, getattr(e, key))
-            _set(n, "in", e.input_tokens)
-            _set(n, "out", e.output_tokens)
-            _set(n, "cached", e.cached_tokens)
-            _set(n, "usd", e.usd)
-            self._count_usage(e)
-        elif isinstance(e, CellStarted):
-            n = self.node("cell", e, e.t)
-            n["iteration"] = e.iteration
-            _set(n, "code", e.code)
-        elif isinstance(e, CellEnded):
-            n = self.ended("cell", e, e.start or e.t - e.duration_s)
-            n["iteration"] = e.iteration
-            for key in ("output", "output_chars", "error", "final"):
-                _set(n, key, getattr(e, key))
-        elif isinstance(e, BatchStarted):
-            n = self.node("batch", e, e.t)
-            n["kind"] = e.kind
-            n["size"] = e.size
-            for key in ("items", "unique", "cached", "packs", "instruction", "labels"):
-                _set(n, key, getattr(e, key))
-        elif isinstance(e, BatchEnded):
-            n = self.ended("batch", e, e.start or e.t - e.duration_s)
-            n["kind"] = e.kind
-            n["size"] = e.size
-            _set(n, "errors", e.errors)
-            for key in ("items", "calls", "reasked"):
-                _set(n, key, getattr(e, key))
-        elif isinstance(e, Note):
-            n = self.node("note", e, e.t)
-            n["e"] = e.t
-            n["message"] = e.message
+        return flaw is None
 
-    def _count_usage(self, e: LMCallEnded) -> None:
-        u = self.tree.usage.setdefault(
-            e.model or "?", {"calls": 0, "in": 0, "out": 0, "cached": 0, "usd": 0.0, "errors": 0}
-        )
-        u["calls"] += 1
-        u["in"] += e.input_tokens
-        u["out"] += e.output_tokens
-        u["cached"] += e.cached_tokens
-        u["usd"] += e.usd
-        u["errors"] += e.error is not None
+    def on_run_started(self, e: RunStarted) -> None:
+        n = self.node("run", e, e.t)
+        n["depth"] = e.depth
+        for key in ("query", "model", "sub_model", "repl", "context", "settings"):
+            _set(n, key, getattr(e, key))
+
+    def on_run_ended(self, e: RunEnded) -> None:
+        n = self.ended("run", e, e.t - e.wall_s)
+        n["status"] = e.status
+        for key in ("answer", "iterations", "sub_calls", "wall_s", "usage", "error"):
+            _set(n, key, getattr(e, key))
+
+    def on_lm_call_started(self, e: LMCallStarted) -> None:
+        n = self.node("lm", e, e.t)
+        n["purpose"] = e.purpose
+        _set(n, "model", e.model)
+        _set(n, "prompt_chars", e.prompt_chars)
+
+    def on_lm_call_ended(self, e: LMCallEnded) -> None:
+        n = self.ended("lm", e, e.start or e.t - e.duration_s)
+        n["purpose"] = e.purpose
+        for key in ("model", "prompt", "prompt_chars", "reply", "error"):
+            _set(n, key, getattr(e, key))
+        _set(n, "in", e.input_tokens)
+        _set(n, "out", e.output_tokens)
+        _set(n, "cached", e.cached_tokens)
+        _set(n, "usd", e.usd)
+
+    def on_cell_started(self, e: CellStarted) -> None:
+        n = self.node("cell", e, e.t)
+        n["iteration"] = e.iteration
+        _set(n, "code", e.code)
+
+    def on_cell_ended(self, e: CellEnded) -> None:
+        n = self.ended("cell", e, e.start or e.t - e.duration_s)
+        n["iteration"] = e.iteration
+        for key in ("output", "output_chars", "error", "final"):
+            _set(n, key, getattr(e, key))
+
+    def on_batch_started(self, e: BatchStarted) -> None:
+        n = self.node("batch", e, e.t)
+        n["kind"] = e.kind
+        n["size"] = e.size
+        for key in ("items", "unique", "cached", "packs", "instruction", "labels"):
+            _set(n, key, getattr(e, key))
+
+    def on_batch_ended(self, e: BatchEnded) -> None:
+        n = self.ended("batch", e, e.start or e.t - e.duration_s)
+        n["kind"] = e.kind
+        n["size"] = e.size
+        _set(n, "errors", e.errors)
+        for key in ("items", "calls", "reasked"):
+            _set(n, key, getattr(e, key))
+
+    def on_note(self, e: Note) -> None:
+        n = self.node("note", e, e.t)
+        n["e"] = e.t
+        n["message"] = e.message
 
     # -- structure
 
     def finish(self) -> TraceTree:
+        self.tree.end_t = self.last_t
+        self.tree.usage = {
+            model: {
+                "calls": u.calls,
+                "in": u.input_tokens,
+                "out": u.output_tokens,
+                "cached": u.cached_tokens,
+                "usd": u.usd,
+                "errors": self.failed[model],
+            }
+            for model, u in self.usage.by_model.items()
+        }
         nodes = self.tree.nodes
         children: list[list[int]] = [[] for _ in nodes]
         run_nodes = {self.ids[n["i"]]: n["i"] for n in nodes if n["k"] == "run"}
@@ -201,12 +212,12 @@ class _Builder:
             if parent is None:
                 self.repairs["child run whose parent is missing"] += 1
             return parent
-        if parent_id is not None and parent_id != self.run_of[i]:
+        if parent_id is not None and parent_id != self.node_run[i]:
             parent = self.by_id.get(parent_id)
             if parent is not None:
                 return parent
             self.repairs["event whose parent is missing"] += 1
-        own_run = run_nodes.get(self.run_of[i])
+        own_run = run_nodes.get(self.node_run[i])
         if own_run is None:
             self.repairs["event of a run whose start is missing"] += 1
         return own_run
@@ -220,7 +231,7 @@ class _Builder:
         number = 0
         for c in kids:
             kid = nodes[c]
-            opens = kid["k"] == "lm" and kid.get("role") in TURN_ROLES
+            opens = kid["k"] == "lm" and kid.get("purpose") in TURN_PURPOSES
             if kid["k"] == "run" or (turn is None and not opens and kid["k"] == "note"):
                 out.append(c)
                 continue
@@ -235,7 +246,7 @@ class _Builder:
                     "e": kid["e"],
                     "c": [],
                 }
-                if kid.get("role") == "forced":
+                if kid.get("purpose") == "forced":
                     turn["forced"] = True
                 nodes.append(turn)
                 children.append([])
@@ -282,7 +293,7 @@ def _flaw(e: Event) -> str | None:
         return "id is not a string"
     if e.parent_id is not None and not isinstance(e.parent_id, str):
         return "parent id is not a string"
-    for name, kind in _field_kinds(type(e)):
+    for name, kind in _FIELD_KINDS[type(e)]:
         value = getattr(e, name)
         if kind == "dict":
             ok = isinstance(value, dict)
@@ -299,7 +310,6 @@ def _flaw(e: Event) -> str | None:
     return None
 
 
-@cache
 def _field_kinds(cls: type[Event]) -> tuple[tuple[str, str], ...]:
     """Each field past the ids and what it must hold, judged by its default."""
     kinds = []
@@ -317,6 +327,10 @@ def _field_kinds(cls: type[Event]) -> tuple[tuple[str, str], ...]:
     return tuple(kinds)
 
 
+# Looked up once per class, not once per event.
+_FIELD_KINDS = {cls: _field_kinds(cls) for cls in EVENT_TYPES.values()}
+
+
 def _is_error(n: dict[str, Any]) -> bool:
     if n["k"] == "run":
         return n.get("status") in ("error", "limit", "cancelled")
@@ -328,7 +342,7 @@ def build_tree(events: list[Event], problems: list[str] | None = None) -> TraceT
     lines it could not read, kept at the top of the list."""
     builder = _Builder()
     for event in events:
-        builder.add(event)
+        builder.apply(event)
     tree = builder.finish()
     if problems:
         tree.problems[:0] = problems

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deeprlm.errors import InputError
-from deeprlm.trace.recorder import read_jsonl
+from deeprlm.trace.jsonl import read_jsonl
 from deeprlm.trace.tree import TraceTree, build_tree
 
 ASSETS = Path(__file__).parent / "viewer_assets"

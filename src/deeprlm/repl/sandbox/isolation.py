@@ -4,9 +4,9 @@ Runs inside the worker before any of the model's code. Every step that the kerne
 is reported as a note rather than raised: the host decides how loudly to say so, and the
 other layers still hold.
 
-- Namespaces (user, network, pid, ipc): no network device but a loopback that is down, no
-  view of the host's processes, and when the worker's first process ends, the kernel ends
-  every process it started.
+- Namespaces (user, network, pid, ipc, mount): no network device but a loopback that is
+  down, no view of the host's processes or files (see `mounts.py`), and when the worker's
+  first process ends, the kernel ends every process it started.
 - Identity: a worker started by root runs as `nobody` (65534). Root is exempt from the
   process limit and may write any file; `nobody` keeps only CAP_DAC_READ_SEARCH, to read
   Python wherever it is installed (often under /root). Landlock decides what is readable.
@@ -55,8 +55,10 @@ class Applied:
     """What isolation actually took effect, and what was refused."""
 
     namespaces: list[str] = field(default_factory=list)
-    pid: int = -1  # the worker's pid as the host sees it
     uid: int = -1
+    quota: bool = False  # the workspace is the keeper's size-limited tmpfs
+    private_root: bool = False  # the code sees a minimal root, not the host's
+    proc: bool = False  # /proc of the worker's own pid namespace is mounted
     # kill(-1) reaches only the worker's own processes (see `stop_children`).
     kill_all: bool = False
     notes: list[str] = field(default_factory=list)
@@ -69,35 +71,61 @@ class Applied:
 # --- namespaces ----------------------------------------------------------------------------
 
 
-def enter_namespaces(applied: Applied) -> None:
-    """Moves this (single-threaded) process into new user, network, pid and ipc namespaces,
-    the user namespace first, so that a refusal of the others leaves a usable process.
+def enter_namespaces(applied: Applied, keeper_fd: int | None = None) -> None:
+    """Moves this (single-threaded) process into new network, pid, ipc and mount
+    namespaces, inside a user namespace: the keeper's (`keeper_fd`, a pidfd), whose mount
+    namespace holds the workspace's quota-limited tmpfs, or else one of its own. The user
+    namespace comes first, so that a refusal of the others leaves a usable process.
 
     The pid namespace takes effect for the next child only: the caller must fork, and the
     child becomes the namespace's first process (see `worker.py`)."""
+    joined = False
+    if keeper_fd is not None:
+        try:
+            _check(_libc.setns(keeper_fd, CLONE_NEWUSER | CLONE_NEWNS), "setns")
+            joined = True
+        except OSError as exc:
+            applied.notes.append(
+                f"could not join the workspace's namespaces ({exc}): no workspace quota"
+            )
+        finally:
+            os.close(keeper_fd)
+    if joined:
+        applied.namespaces.append("user")
+        applied.quota = True
+    elif not enter_user_namespace(applied.notes):
+        if os.geteuid() != 0:
+            applied.notes.append("no network or pid namespace: they need a user namespace")
+            return
+    else:
+        applied.namespaces.append("user")
+    try:
+        flags = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS
+        _check(_libc.unshare(flags), "unshare(net, pid, ipc, mount)")
+        applied.namespaces += ["net", "pid", "ipc", "mount"]
+    except OSError as exc:
+        applied.notes.append(f"no network or pid namespace: the kernel refused them ({exc})")
+
+
+def enter_user_namespace(notes: list[str]) -> bool:
+    """A new user namespace for this (single-threaded) process, with the ids it needs
+    mapped. Returns False, with a note, when the kernel refuses it."""
     # Read before unsharing: inside an unmapped namespace they read as the overflow id.
     uid, gid = os.geteuid(), os.getegid()
     try:
         if uid == 0:
             if not _unshare_as_root(CLONE_NEWUSER):
-                applied.notes.append("the user namespace has no id map (the helper failed)")
+                notes.append("the user namespace has no id map (the helper failed)")
         else:
             _check(_libc.unshare(CLONE_NEWUSER), "unshare(user)")
             try:
                 _map_self(uid, gid)
             except OSError as exc:
-                applied.notes.append(f"the user namespace has no id map ({exc})")
-        applied.namespaces.append("user")
+                notes.append(f"the user namespace has no id map ({exc})")
+        return True
     except OSError as exc:
-        applied.notes.append(f"no user namespace: the kernel refused it ({exc})")
-        if uid != 0:
-            applied.notes.append("no network or pid namespace: they need a user namespace")
-            return
-    try:
-        _check(_libc.unshare(CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC), "unshare(net, pid)")
-        applied.namespaces += ["net", "pid", "ipc"]
-    except OSError as exc:
-        applied.notes.append(f"no network or pid namespace: the kernel refused them ({exc})")
+        notes.append(f"no user namespace: the kernel refused it ({exc})")
+        return False
 
 
 def _unshare_as_root(flags: int) -> bool:
@@ -152,7 +180,9 @@ def _map_self(uid: int, gid: int) -> None:
 
 
 def die_with_parent() -> None:
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    """SIGKILL when the parent dies. Changing the effective uid clears this: call it again
+    after `drop_privileges`. The seccomp filter keeps the code from clearing it."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
 
 
 def become_subreaper() -> None:

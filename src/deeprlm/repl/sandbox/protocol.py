@@ -21,8 +21,12 @@ from typing import Any
 from deeprlm import errors
 
 HEADER = struct.Struct("!I")
-# A frame larger than this is a broken or hostile worker, not a big prompt.
-MAX_FRAME = 256 << 20
+# A frame larger than this is a broken or hostile worker, not a big request: 32 MiB holds a
+# batch of 32 prompts of a million characters each. Bigger work is split into more calls.
+MAX_FRAME = 32 << 20
+# Lists and objects nested deeper than this are refused when a frame is read: no request
+# needs more, and deep values break whatever recurses over them (repr, the trace's JSON).
+MAX_DEPTH = 64
 
 
 class ProtocolError(Exception):
@@ -30,11 +34,18 @@ class ProtocolError(Exception):
 
 
 def encode(message: dict[str, Any], default: Any = None) -> bytes:
+    """One frame. Raises ValueError for what the other end would refuse: a message over
+    the size or nesting limit."""
+    if not within_depth(message, MAX_DEPTH):
+        raise ValueError(f"a value is nested deeper than the sandbox's {MAX_DEPTH} levels")
     # surrogatepass: texts read with errors="surrogateescape" must cross intact.
     data = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=default)
     body = data.encode("utf-8", "surrogatepass")
     if len(body) > MAX_FRAME:
-        raise ValueError(f"message of {len(body):,} bytes is over the {MAX_FRAME:,} limit")
+        raise ValueError(
+            f"a message of {len(body):,} bytes is over the sandbox's limit of "
+            f"{MAX_FRAME >> 20} MiB per message: send less per call"
+        )
     return HEADER.pack(len(body)) + body
 
 
@@ -43,9 +54,31 @@ def decode(body: bytes | bytearray) -> dict[str, Any]:
         message = json.loads(body.decode("utf-8", "surrogatepass"))
     except ValueError as exc:
         raise ProtocolError(f"a frame is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"a frame is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
         raise ProtocolError("a frame has no op")
+    if not within_depth(message, MAX_DEPTH):
+        raise ProtocolError(f"a frame is nested deeper than {MAX_DEPTH} levels")
     return message
+
+
+def within_depth(value: Any, limit: int) -> bool:
+    """Whether no list or object in `value` lies more than `limit` levels deep. Iterative:
+    the point is to refuse what recursion cannot handle."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return True
 
 
 def frame_length(header: bytes | bytearray) -> int:
@@ -55,10 +88,11 @@ def frame_length(header: bytes | bytearray) -> int:
     return length
 
 
-async def read_frame(reader: Any) -> dict[str, Any]:
-    """Reads one frame from an asyncio StreamReader (host side)."""
+async def read_frame(reader: Any) -> tuple[dict[str, Any], int]:
+    """Reads one frame from an asyncio StreamReader (host side): the message and its size
+    in bytes."""
     length = frame_length(await reader.readexactly(HEADER.size))
-    return decode(await reader.readexactly(length))
+    return decode(await reader.readexactly(length)), length
 
 
 class SyncChannel:

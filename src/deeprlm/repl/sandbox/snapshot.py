@@ -5,7 +5,9 @@ the workers of this REPL use; a fresh worker loads them back. Modules are kept b
 imported again. What cannot be kept (functions and classes defined in cells, open files,
 values over the size budget) is listed, so the model can be told what it lost.
 
-Both ends of this are inside the sandbox: the host never unpickles a snapshot.
+Both ends of this are inside the sandbox: the host never unpickles a snapshot. Loading one
+runs code the model wrote (a pickle can call anything), so the worker does it only after
+its handshake, on the host's request, under a cell's limits and timeout.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class Snapshot:
             try:
                 with open(os.path.join(self.folder, f"{name}.pickle"), "rb") as f:
                     namespace[name] = pickle.load(f)
-            except Exception as exc:
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
                 lost[name] = f"could not be loaded again ({type(exc).__name__})"
                 continue
             restored.append(name)

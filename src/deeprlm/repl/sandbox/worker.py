@@ -1,12 +1,15 @@
 """The sandbox worker: the process that runs the model's code.
 
-The host starts it as a script (`python -I -B worker.py FD`, FD being its end of the
+The host starts it (`python -I -B worker.py FD`, FD being its end of the
 channel) and sends a `config` frame. The worker then locks itself down before it runs any
 of the model's code: namespaces (it forks here, and its child, the first process of a new
-pid namespace, carries on while the parent waits for it), identity, Landlock, limits. It
-loads the context once from the memory file the host wrote, restores the variables of a
-worker it replaces, says `ready`, and serves cells: each runs in a `Session` whose sub-call
-and tool functions are stubs that ask the host over the channel.
+pid namespace, carries on while the parent supervises it), a private root, identity,
+limits, Landlock, seccomp. It loads the context once from the memory file the host wrote,
+says `ready`, and serves the host's requests: `run` a cell, in a `Session` whose sub-call
+and tool functions are stubs that ask the host over the channel (built from their table,
+`deeprlm.repl.functions`, with the channel as their transport), or `restore` the variables
+a replaced worker saved (unpickling them runs code the model wrote, so it happens only now,
+as a cell would).
 
 A reader thread owns the channel's incoming side: it hands `run` frames to the main thread,
 routes `reply` frames to the threads waiting on them, and turns an `interrupt` frame into a
@@ -45,6 +48,7 @@ import itertools  # noqa: E402
 import mmap  # noqa: E402
 import pickle  # noqa: E402
 import queue  # noqa: E402
+import select  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sysconfig  # noqa: E402
@@ -54,7 +58,8 @@ from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 from deeprlm.repl.base import Cell  # noqa: E402
-from deeprlm.repl.sandbox import isolation, landlock  # noqa: E402
+from deeprlm.repl.functions import REPLFunction  # noqa: E402
+from deeprlm.repl.sandbox import isolation, landlock, mounts, seccomp  # noqa: E402
 from deeprlm.repl.sandbox.protocol import SyncChannel, rebuild_error  # noqa: E402
 from deeprlm.repl.sandbox.snapshot import Snapshot  # noqa: E402
 from deeprlm.repl.session import CellInterrupted, Session  # noqa: E402
@@ -84,6 +89,7 @@ class _State:
     running = 0  # the seq of the cell running now, 0 between cells
     reason = ""  # why the host asked to stop it
     forked = False  # True in a process the model's code forked
+    supervisor = -1  # a pipe that reads as closed once the supervisor has died
 
 
 _state = _State()
@@ -129,7 +135,7 @@ class Worker:
                 # The host is gone (or broke the protocol): nobody is left to answer to.
                 os._exit(0)
             op = message["op"]
-            if op == "run":
+            if op in ("run", "restore"):
                 self.runs.put(message)
             elif op == "reply":
                 with self._lock:
@@ -148,7 +154,7 @@ class Worker:
 
     # --- calls to the host -----------------------------------------------------------------
 
-    def call(self, fn: str, args: list[Any], **extra: Any) -> Any:
+    def call(self, fn: str, args: Any, **extra: Any) -> Any:
         """Asks the host to run `fn` and waits for the answer. Tools pass strict JSON; the
         model's prompts are turned into text as the engine would."""
         if _state.forked:
@@ -178,38 +184,9 @@ class Worker:
             raise rebuild_error(slot.error)
         return slot.value
 
-    def functions(self) -> dict[str, Callable[..., Any]]:
-        def llm_query(prompt: str, model: str | None = None) -> str:
-            return self.call("llm_query", [prompt, model])
-
-        def llm_batch(prompts: Any, model: str | None = None) -> list[str]:
-            return self.call("llm_batch", [list(prompts), model])
-
-        def llm_map(instruction: str, items: Any, model: str | None = None) -> Any:
-            return self.call("llm_map", [instruction, _jsonable(items), model])
-
-        def llm_classify(
-            items: Any, labels: Any, instruction: str = "", model: str | None = None
-        ) -> Any:
-            return self.call(
-                "llm_classify", [_jsonable(items), _jsonable(labels), instruction, model]
-            )
-
-        def rlm_query(query: str, context: Any = None) -> str:
-            return self.call("rlm_query", [query, context])
-
-        def rlm_batch(pairs: Any) -> list[str]:
-            return self.call("rlm_batch", [list(pairs)])
-
-        return {
-            "llm_query": llm_query,
-            "llm_batch": llm_batch,
-            "llm_query_batched": llm_batch,
-            "llm_map": llm_map,
-            "llm_classify": llm_classify,
-            "rlm_query": rlm_query,
-            "rlm_batch": rlm_batch,
-        }
+    def transport(self, function: REPLFunction, arguments: dict[str, Any]) -> Any:
+        """Carries a REPL function's call to the host (see `deeprlm.repl.functions`)."""
+        return self.call(function.name, arguments)
 
     def tool(self, name: str, doc: str | None) -> Callable[..., Any]:
         def tool(*args: Any, **kwargs: Any) -> Any:
@@ -227,6 +204,12 @@ class Worker:
             if message is None:
                 return
             seq = int(message.get("seq", 0))
+            if message.get("op") == "restore":
+                restored, lost = self.restore(seq, session, snapshot)
+                isolation.stop_children(kill_all)
+                reply = {"op": "restored", "seq": seq, "restored": restored, "lost": lost}
+                self.channel.send(reply)
+                continue
             code = str(message.get("code", ""))
             try:
                 _state.reason = ""
@@ -249,6 +232,24 @@ class Worker:
             except Exception:
                 traceback.print_exc()
 
+    def restore(
+        self, seq: int, session: Session, snapshot: Snapshot
+    ) -> tuple[list[str], dict[str, str]]:
+        """Loads the saved variables. Unpickling runs code the model wrote, so this is a
+        cell in all but name: it runs after `ready`, can be interrupted, and the host
+        bounds it with the cell's timeout."""
+        try:
+            _state.reason = ""
+            _state.running = seq
+            result = snapshot.restore(session.globals)
+            _state.running = 0
+        except CellInterrupted as stop:
+            _state.running = 0
+            result = [], {"*": str(stop) or "stopped"}
+        if _state.forked:
+            os._exit(0)
+        return result
+
     def report(self, seq: int, cell: Cell) -> None:
         message = {
             "op": "cell",
@@ -264,17 +265,6 @@ class Worker:
         except ValueError as exc:  # a final answer or answer content over the frame limit
             message.update(final=None, answer_content="", error=f"ValueError: {exc}")
             self.channel.send(message)
-
-
-def _jsonable(items: Any) -> Any:
-    """Items as the channel carries them: a dict stays a dict, other collections (tuples,
-    generators, pandas-like sequences) become lists."""
-    if isinstance(items, (str, dict, list)):
-        return items
-    try:
-        return list(items)
-    except TypeError:
-        return items
 
 
 def _on_cpu_limit(signum: int, frame: Any) -> None:
@@ -323,14 +313,26 @@ def _read_context(fd: int) -> Any:
 def _supervise(closing: list[int]) -> None:
     """Forks the first process of the new pid namespace and waits for it. This parent runs
     none of the model's code; it passes the child's end on as its exit status (128 + the
-    signal that ended it), which the host reads."""
+    signal that ended it), which the host reads.
+
+    The host ends the worker through this process, the one it spawned: SIGTERM makes it
+    kill the child and reap it; SIGKILL (if that is not enough) kills the child too, by
+    PR_SET_PDEATHSIG. Either way the kernel ends every other process of the namespace with
+    the child."""
+    alive_r, alive_w = os.pipe()
     child = os.fork()
     if child == 0:
+        os.close(alive_w)
         isolation.die_with_parent()
+        _state.supervisor = alive_r
         os.setsid()
         return
+    os.close(alive_r)
     for fd in closing:
         os.close(fd)
+    # A pidfd, not the pid: the handler may run after the child is reaped.
+    handle = os.pidfd_open(child)
+    signal.signal(signal.SIGTERM, lambda *_: signal.pidfd_send_signal(handle, signal.SIGKILL))
     while True:
         try:
             _, status = os.waitpid(child, 0)
@@ -341,30 +343,63 @@ def _supervise(closing: list[int]) -> None:
     os._exit(128 - code if code < 0 else code)
 
 
+def _rearm_parent_death() -> None:
+    """Changing uid cleared PR_SET_PDEATHSIG: set it again, then make sure the supervisor
+    did not die in between (its end of the pipe closes when it does)."""
+    isolation.die_with_parent()
+    if _state.supervisor >= 0:
+        ready = select.select([_state.supervisor], [], [], 0)[0]
+        os.close(_state.supervisor)
+        _state.supervisor = -1
+        if ready:
+            os._exit(1)
+
+
 def _lock_down(config: dict[str, Any], inherited: list[int]) -> tuple[isolation.Applied, int]:
     """Every isolation step, in an order that works: namespaces (and the fork into the pid
-    namespace), identity, limits, Landlock. Returns what took effect and the Landlock ABI
-    in force (0: none)."""
+    namespace), the private root, identity, limits, Landlock, seccomp. Returns what took
+    effect and the Landlock ABI in force (0: none)."""
     applied = isolation.Applied()
+    keeper_fd = config.get("keeper_fd")
+    if keeper_fd is not None and not config.get("join_keeper"):
+        os.close(keeper_fd)  # the keeper failed: the host said so in its notes
+        keeper_fd = None
     if config["namespaces"]:
-        isolation.enter_namespaces(applied)
+        isolation.enter_namespaces(applied, keeper_fd)
     else:
         applied.notes.append("no namespaces: turned off in the sandbox settings")
+        if keeper_fd is not None:
+            os.close(keeper_fd)
     if applied.pid_namespace:
         _supervise(inherited)
     else:
         isolation.become_subreaper()
-    # The host kills the namespace through this pid; /proc is still the host's here.
-    applied.pid = int(os.readlink("/proc/self"))
+
+    work, state = config["work"], config["state"]
+    read = _read_paths(config["allow_read"])
+    if "mount" in applied.namespaces:
+        try:
+            applied.proc = mounts.build_root(
+                config["rootfs"], read, [work, state], DEVICES, applied.notes
+            )
+            applied.private_root = True
+        except OSError as exc:
+            applied.notes.append(
+                f"no private root ({exc}): the code can tell which host files exist, though "
+                "it cannot read them"
+            )
+    os.chdir(work)
     isolation.drop_privileges(applied)
+    if applied.pid_namespace:
+        _rearm_parent_death()
     # Before Landlock: without a user namespace this counts the user's tasks in /proc.
     isolation.apply_limits(isolation.Limits(**config["limits"]), applied)
 
-    work, state = config["work"], config["state"]
     ruled = None
     if config["landlock"]:
         try:
-            ruled = landlock.restrict(_read_paths(config["allow_read"]), [work, state], DEVICES)
+            readable = [*read, "/proc"] if applied.proc else read
+            ruled = landlock.restrict(readable, [work, state], DEVICES)
         except OSError as exc:
             applied.notes.append(
                 f"no Landlock ({exc}): the code can read any file the worker's user can, "
@@ -372,22 +407,48 @@ def _lock_down(config: dict[str, Any], inherited: list[int]) -> tuple[isolation.
             )
     else:
         applied.notes.append("no Landlock: turned off in the sandbox settings")
+    network = "net" in applied.namespaces
+    try:
+        seccomp.install(inet=network)
+        sockets = True
+    except OSError as exc:
+        sockets = False
+        applied.notes.append(
+            f"no seccomp filter ({exc}): the code can reach unix sockets it can name"
+            + ("" if applied.private_root else ", the host's included")
+        )
     if ruled is not None:
         if ruled.skipped:
             applied.notes.append(f"could not allow reading: {', '.join(ruled.skipped)}")
-        if not ruled.network and "net" not in applied.namespaces:
+        if not network and not sockets and not ruled.network:
             applied.notes.append(
-                "the network is open: no network namespace, and Landlock "
+                "the network is open: no network namespace, no seccomp filter, and Landlock "
                 f"ABI {ruled.abi} cannot deny TCP (it needs 4)"
             )
-        elif "net" not in applied.namespaces:
+        elif not network and not sockets:
             applied.notes.append("no network namespace: Landlock denies TCP, but not UDP")
-    elif "net" not in applied.namespaces:
-        applied.notes.append("the network is open: neither a network namespace nor Landlock")
+    elif not network and not sockets:
+        applied.notes.append("the network is open: no network namespace, seccomp or Landlock")
     applied.kill_all = applied.pid_namespace or (ruled is not None and ruled.scoped)
     if not applied.kill_all:
         applied.notes.append("processes the code starts may outlive their cell")
     return applied, ruled.abi if ruled is not None else 0
+
+
+def _forget(state: str) -> list[str]:
+    """Removes the saved variables without loading them (a replacement worker whose
+    predecessor could not load them). Returns their names, from the file names alone."""
+    names = []
+    with os.scandir(state) as entries:
+        for entry in entries:
+            if entry.name.endswith(".pickle") and entry.name[:-7].isidentifier():
+                names.append(entry.name[:-7])
+            try:
+                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+    return sorted(names)
 
 
 def main() -> None:
@@ -402,25 +463,30 @@ def main() -> None:
 
     worker = Worker(channel)
     tools = {name: worker.tool(name, doc) for name, doc in config["tools"].items()}
-    session = Session(context, worker.functions(), tools, int(config["max_output_chars"]))
+    session = Session(context, worker.transport, tools, int(config["max_output_chars"]))
     del context
     snapshot = Snapshot(config["state"])
-    restored, lost = snapshot.restore(session.globals) if config["restore"] else ([], {})
+    forgotten = _forget(config["state"]) if config.get("forget") else []
 
     signal.signal(signal.SIGINT, _on_interrupt)
     signal.signal(signal.SIGXCPU, _on_cpu_limit)
     os.register_at_fork(after_in_child=_after_fork_in_child)
     threading.Thread(target=worker.read_forever, name="deeprlm-channel", daemon=True).start()
+    # stderr is the host's log file, outside the workspace and its quota: it is for start-up
+    # errors, which are over now. The cells' output is captured in the session.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    # Nothing the model wrote has run yet: saved variables are loaded after this, on the
+    # host's request, as a cell (see `Worker.serve`).
     channel.send(
         {
             "op": "ready",
-            "pid": applied.pid,
             "uid": applied.uid,
             "namespaces": applied.namespaces,
             "landlock": abi,
             "notes": applied.notes,
-            "restored": restored,
-            "lost": lost,
+            "forgotten": forgotten,
         }
     )
     worker.serve(session, snapshot, applied.kill_all)

@@ -120,10 +120,11 @@
         if (n.forced) return "Forced final answer";
         return n.n ? "Turn " + n.n : "Before the first turn";
       case "lm":
-        if (n.role === "root") return "Model reply";
-        if (n.role === "forced") return "Forced answer";
-        if (n.role === "sub") return "Sub-call";
-        return "Model call (" + n.role + ")";
+        if (n.purpose === "root") return "Model reply";
+        if (n.purpose === "forced") return "Forced answer";
+        if (n.purpose === "sub") return "Sub-call";
+        if (n.purpose === "route") return "Kind of question";
+        return "Model call (" + n.purpose + ")";
       case "cell":
         return "Code cell";
       case "batch":
@@ -147,7 +148,7 @@
         return "";
       case "lm":
         if (n.error) return n.model + " · " + oneLine(n.error, PREVIEW);
-        return [n.model, oneLine(n.role === "sub" ? n.prompt : n.reply, PREVIEW)].filter(Boolean).join(" · ");
+        return [n.model, oneLine(n.purpose === "sub" ? n.prompt : n.reply, PREVIEW)].filter(Boolean).join(" · ");
       case "cell":
         if (n.error) return oneLine(lastLine(n.error), PREVIEW);
         return oneLine(n.code, PREVIEW);
@@ -190,7 +191,7 @@
       var run = N[n.p];
       return startsOpen(run) && (run.c || []).length <= 40;
     }
-    if (n.k === "lm") return n.role !== "sub" && N[n.p] && N[n.p].k === "turn";
+    if (n.k === "lm") return n.purpose !== "sub" && N[n.p] && N[n.p].k === "turn";
     if (n.k === "cell") return N[n.p] && N[n.p].k === "turn";
     return false;
   }
@@ -199,7 +200,7 @@
 
   function drawNode(i) {
     var n = N[i];
-    var cls = "node k-" + n.k + (n.role ? " role-" + n.role : "");
+    var cls = "node k-" + n.k + (n.purpose ? " purpose-" + n.purpose : "");
     if (hasError(n)) cls += " has-error";
     if (isOpen(n) && n.k !== "turn") cls += " open-ended";
     var box = el("div", cls);
@@ -263,7 +264,7 @@
       if (n.context) b.appendChild(metaDetails("Context", n.context));
       if (n.settings) b.appendChild(metaDetails("Settings", n.settings));
     } else if (n.k === "lm") {
-      if (n.role === "sub") {
+      if (n.purpose === "sub") {
         b.appendChild(textBlock("Prompt", n.prompt, "", n.prompt_chars));
         if (!n.error || n.reply) b.appendChild(textBlock("Reply", n.reply, "sub-reply"));
       } else {
@@ -569,7 +570,7 @@
         children.push(j);
         continue;
       }
-      if (n.k === "lm" && n.role === "sub") subs.push(j);
+      if (n.k === "lm" && n.purpose === "sub") subs.push(j);
       else if (n.k === "lm" || n.k === "cell") own.push(j);
       else if (n.k === "batch") batches.push(j);
       if (n.c) for (var c = n.c.length - 1; c >= 0; c--) stack.push(n.c[c]);
@@ -721,8 +722,8 @@
   function barColor(n) {
     if (n.error) return COLORS.err;
     if (n.k === "cell") return COLORS.cell;
-    if (n.role === "sub") return COLORS.sub;
-    if (n.role === "forced") return COLORS.forced;
+    if (n.purpose === "sub") return COLORS.sub;
+    if (n.purpose === "forced") return COLORS.forced;
     return N[runOf(n.i)].p === undefined || N[runOf(n.i)].p === null ? COLORS.root : COLORS.child;
   }
 

@@ -1,0 +1,237 @@
+"""One run: one RLM loop at one depth, from its REPL's start to its `run_ended` event.
+
+A `Run` starts its REPL with the context and its host (`RunHost`), drives the turn loop
+(`TurnLoop`) with the root-model prompts, runs each cell with the time the budget leaves,
+and records how it ended: answered, forced, a limit, an error or cancelled. A child run is
+the same thing one level deeper, sharing the `SharedState`. A small root model is first
+told which kind of question it faces (`_route`, see `deeprlm.guides`), and is taught that
+kind only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from deeprlm import guides, prompts
+from deeprlm.context import ContextInfo, describe
+from deeprlm.engine.host import RunHost
+from deeprlm.engine.loop import Outcome, TurnLoop, Wording
+from deeprlm.engine.shared import SharedState
+from deeprlm.errors import LimitError, LMError
+from deeprlm.lm.base import Message
+from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
+from deeprlm.textutil import CHARS_PER_TOKEN
+
+# Of a sub-model's window, the share the root is told one sub-call can read: the rest is
+# headroom for the prompt's own words and for text denser than prose (code, non-English).
+SUB_WINDOW_SHARE = 0.75
+
+
+class Run:
+    def __init__(
+        self,
+        shared: SharedState,
+        query: str,
+        context: ContextValue,
+        *,
+        depth: int = 0,
+        parent_id: str | None = None,
+        info: ContextInfo | None = None,
+        wording: Wording | None = None,
+    ) -> None:
+        self.shared = shared
+        self.query = query
+        self.context = context
+        self.depth = depth
+        self.parent_id = parent_id
+        self.info = info or describe(context)
+        self.lm = shared.root_lm_at(depth)
+        self.family = self.lm.prompt_family
+        self.output_chars = prompts.output_chars(self.family, shared.settings.max_output_chars)
+        self.id = shared.recorder.new_id("run")
+        self.host = RunHost(
+            shared, run_id=self.id, depth=depth, context=context, spawn=self._spawn_child
+        )
+        self.host.query = query
+        # The root-model prompts of a small model wait for the kind of question.
+        self._routed = wording is None and self.family == "small"
+        self.loop = TurnLoop(
+            self._ask,
+            self._run_cell,
+            wording or self._root_wording(),
+            max_iterations=shared.settings.max_iterations,
+            after_cell=self._check_budget,
+        )
+        self._repl: REPL | None = None
+
+    @property
+    def iterations(self) -> int:
+        return self.loop.iterations
+
+    def partial(self) -> str:
+        """The best answer available if the run has to stop early."""
+        return self.loop.partial()
+
+    async def execute(self) -> Outcome:
+        shared, recorder = self.shared, self.shared.recorder
+        settings = shared.settings
+        repl = make_repl(settings.repl, settings.sandbox)
+        span = recorder.run_started(
+            run_id=self.id,
+            parent_id=self.parent_id,
+            depth=self.depth,
+            query=self.query,
+            model=self.lm.name,
+            sub_model=shared.sub_lm.name,
+            repl=repl.kind,
+            context=self.info.to_dict(),
+            settings=settings.to_dict() if self.depth == 0 else {},
+        )
+        status, error, outcome = "error", None, None
+        shown = 0
+        try:
+            await repl.start(
+                self.context,
+                self.host,
+                REPLSettings(
+                    max_output_chars=self.output_chars,
+                    tools=shared.tools,
+                    allow_read=settings.allow_read,
+                ),
+            )
+            shown = len(repl.notes)
+            if self.depth == 0:
+                # Isolation the kernel refused (the sandbox's fallbacks) is said, not hidden.
+                for message in repl.notes:
+                    recorder.note(run_id=self.id, parent_id=self.id, message=message)
+            self._repl = repl
+            if self._routed:
+                self.loop.wording = self._root_wording(await self._route())
+            outcome = await self.loop.run()
+            status = "forced" if outcome.forced else "answered"
+            return outcome
+        except LimitError as err:
+            status, error = "limit", str(err)
+            raise
+        except asyncio.CancelledError:
+            out_of_time = shared.budget.remaining_s() == 0.0
+            status = "limit" if out_of_time else "cancelled"
+            error = str(shared.budget.time_error()) if out_of_time else "cancelled"
+            raise
+        except BaseException as err:
+            error = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            self._repl = None
+            await repl.close()
+            # What closing could not clean up, at any depth.
+            for message in repl.notes[shown:]:
+                recorder.note(run_id=self.id, parent_id=self.id, message=message)
+            recorder.run_ended(
+                span,
+                status=status,
+                answer=outcome.answer if outcome else self.partial(),
+                iterations=self.iterations,
+                sub_calls=self.host.sub_calls,
+                usage=shared.usage.report().to_dict() if self.depth == 0 else {},
+                error=error,
+            )
+
+    async def _route(self) -> str | None:
+        """The kind of question: one constrained call to the sub-model, whose reply can only
+        be a kind's name. None when the call fails; the run then goes on with the
+        single-example prompt."""
+        prompt = guides.route_prompt(self.query, prompts.describe_context(self.info))
+        try:
+            completion = await self.shared.call_lm(
+                self.shared.sub_lm,
+                [{"role": "user", "content": prompt}],
+                purpose="route",
+                run_id=self.id,
+                parent_id=self.id,
+                prompt=prompt,
+                schema=guides.route_schema(),
+                max_tokens=16,
+            )
+        except LMError as err:
+            self.shared.recorder.note(
+                run_id=self.id,
+                parent_id=self.id,
+                message=f"no kind of question picked ({err}): the general prompt is used",
+            )
+            return None
+        return guides.read_route(completion.text)
+
+    def _root_wording(self, kind: str | None = None) -> prompts.RootWording:
+        shared = self.shared
+        settings = shared.settings
+        window = shared.sub_lm.context_window
+        setup = prompts.PromptSetup(
+            depth=self.depth,
+            max_depth=settings.max_depth,
+            max_iterations=settings.max_iterations,
+            max_output_chars=self.output_chars,
+            allow_sub_calls=settings.allow_sub_calls,
+            sub_window_chars=int(window * CHARS_PER_TOKEN * SUB_WINDOW_SHARE) if window else None,
+            tools={name: _first_line(fn) for name, fn in shared.tools.items()},
+            family=self.family,
+            models=shared.declared_models,
+            kind=kind,
+        )
+        return prompts.RootWording(setup, self.query, self.info)
+
+    async def _ask(self, messages: list[Message], purpose: str) -> str:
+        completion = await self.shared.call_lm(
+            self.lm,
+            messages,
+            purpose=purpose,
+            run_id=self.id,
+            parent_id=self.id,
+            prompt=str(messages[-1]["content"]),
+        )
+        return completion.text
+
+    async def _run_cell(self, code: str, iteration: int) -> Cell:
+        assert self._repl is not None, "cells run only while the run executes"
+        shared, recorder = self.shared, self.shared.recorder
+        span = recorder.cell_started(run_id=self.id, iteration=iteration, code=code)
+        self.host.cell_id = span.id
+        timeout = _min_or_none(shared.settings.cell_timeout_s, shared.budget.remaining_s())
+        try:
+            cell = await self._repl.run(code, timeout)
+        finally:
+            self.host.cell_id = None
+        recorder.cell_ended(
+            span,
+            iteration=iteration,
+            output=cell.output,
+            output_chars=cell.output_chars,
+            error=cell.error,
+            final=cell.final,
+        )
+        return cell
+
+    def _check_budget(self) -> None:
+        """After a cell: a limit reached inside it (even one its code swallowed) ends the
+        run now, as does a clock that ran out while it ran."""
+        budget = self.shared.budget
+        if budget.tripped is not None:
+            raise budget.tripped
+        if budget.remaining_s() == 0.0:
+            raise budget.trip(budget.time_error())
+
+    async def _spawn_child(self, query: str, context: ContextValue, parent_id: str) -> str:
+        child = Run(self.shared, query, context, depth=self.depth + 1, parent_id=parent_id)
+        return (await child.execute()).answer
+
+
+def _first_line(fn: Callable[..., Any]) -> str:
+    doc = (fn.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else "(no description)"
+
+
+def _min_or_none(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None

@@ -1,0 +1,45 @@
+"""Traces as files: one event per line of JSON, written as they happen and read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+from deeprlm.textutil import clip
+from deeprlm.trace.events import Event, event_from_dict
+
+
+class JsonlSink:
+    """Writes each event as one JSON line as it happens, so a crashed run leaves a trace."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        # A lone surrogate (the code printed bytes read with surrogateescape) is written as
+        # its JSON escape, which reads back as the same text, rather than ending the run.
+        self._file: IO[str] = open(  # noqa: SIM115
+            self.path, "w", encoding="utf-8", errors="backslashreplace"
+        )
+
+    def __call__(self, event: Event) -> None:
+        self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_jsonl(path: str | Path) -> tuple[list[Event], list[str]]:
+    """Reads a trace file back. Returns the events it could read and a note for each line it
+    could not (a truncated last line, garbage), so readers can show what is there."""
+    events: list[Event] = []
+    problems: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(event_from_dict(json.loads(line)))
+            except (ValueError, TypeError) as err:
+                problems.append(f"line {number}: {clip(str(err), 200)}")
+    return events, problems
