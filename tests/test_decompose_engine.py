@@ -161,3 +161,39 @@ def test_packs_are_sized_to_the_sub_models_window():
     assert started.packs == (2, 1)  # two 90-character items fit 200, the third goes alone
     output = root.calls[1][-1]["content"]
     assert "['ok', 'ok', 'ok', 'Error: the item has 300 characters" in output
+
+
+@pytest.mark.parametrize(
+    ("context", "query", "kind", "shown"),
+    [
+        ({f"shop/m{i}.py": "X = 1" for i in range(4)}, "Which module defines X?", "code",
+         "search(words, context)"),
+        (RECORDS, "List all pairs of users who both asked about a person.", "pairs",
+         "llm_classify(texts, labels)"),
+        (RECORDS, "How many records are about a person? The labels are not given.", "judge",
+         "llm_classify(texts, labels)"),
+        (RECORDS.replace("?", "? || Topic: art"), "How many records have the topic art?",
+         "count", "records(context)"),
+        ("Just some prose.\\nWith lines.\\nAnd more.", "What is the code word?", "lookup",
+         "search(words, context)"),
+    ],
+)  # fmt: skip
+def test_a_small_root_is_taught_the_kind_its_context_and_question_show(context, query, kind, shown):
+    root = ScriptedLM(["FINAL(done)"])
+    root.prompt_family = "small"
+    events = []
+    RLM(root, ScriptedLM(["{}"]), on_event=events.append).run(query, context)
+    system = root.calls[0][0]["content"]
+    assert shown in system
+    notes = [e.message for e in events if getattr(e, "message", "").startswith("kind of")]
+    assert notes and notes[0].startswith(f"kind of question: {kind} (")
+    if kind in ("count", "lookup", "code"):
+        assert "llm_classify" not in system  # one kind's functions only
+
+
+def test_without_sub_calls_a_judging_root_is_shown_no_sub_call_function():
+    root = ScriptedLM(["FINAL(done)"])
+    root.prompt_family = "small"
+    RLM(root, allow_sub_calls=False).run("How many records are about a person?", RECORDS)
+    system = root.calls[0][0]["content"]
+    assert "llm_classify" not in system and "records(context)" in system

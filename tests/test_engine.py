@@ -335,14 +335,11 @@ def test_output_limit_defaults_by_model_family_and_the_user_can_raise_it():
         lm.prompt_family = "small"
         return lm
 
-    def router() -> ScriptedLM:  # a small root's first call asks the sub-model the kind
-        return ScriptedLM(['"lookup"'])
-
     cut = small_model()
-    RLM(cut, router()).run("q", "ctx")
+    RLM(cut).run("q", "ctx")
     assert "characters cut" in cut.calls[1][-1]["content"]
     raised = small_model()
-    RLM(raised, router(), max_output_chars=10_000).run("q", "ctx")
+    RLM(raised, max_output_chars=10_000).run("q", "ctx")
     assert "characters cut" not in raised.calls[1][-1]["content"]
     default = ScriptedLM([repl("print('a' * 5_000)"), "FINAL(x)"])
     RLM(default).run("q", "ctx")

@@ -147,7 +147,7 @@ def _small_kind_prompt(setup: PromptSetup, kind: guides.Kind) -> str:
     text = _SMALL_KIND.format(
         max_output_chars=setup.max_output_chars,
         functions=functions,
-        steps=kind.steps,
+        steps=guides.steps_of(kind, setup.allow_sub_calls),
         example=guides.example_of(kind, setup.allow_sub_calls),
     )
     if setup.tools:

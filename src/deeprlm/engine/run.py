@@ -3,9 +3,8 @@
 A `Run` starts its REPL with the context and its host (`RunHost`), drives the turn loop
 (`TurnLoop`) with the root-model prompts, runs each cell with the time the budget leaves,
 and records how it ended: answered, forced, a limit, an error or cancelled. A child run is
-the same thing one level deeper, sharing the `SharedState`. A small root model is first
-told which kind of question it faces (`_route`, see `deeprlm.guides`), and is taught that
-kind only.
+the same thing one level deeper, sharing the `SharedState`. A small root model is taught
+one kind of question only, picked from the context's structure (see `deeprlm.guides`).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from deeprlm.context import ContextInfo, describe
 from deeprlm.engine.host import RunHost
 from deeprlm.engine.loop import Outcome, TurnLoop, Wording
 from deeprlm.engine.shared import SharedState
-from deeprlm.errors import LimitError, LMError
+from deeprlm.errors import LimitError
 from deeprlm.lm.base import Message
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
 from deeprlm.textutil import CHARS_PER_TOKEN
@@ -108,7 +107,7 @@ class Run:
                     recorder.note(run_id=self.id, parent_id=self.id, message=message)
             self._repl = repl
             if self._routed:
-                self.loop.wording = self._root_wording(await self._route())
+                self.loop.wording = self._root_wording(self._pick_kind())
             outcome = await self.loop.run()
             status = "forced" if outcome.forced else "answered"
             return outcome
@@ -139,30 +138,14 @@ class Run:
                 error=error,
             )
 
-    async def _route(self) -> str | None:
-        """The kind of question: one constrained call to the sub-model, whose reply can only
-        be a kind's name. None when the call fails; the run then goes on with the
-        single-example prompt."""
-        prompt = guides.route_prompt(self.query, prompts.describe_context(self.info))
-        try:
-            completion = await self.shared.call_lm(
-                self.shared.sub_lm,
-                [{"role": "user", "content": prompt}],
-                purpose="route",
-                run_id=self.id,
-                parent_id=self.id,
-                prompt=prompt,
-                schema=guides.route_schema(),
-                max_tokens=16,
-            )
-        except LMError as err:
-            self.shared.recorder.note(
-                run_id=self.id,
-                parent_id=self.id,
-                message=f"no kind of question picked ({err}): the general prompt is used",
-            )
-            return None
-        return guides.read_route(completion.text)
+    def _pick_kind(self) -> str:
+        """The kind of question a small root is taught for (see `deeprlm.guides`), said in
+        the trace."""
+        pick = guides.pick_kind(self.query, self.info)
+        self.shared.recorder.note(
+            run_id=self.id, parent_id=self.id, message=f"kind of question: {pick.kind} ({pick.why})"
+        )
+        return pick.kind
 
     def _root_wording(self, kind: str | None = None) -> prompts.RootWording:
         shared = self.shared

@@ -216,9 +216,7 @@ class LiveConsole:
         if a.kind == "lm":
             if a.purpose == "sub":
                 return None  # counted on the sub-calls line or on its batch
-            what = {"forced": "final answer (forced)", "route": "picking the kind of question"}.get(
-                a.purpose, "model call"
-            )
+            what = "final answer (forced)" if a.purpose == "forced" else "model call"
             return Text.assemble(f"{what} ", (a.model, "magenta"), elapsed)
         if a.kind == "cell":
             return Text.assemble(f"cell {a.iteration} running", elapsed)
@@ -294,9 +292,7 @@ class LogLines:
         elif isinstance(e, LMCallEnded) and e.purpose != "sub":
             run = p.runs.get(e.run_id)
             turn = run.turn if run else 0
-            what = {"forced": "forced final answer", "route": "kind of question"}.get(
-                e.purpose, f"turn {turn}"
-            )
+            what = "forced final answer" if e.purpose == "forced" else f"turn {turn}"
             text = (
                 f"{what} · {e.model} replied in {short_seconds(e.duration_s)}"
                 f" · {short_tokens(e.input_tokens + e.output_tokens)} tok"

@@ -123,7 +123,6 @@
         if (n.purpose === "root") return "Model reply";
         if (n.purpose === "forced") return "Forced answer";
         if (n.purpose === "sub") return "Sub-call";
-        if (n.purpose === "route") return "Kind of question";
         return "Model call (" + n.purpose + ")";
       case "cell":
         return "Code cell";
