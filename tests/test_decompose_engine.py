@@ -197,3 +197,18 @@ def test_without_sub_calls_a_judging_root_is_shown_no_sub_call_function():
     RLM(root, allow_sub_calls=False).run("How many records are about a person?", RECORDS)
     system = root.calls[0][0]["content"]
     assert "llm_classify" not in system and "records(context)" in system
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_a_cell_that_defines_a_provided_function_again_uses_the_real_one(kind):
+    code = (
+        "def search(words, context):\n"
+        "    return 'my own search'\n"
+        "hits = search(['Who'], context)\n"
+        "print(hits.total)"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, repl=kind).run("q", RECORDS)
+    output = root.calls[1][-1]["content"]
+    assert "search() is already defined in the REPL" in output
+    assert "14" in output and "my own search" not in output

@@ -127,7 +127,7 @@ _SMALL_KIND = """You answer a question about a long text. The text is in the Pyt
 `context`, too long to read whole. Write Python in a ```repl block and you will see what it \
 prints (at most {max_output_chars:,} characters, so print short pieces).
 
-In the code you can use:
+In the code these are ready to use (call them; do not write them yourself):
 - context: the text (a str, a list or a dict of texts; see its description).
 {functions}
 - FINAL(answer): gives your final answer; FINAL_VAR("name") gives a variable's value.

@@ -78,7 +78,11 @@ class Session:
         }
         self.globals.update(tools or {})
         self.globals.update(context=context)
-        self.globals.update(repl_functions(transport, self.globals))
+        functions = repl_functions(transport, self.globals)
+        self.globals.update(functions)
+        # The REPL's own functions: a cell that defines one of them again (small models
+        # write `def search(...)` after reading that it exists) keeps the real one.
+        self._provided = frozenset(functions)
         self.globals.update(
             FINAL=self._final,
             FINAL_VAR=self._final_var,
@@ -138,7 +142,12 @@ class Session:
         final: str | None = None
         with capturing(capture):
             try:
-                body, last = self._compile(code, filename)
+                body, last, dropped = self._compile(code, filename, self._provided)
+                for name in dropped:
+                    print(
+                        f"(Note: {name}() is already defined in the REPL; this cell's own "
+                        f"definition of it was left out and the REPL's is used.)"
+                    )
                 exec(body, self.globals)
                 if last is not None:
                     value = eval(last, self.globals)
@@ -164,16 +173,35 @@ class Session:
         )
 
     @staticmethod
-    def _compile(code: str, filename: str) -> tuple[types.CodeType, types.CodeType | None]:
+    def _compile(
+        code: str, filename: str, provided: frozenset[str] = frozenset()
+    ) -> tuple[types.CodeType, types.CodeType | None, list[str]]:
+        """The cell's body and its trailing expression, compiled, and the names of the
+        REPL's own functions whose definitions the cell repeated (left out of it)."""
         # Registered so tracebacks can quote the model's own lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename=filename, mode="exec")
+        dropped = [
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in provided
+        ]
+        if dropped:
+            tree.body = [
+                node
+                for node in tree.body
+                if not (
+                    isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and node.name in provided
+                )
+            ] or [ast.Pass()]
+            ast.fix_missing_locations(tree)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body[-1].value)
             tree.body.pop()
         body = compile(tree, filename, "exec")
-        return body, (compile(last, filename, "eval") if last is not None else None)
+        return body, (compile(last, filename, "eval") if last is not None else None), dropped
 
 
 def format_error(exc: BaseException) -> str:
