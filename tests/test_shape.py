@@ -124,3 +124,10 @@ def test_parse_date_reads_the_usual_forms(text):
 def test_parse_date_says_what_it_cannot_read():
     with pytest.raises(ValueError, match="cannot read 'soon'"):
         parse_date("soon")
+
+
+def test_a_field_the_records_lack_is_named_with_the_fields_they_have():
+    rows = records(RECORDS)
+    with pytest.raises(KeyError, match=r"their fields are \['Date', 'User', 'Instance', 'Label'\]"):
+        rows[0]["Topic"]
+    assert rows[0].get("Topic") is None

@@ -93,6 +93,7 @@ from collections import Counter
 rows = records(context)
 start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
 picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
+# No field states the topic: the helper model judges each review's text.
 topics = llm_classify([r["Review"] for r in picked], ["delivery", "price", "quality"])
 print(len(picked), Counter(topics))
 ```
@@ -110,6 +111,7 @@ from collections import Counter
 rows = records(context)
 start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
 picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
+# No field states the topic: judge each review by its words.
 def topic(text):
     text = text.lower()
     if any(w in text for w in ("late", "parcel", "arrived", "courier")):
@@ -130,6 +132,7 @@ shops where both shops have at least one review about price. List each pair once
 shop first, one per line in the form (shop_1, shop_2).
 ```repl
 rows = records(context)
+# No field states the topic: the helper model judges each review's text.
 topics = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
 shops = sorted({int(r["Shop"]) for r, t in zip(rows, topics) if t == "price"})
 pairs = [f"({a}, {b})" for i, a in enumerate(shops) for b in shops[i + 1:]]
@@ -142,8 +145,10 @@ Reply:
 FINAL_VAR("answer")"""
 
 _PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
-    """topics = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
-    """def topic(text):
+    """# No field states the topic: the helper model judges each review's text.
+topics = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
+    """# No field states the topic: judge each review by its words.
+def topic(text):
     text = text.lower()
     if any(w in text for w in ("price", "cheap", "expensive", "cost")):
         return "price"

@@ -53,6 +53,14 @@ def find_separator(lines: Sequence[str]) -> tuple[str, int] | None:
     return None
 
 
+class Row(dict[str, str]):
+    """One record: a dict whose missing field says which fields there are (a small model
+    guesses field names from the question)."""
+
+    def __missing__(self, key: str) -> str:
+        raise KeyError(f"{key!r}: the records have no such field; their fields are {list(self)}")
+
+
 class Rows(list[dict[str, str]]):
     """The rows of `records`: a list of dicts, plus the field names (`fields`) and how
     many lines were left out for not following the format (`skipped`)."""
@@ -106,7 +114,7 @@ def records(text: Any, separator: str | None = None) -> Rows:
         if len(parts) != width:
             skipped += 1
             continue
-        rows.append({name: _value(part, name) for name, part in zip(names, parts, strict=True)})
+        rows.append(Row((name, _value(part, name)) for name, part in zip(names, parts, strict=True)))
     return Rows(rows, names, skipped)
 
 
