@@ -212,3 +212,11 @@ def test_a_cell_that_defines_a_provided_function_again_uses_the_real_one(kind):
     output = root.calls[1][-1]["content"]
     assert "search() is already defined in the REPL" in output
     assert "14" in output and "my own search" not in output
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_search_and_records_default_to_the_context(kind):
+    code = "print(search('Who').total, len(records()), search(context, 'Where').total)"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, repl=kind).run("q", RECORDS)
+    assert "14 28 7" in root.calls[1][-1]["content"]

@@ -9,8 +9,9 @@ the pattern, not an answer.
 
 The pick reads the context's structure, not the model: a dict of source files is code; a
 text of records is a count over a field the records state, a count over a class that must
-be judged from their text, or a list of pairs; anything else is a look-up, which also
-follows a chain of look-ups. Asking the 1.5B model itself, in a call held to the kinds'
+be judged from their text, or a list of pairs; a question naming a call in source code is
+answered by running it; anything else is a look-up, which also follows a chain of
+look-ups. Asking the 1.5B model itself, in a call held to the kinds'
 names, picked the expected kind for 5 of 7 task families on three tuning seeds (and fewer
 with longer descriptions), which is why the structure decides.
 
@@ -46,6 +47,8 @@ FUNCTIONS: dict[str, str] = {
     "records": "records(context) -> rows: one dict per line, keyed by field name.",
     "parse_date": "parse_date(text) -> a date you can compare; it reads 'Mar 04, 2023', "
     "'2023-03-04' and other forms.",
+    "run_code": "run_code(context, expression) -> the value of a Python expression such as "
+    "'pkg.mod.f(2)', run with the files of `context` importable as modules.",
     "llm_classify": "llm_classify(texts, labels) -> one label per text, in order: a helper "
     "model reads each text and picks its label.",
     "llm_map": "llm_map(instruction, texts) -> one answer per text, in order: a helper "
@@ -199,6 +202,21 @@ Reply:
 The mailer service is the folder shop/mailer/; its send.py sets TIMEOUT.
 FINAL(12)"""
 
+_RUN_EXAMPLE = """Question: What does `shop.mailer.send.retry_delay(3)` return?
+A) 4
+B) 9
+C) 12
+D) 27
+Give your final answer in the form 'Answer: <letter>'.
+```repl
+print(run_code(context, "shop.mailer.send.retry_delay(3)"))
+```
+Output:
+12
+Reply:
+12 is option C.
+FINAL(Answer: C)"""
+
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
@@ -275,6 +293,14 @@ KINDS: dict[str, Kind] = {
             "Reply FINAL(answer) in the question's form.",
             _CODE_EXAMPLE,
         ),
+        Kind(
+            "run",
+            "what a function of the source code returns for given arguments",
+            ("run_code", "search"),
+            "1. Run the call the question names with run_code and print its value.\n2. Reply "
+            "FINAL(answer) in the question's form.",
+            _RUN_EXAMPLE,
+        ),
     )
 }
 DEFAULT_KIND = "lookup"
@@ -303,6 +329,8 @@ SOURCE_SUFFIXES = (
     ".hpp", ".rb", ".php", ".cs", ".kt", ".swift", ".scala", ".sh", ".lua", ".pl", ".m",
 )  # fmt: skip
 _PAIRS = re.compile(r"\bpairs?\b", re.IGNORECASE)
+# A call written in the question, such as `pkg.mod.f(2)`: a question for running code.
+_CALL = re.compile(r"\b[A-Za-z_][\w.]*\.[A-Za-z_]\w*\([^()]*\)")
 _FIELD = re.compile(r"([A-Za-z][\w .'/-]{0,30}?): <([^>]*)>")
 _CHOICES = "one of: "
 
@@ -316,6 +344,8 @@ class Pick:
 def pick_kind(query: str, info: ContextInfo) -> Pick:
     """The kind of question, from the context's structure and the question's words."""
     if info.kind == "dict" and _mostly_source(info.keys):
+        if _CALL.search(query):
+            return Pick("run", "source files, and the question names a call")
         return Pick("code", "the context is source files")
     if info.structure.startswith("One record per line"):
         if _PAIRS.search(query):

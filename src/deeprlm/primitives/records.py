@@ -114,7 +114,9 @@ def records(text: Any, separator: str | None = None) -> Rows:
         if len(parts) != width:
             skipped += 1
             continue
-        rows.append(Row((name, _value(part, name)) for name, part in zip(names, parts, strict=True)))
+        rows.append(
+            Row((name, _value(part, name)) for name, part in zip(names, parts, strict=True))
+        )
     return Rows(rows, names, skipped)
 
 

@@ -1,6 +1,6 @@
 """The REPL's functions, in one table: `llm_query`, `llm_batch`, `llm_map`, `llm_classify`,
 `rlm_query`, `rlm_batch`, and the helpers that run inside the REPL (`search`, `chunk_text`,
-`records`, `parse_date`).
+`records`, `run_code`, `parse_date`).
 
 Each entry says what a function is called (and its aliases), its parameters, one line for
 the model's prompt, how its arguments cross the sandbox's channel, and what serves it: a
@@ -247,6 +247,15 @@ REPL_FUNCTIONS: tuple[REPLFunction, ...] = (
         doc='one dict per line of a text of "Name: value || Name: value" records (or tab, '
         '"|" or ";" separated), keyed by field name.',
         local="deeprlm.primitives.records:records_for_repl",
+        sub_call=False,
+    ),
+    REPLFunction(
+        "run_code",
+        (Param("files", shown="context"), Param("expression")),
+        returns="value",
+        doc="evaluates a Python expression such as 'pkg.mod.f(2)' with the .py files of a dict "
+        "context importable by their paths (in memory; nothing stays loaded afterwards).",
+        local="deeprlm.primitives.pycode:for_repl",
         sub_call=False,
     ),
     REPLFunction(
