@@ -87,58 +87,50 @@ Counter({'card': 57, 'cash': 31, 'voucher': 8})
 Reply:
 FINAL(Answer: 57)"""
 
-_JUDGE_EXAMPLE = """Question: Each line is a review: a day, a shop and its text. Topics: \
-delivery, price, quality; the topics are not given, judge each review. Which topic is the \
-most common among reviews dated from Feb 03, 2022 to Mar 10, 2022 (both inclusive)? Give \
-your final answer in the form 'Topic: <topic>'.
+_REVIEWS = """Each line is a review: a day, a shop and the review's text. Each review can be \
+labelled with one of: delivery, price, quality. The labels are not given: judge each review \
+by its text."""
+
+_JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to Mar 10, \
+2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
+'Answer: <number>'.
 ```repl
 from collections import Counter
 rows = records(context)
 start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
 picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
-# No field states the topic: the helper model judges each review's text.
-topics = llm_classify([r["Review"] for r in picked], ["delivery", "price", "quality"])
-print(len(picked), Counter(topics))
+# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in picked], ["delivery", "price", "quality"])
+print(len(picked), Counter(labels))
 ```
 Output:
-96 Counter({'delivery': 41, 'quality': 33, 'price': 22})
+96 Counter({{'delivery': 41, 'quality': 33, 'price': 22}})
 Reply:
-FINAL(Topic: delivery)"""
+FINAL(Answer: 41)"""
 
-_JUDGE_EXAMPLE_NO_SUB = """Question: Each line is a review: a day, a shop and its text. Topics: \
-delivery, price, quality; the topics are not given, judge each review. Which topic is the \
-most common among reviews dated from Feb 03, 2022 to Mar 10, 2022 (both inclusive)? Give \
-your final answer in the form 'Topic: <topic>'.
-```repl
-from collections import Counter
-rows = records(context)
-start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
-picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
-# No field states the topic: judge each review by its words.
-def topic(text):
+_JUDGE_EXAMPLE_NO_SUB = _JUDGE_EXAMPLE.replace(
+    """# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in picked], ["delivery", "price", "quality"])""",
+    """# No field states the label: judge each review by its words.
+def label(text):
     text = text.lower()
     if any(w in text for w in ("late", "parcel", "arrived", "courier")):
         return "delivery"
     if any(w in text for w in ("price", "cheap", "expensive", "cost")):
         return "price"
     return "quality"
-print(len(picked), Counter(topic(r["Review"]) for r in picked))
-```
-Output:
-96 Counter({'delivery': 41, 'quality': 33, 'price': 22})
-Reply:
-FINAL(Topic: delivery)"""
+labels = [label(r["Review"]) for r in picked]""",
+)
 
-_PAIRS_EXAMPLE = """Question: Each line is a review: a day, a shop and its text. Topics: \
-delivery, price, quality; the topics are not given, judge each review. List all pairs of \
-shops where both shops have at least one review about price. List each pair once, lower \
-shop first, one per line in the form (shop_1, shop_2).
+_PAIRS_EXAMPLE = f"""Question: {_REVIEWS} List all pairs of shops where both shops have at \
+least one review with the label 'price'. List each pair once, lower shop first, one per line \
+in the form (shop_1, shop_2).
 ```repl
 rows = records(context)
-# No field states the topic: the helper model judges each review's text.
-topics = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
-shops = sorted({int(r["Shop"]) for r, t in zip(rows, topics) if t == "price"})
-pairs = [f"({a}, {b})" for i, a in enumerate(shops) for b in shops[i + 1:]]
+# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
+shops = sorted({{int(r["Shop"]) for r, label in zip(rows, labels) if label == "price"}})
+pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
 answer = "\\n".join(pairs)
 print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])
 ```
@@ -148,15 +140,15 @@ Reply:
 FINAL_VAR("answer")"""
 
 _PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
-    """# No field states the topic: the helper model judges each review's text.
-topics = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
-    """# No field states the topic: judge each review by its words.
-def topic(text):
+    """# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
+    """# No field states the label: judge each review by its words.
+def label(text):
     text = text.lower()
     if any(w in text for w in ("price", "cheap", "expensive", "cost")):
         return "price"
     return "other"
-topics = [topic(r["Review"]) for r in rows]""",
+labels = [label(r["Review"]) for r in rows]""",
 )
 
 _CHAIN_EXAMPLE = """Question: In which city was the architect of the Blue Hall born?
