@@ -220,3 +220,20 @@ def test_search_and_records_default_to_the_context(kind):
     root = ScriptedLM([repl(code), "FINAL(done)"])
     RLM(root, repl=kind).run("q", RECORDS)
     assert "14 28 7" in root.calls[1][-1]["content"]
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_made_up_data_never_replaces_the_context_nor_a_made_up_final_the_real_one(kind):
+    code = (
+        "context = ['an example document']\n"
+        "def FINAL(answer):\n"
+        "    print('pretend', answer)\n"
+        "print(len(context))"
+    )
+    root = ScriptedLM([repl(code), repl("context = context.lower()\nprint(context[:4])"),
+                       "FINAL(done)"])  # fmt: skip
+    RLM(root, repl=kind).run("q", RECORDS)
+    first = root.calls[1][-1]["content"]
+    assert "assignment to it was left out" in first and "FINAL() is already defined" in first
+    assert str(len(RECORDS)) in first
+    assert "date" in root.calls[2][-1]["content"]  # a value made from the context is kept

@@ -82,7 +82,7 @@ class Session:
         self.globals.update(functions)
         # The REPL's own functions: a cell that defines one of them again (small models
         # write `def search(...)` after reading that it exists) keeps the real one.
-        self._provided = frozenset(functions)
+        self._provided = frozenset(functions) | {"FINAL", "FINAL_VAR", "SHOW_VARS"}
         self.globals.update(
             FINAL=self._final,
             FINAL_VAR=self._final_var,
@@ -144,10 +144,16 @@ class Session:
             try:
                 body, last, dropped = self._compile(code, filename, self._provided)
                 for name in dropped:
-                    print(
-                        f"(Note: {name}() is already defined in the REPL; this cell's own "
-                        f"definition of it was left out and the REPL's is used.)"
-                    )
+                    if name == "context":
+                        print(
+                            "(Note: `context` holds the data you are asked about; this "
+                            "cell's assignment to it was left out.)"
+                        )
+                    else:
+                        print(
+                            f"(Note: {name}() is already defined in the REPL; this cell's own "
+                            f"definition of it was left out and the REPL's is used.)"
+                        )
                 exec(body, self.globals)
                 if last is not None:
                     value = eval(last, self.globals)
@@ -181,20 +187,16 @@ class Session:
         # Registered so tracebacks can quote the model's own lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename=filename, mode="exec")
-        dropped = [
-            node.name
-            for node in tree.body
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in provided
-        ]
+        kept: list[ast.stmt] = []
+        dropped: list[str] = []
+        for node in tree.body:
+            name = _redefined(node, provided)
+            if name is None:
+                kept.append(node)
+            elif name not in dropped:
+                dropped.append(name)
         if dropped:
-            tree.body = [
-                node
-                for node in tree.body
-                if not (
-                    isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-                    and node.name in provided
-                )
-            ] or [ast.Pass()]
+            tree.body = kept or [ast.Pass()]
             ast.fix_missing_locations(tree)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -202,6 +204,21 @@ class Session:
             tree.body.pop()
         body = compile(tree, filename, "exec")
         return body, (compile(last, filename, "eval") if last is not None else None), dropped
+
+
+def _redefined(node: ast.stmt, provided: frozenset[str]) -> str | None:
+    """What a top-level statement would clobber: one of the REPL's functions (by `def`), or
+    `context` replaced by made-up data (a literal: small models write an "example" context
+    over the real one); None for anything else, `context = context.lower()` included."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in provided:
+        return node.name
+    if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(
+        node.value, ast.List | ast.Tuple | ast.Dict | ast.Constant
+    ):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if any(isinstance(t, ast.Name) and t.id == "context" for t in targets):
+            return "context"
+    return None
 
 
 def format_error(exc: BaseException) -> str:
