@@ -97,20 +97,19 @@ _JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 20
 ```repl
 from collections import Counter
 rows = records(context)
-start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
-picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
 # No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in picked], ["delivery", "price", "quality"])
-print(len(picked), Counter(labels))
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
+start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
+print(Counter(label for r, label in zip(rows, labels) if start <= parse_date(r["Day"]) <= end))
 ```
 Output:
-96 Counter({{'delivery': 41, 'quality': 33, 'price': 22}})
+Counter({{'delivery': 41, 'quality': 33, 'price': 22}})
 Reply:
 FINAL(Answer: 41)"""
 
 _JUDGE_EXAMPLE_NO_SUB = _JUDGE_EXAMPLE.replace(
     """# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in picked], ["delivery", "price", "quality"])""",
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
     """# No field states the label: judge each review by its words.
 def label(text):
     text = text.lower()
@@ -119,7 +118,7 @@ def label(text):
     if any(w in text for w in ("price", "cheap", "expensive", "cost")):
         return "price"
     return "quality"
-labels = [label(r["Review"]) for r in picked]""",
+labels = [label(r["Review"]) for r in rows]""",
 )
 
 _PAIRS_EXAMPLE = f"""Question: {_REVIEWS} List all pairs of shops where both shops have at \
@@ -238,12 +237,12 @@ KINDS: dict[str, Kind] = {
             "be judged from the meaning of each record's text, e.g. 'The labels are not "
             "given. How many records are about sport?'",
             ("records", "parse_date", "llm_classify"),
-            "1. Make the records into rows and keep those the question is about.\n2. Label "
-            "their texts with llm_classify, then count with Counter and print the counts.\n"
-            "3. Read them and reply FINAL(answer) in the question's form.",
+            "1. Make the records into rows and label their texts with llm_classify.\n2. "
+            "Count the labels of the rows the question is about with Counter, and print the "
+            "counts.\n3. Read them and reply FINAL(answer) in the question's form.",
             _JUDGE_EXAMPLE,
-            "1. Make the records into rows and keep those the question is about.\n2. Decide "
-            "each text's class with code (the words it uses), then count with Counter and "
+            "1. Make the records into rows and label their texts with code (the words they "
+            "use).\n2. Count the labels of the rows the question is about with Counter, and "
             "print the counts.\n3. Read them and reply FINAL(answer) in the question's form.",
             _JUDGE_EXAMPLE_NO_SUB,
         ),
