@@ -168,6 +168,8 @@ def test_packs_are_sized_to_the_sub_models_window():
     [
         ({f"shop/m{i}.py": "X = 1" for i in range(4)}, "Which module defines X?", "code",
          "search(words, context)"),
+        ({f"shop/m{i}.py": "X = 1" for i in range(4)}, "What does `shop.m1.f(2)` return?",
+         "run", "run_code(context, expression)"),
         (RECORDS, "List all pairs of users who both asked about a person.", "pairs",
          "llm_classify(texts, labels)"),
         (RECORDS, "How many records are about a person? The labels are not given.", "judge",
