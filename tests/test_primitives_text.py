@@ -193,3 +193,10 @@ def test_a_hit_in_code_names_the_function_it_is_in():
     assert [h.scope for h in hits] == ["configure", "send"]
     assert "'shop/mailer.py', line 5, in configure" in repr(hits)
     assert search("import os", source)[0].scope is None
+
+
+def test_a_hit_reads_as_a_dict_too():
+    hit = search("ferro", DOC)[0]
+    assert hit["line"] == hit.line == 2 and hit["text"] == hit.text
+    with pytest.raises(KeyError, match="a hit has key, line, offset"):
+        hit["around"]

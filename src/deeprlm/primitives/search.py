@@ -56,12 +56,21 @@ class Hit:
     # that is less indented), else None.
     scope: str | None = None
 
+    def __getitem__(self, field: str) -> Any:
+        """`hit["text"]` as well as `hit.text`: small models write both."""
+        if field in _HIT_FIELDS:
+            return getattr(self, field)
+        raise KeyError(f"{field!r}: a hit has {', '.join(_HIT_FIELDS)}")
+
     def __str__(self) -> str:
         place = f"line {self.line}, offset {self.offset}"
         place = place if self.key is None else f"{self.key!r}, {place}"
         if self.scope:
             place += f", in {self.scope}"
         return f"[{place}]\n{self.text}"
+
+
+_HIT_FIELDS = ("key", "line", "offset", "match", "text", "scope")
 
 
 @dataclass(frozen=True)
