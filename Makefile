@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := dev,local,bench,anthropic
+EXTRAS := dev,local,bench,anthropic,serve,mcp
 
 .PHONY: setup test lint format run clean
 

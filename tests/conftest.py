@@ -1,13 +1,18 @@
 """Shared helpers for the test suite: building scripted replies, reading what the model was
-shown, and a fake chat server."""
+shown, a fake chat server, the CLI as a process, and reading concurrency off a trace."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
+
+from deeprlm.trace.events import Event, LMCallEnded, LMCallStarted
 
 from fake_server import FakeChatServer, Responder
 
@@ -50,3 +55,31 @@ def chat_server() -> Iterator[type[FakeChatServer]]:
     yield start  # type: ignore[misc]
     for server in started:
         server.stop()
+
+
+def deeprlm(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`deeprlm ARGS` in a fresh process, as a user runs it, without provider keys."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "ANTHROPIC"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "deeprlm", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def peak_in_flight(events: list[Event], purpose: str) -> int:
+    """The most model calls of `purpose` running at once, from the order of trace events."""
+    running = peak = 0
+    for event in events:
+        if isinstance(event, LMCallStarted) and event.purpose == purpose:
+            running += 1
+            peak = max(peak, running)
+        elif isinstance(event, LMCallEnded) and event.purpose == purpose:
+            running -= 1
+    return peak

@@ -14,21 +14,8 @@ from deeprlm.cli import build_parser
 from deeprlm.flags import flag_of, settings_from_flags
 from deeprlm.settings import Settings, table
 
-from conftest import outputs, repl
+from conftest import deeprlm, outputs, repl
 from fake_server import last_user_text
-
-
-def deeprlm(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "ANTHROPIC"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "deeprlm", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=120,
-    )
 
 
 @pytest.fixture
@@ -139,7 +126,7 @@ def test_a_limit_exits_3_and_still_prints_the_partial_answer(server, tmp_path):
         "--base-url",
         server.url,
         "--max-tokens",
-        "50",
+        "2500",
         "--json",
         "--quiet",
     )
@@ -148,6 +135,8 @@ def test_a_limit_exits_3_and_still_prints_the_partial_answer(server, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     data = json.loads(done.stdout)
     assert data["status"] == "limit" and "```repl" in data["answer"]
+    total = data["usage"]["total"]
+    assert 0 < total["input_tokens"] + total["output_tokens"] <= 2500
 
 
 def test_iteration_limit_forces_an_answer_with_exit_0(server, tmp_path):
@@ -226,6 +215,7 @@ def test_a_server_that_fails_exits_1_with_one_line(chat_server, tmp_path):
 def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
     given = {
         "--max-iterations": "7",
+        "--output-retries": "1",
         "--max-output-chars": "900",
         "--cell-timeout": "2.5",
         "--max-reply-tokens": "64",
@@ -234,6 +224,9 @@ def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
         "--sub-tool-turns": "2",
         "--max-batch": "50",
         "--max-repls": "4",
+        "--call-timeout": "30",
+        "--sub-call-timeout": "12",
+        "--max-retries": "2",
         "--max-sub-calls": "9",
         "--max-tokens": "5000",
         "--max-usd": "0.5",
@@ -246,6 +239,7 @@ def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
     settings = Settings(**settings_from_flags(build_parser().parse_args(argv)))
     assert settings == Settings(
         max_iterations=7,
+        output_retries=1,
         max_output_chars=900,
         cell_timeout_s=2.5,
         max_reply_tokens=64,
@@ -255,6 +249,9 @@ def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
         sub_tool_turns=2,
         max_batch=50,
         max_repls=4,
+        call_timeout_s=30.0,
+        sub_call_timeout_s=12.0,
+        max_retries=2,
         max_sub_calls=9,
         max_tokens=5000,
         max_usd=0.5,

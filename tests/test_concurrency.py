@@ -9,25 +9,11 @@ from deeprlm.trace.events import (
     CellEnded,
     CellStarted,
     Event,
-    LMCallEnded,
-    LMCallStarted,
     Note,
     RunStarted,
 )
 
-from conftest import repl
-
-
-def peak_in_flight(events: list[Event], role: str) -> int:
-    """The most model calls of `role` running at once, from the order of trace events."""
-    running = peak = 0
-    for event in events:
-        if isinstance(event, LMCallStarted) and event.purpose == role:
-            running += 1
-            peak = max(peak, running)
-        elif isinstance(event, LMCallEnded) and event.purpose == role:
-            running -= 1
-    return peak
+from conftest import peak_in_flight, repl
 
 
 def peak_cells_in_flight(events: list[Event]) -> int:

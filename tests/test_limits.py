@@ -19,7 +19,7 @@ from deeprlm import (
     TimeLimitError,
     TokenLimitError,
 )
-from deeprlm.trace.events import BatchEnded, LMCallEnded, RunEnded
+from deeprlm.trace.events import BatchEnded, LMCallEnded, LMCallStarted, RunEnded
 
 from conftest import outputs, repl
 
@@ -65,24 +65,32 @@ def test_sub_call_budget_inside_a_batch_stops_the_batch():
     assert len(root.calls) == 1
 
 
-def test_token_budget_is_checked_before_each_model_call():
+def test_a_token_budget_reserves_each_calls_worst_case():
+    """Each call reserves its prompt plus its reply cap; near the end the cap shrinks to
+    what is left, then a call that cannot fit is refused: the total never passes."""
     big = Completion(text=repl("print(1)"), model="m", input_tokens=600, output_tokens=10)
-    root = ScriptedLM([big] * 5)
+    root = ScriptedLM([big] * 50)
     with pytest.raises(TokenLimitError) as caught:
-        RLM(root, max_tokens=1_000).run("q", "ctx")
-    assert len(root.calls) == 2  # 610 used: the second call allowed, the third refused
-    assert caught.value.usage.total.tokens == 1_220
-    assert caught.value.partial_answer == repl("print(1)")
+        RLM(root, max_tokens=10_000).run("q", "ctx")
+    err = caught.value
+    assert err.usage.total.tokens <= 10_000
+    assert err.usage.total.calls == len(root.calls)
+    caps = [e.max_tokens for e in err.result.trace.of_type(LMCallStarted)]
+    assert caps[0] == 8_192  # the default cap under a budget
+    assert caps == sorted(caps, reverse=True) and caps[-1] < 1_000
+    assert "the next call needs about" in str(err)
+    assert err.partial_answer == repl("print(1)")
 
 
 def test_cost_budget_uses_the_price_table():
     reply = Completion(text=repl("print(1)"), model="pricey", input_tokens=1_000_000)
-    root = ScriptedLM([reply] * 5)
+    root = ScriptedLM([reply] * 5, name="pricey")
     rlm = RLM(root, prices={"pricey": Price(input=2.0, output=8.0)}, max_usd=5.0)
     with pytest.raises(CostLimitError) as caught:
         rlm.run("q", "ctx")
-    assert caught.value.usage.total.usd == pytest.approx(6.0)
-    assert len(root.calls) == 3
+    # Each call costs $2; the third would make $6, so it is refused before it is sent.
+    assert caught.value.usage.total.usd == pytest.approx(4.0)
+    assert len(root.calls) == 2
 
 
 def test_provider_reported_cost_wins_over_the_table():

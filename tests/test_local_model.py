@@ -171,3 +171,19 @@ def test_the_embedded_model_answers_a_count_through_a_packed_classification(lm: 
     )
     assert result.answer == "4"
     assert result.sub_calls == 2  # ten short items in two packed calls
+
+
+def test_a_schema_holds_the_reply_to_it_with_a_grammar(lm: LlamaCppLM):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "year": {"type": "integer"}},
+        "required": ["city", "year"],
+        "additionalProperties": False,
+    }
+    reply = lm.complete(
+        [user("Where and when were the first modern Olympic Games held?")],
+        max_tokens=60,
+        schema=schema,
+    )
+    value = json.loads(reply.text)
+    assert set(value) == {"city", "year"} and isinstance(value["year"], int)

@@ -131,10 +131,19 @@ def test_a_failed_pack_costs_only_its_own_items():
     assert all(a.startswith("Error: LMError: server down") for a in report.answers[2:])
 
 
-def test_a_budget_that_runs_out_ends_the_whole_map():
-    sub = Sub(lambda item: SubCallLimitError("sub-call budget reached"))
-    with pytest.raises(SubCallLimitError):
-        run(map_items(sub, "Do.", ["a", "b"]))
+def test_a_budget_that_runs_out_keeps_the_answers_made_and_asks_nothing_again():
+    def answer(item):
+        return SubCallLimitError("sub-call budget reached") if item.startswith("b") else "ok"
+
+    sub = Sub(answer)
+    limits = PackLimits(max_items=2, rounds=2)
+    report = run(map_items(sub, "Do.", ["a1", "a2", "b1", "b2"], limits=limits))
+    assert report.answers[:2] == ["ok", "ok"]
+    assert all(
+        a.startswith("Error: SubCallLimitError: sub-call budget reached")
+        for a in report.answers[2:]
+    )
+    assert len(sub.prompts) == 2 and report.reasked == 0  # no second round
 
 
 def test_equal_items_are_asked_once_and_a_cache_spares_a_second_map():

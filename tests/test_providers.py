@@ -12,6 +12,7 @@ from deeprlm import RLM, InputError, LMError, resolve_lm
 from deeprlm.lm.anthropic_lm import AnthropicLM
 from deeprlm.lm.base import complete_sync
 from deeprlm.lm.openai_compat import OpenAICompatibleLM
+from deeprlm.trace.events import LMCallEnded
 
 from conftest import repl
 from fake_server import FakeReply, last_user_text
@@ -41,10 +42,23 @@ def test_429_and_500_are_retried_then_succeed(chat_server):
             FakeReply(status=503, text="busy", headers={"Retry-After": "0"}),
         ]
     )
-    server = chat_server(lambda body: next(failures, FakeReply(text="finally")))
-    completion = complete_sync(openai_lm(server), [{"role": "user", "content": "hi"}])
-    assert completion.text == "finally"
+    server = chat_server(lambda body: next(failures, FakeReply(text="FINAL(finally)")))
+    result = RLM("openai/m", base_url=server.url).run("q", "ctx")
+    assert result.answer == "finally"
     assert len(server.requests) == 3
+    attempts = [e for e in result.trace.of_type(LMCallEnded)]
+    assert [e.attempt for e in attempts] == [1, 2, 3]
+    assert "HTTP 429" in attempts[0].error and "HTTP 503" in attempts[1].error
+
+
+def test_one_attempt_of_an_adapter_says_whether_to_retry(chat_server):
+    server = chat_server(
+        lambda body: FakeReply(status=429, text="quota", headers={"Retry-After": "7"})
+    )
+    with pytest.raises(LMError) as caught:
+        complete_sync(openai_lm(server), [{"role": "user", "content": "hi"}])
+    assert caught.value.transient and caught.value.retry_after_s == 7
+    assert len(server.requests) == 1  # the SDK's own retries are off
 
 
 def test_retries_exhausted_give_one_clear_line(chat_server):
@@ -52,9 +66,10 @@ def test_retries_exhausted_give_one_clear_line(chat_server):
         lambda body: FakeReply(status=429, text="quota", headers={"Retry-After": "0"})
     )
     with pytest.raises(LMError) as caught:
-        complete_sync(openai_lm(server, max_retries=2), [{"role": "user", "content": "hi"}])
+        RLM("openai/m", base_url=server.url, max_retries=2).run("q", "ctx")
     message = str(caught.value)
     assert "HTTP 429" in message and "rate limited" in message and "\n" not in message
+    assert "gave up after 3 attempts" in message
     assert len(server.requests) == 3
 
 
@@ -183,3 +198,16 @@ def test_one_lm_serves_runs_on_different_event_loops(chat_server):
     worker.start()
     worker.join()
     assert answers + thread_answer == ["ok", "ok", "ok"]
+
+
+def test_the_reply_cap_is_named_as_each_server_expects(chat_server):
+    """OpenAI's reasoning models refuse `max_tokens`; the servers that copy its API know
+    only that name."""
+    messages = [{"role": "user", "content": "hi"}]
+    openai_itself = OpenAICompatibleLM("gpt-5", api_key="test-key")
+    assert openai_itself._request(messages, None, 100)["max_completion_tokens"] == 100
+    server = chat_server(lambda body: "x" * 400)
+    local = openai_lm(server)
+    assert local._request(messages, None, 100)["max_tokens"] == 100
+    completion = complete_sync(local, messages, max_tokens=10)
+    assert completion.finish_reason == "length" and completion.output_tokens == 10

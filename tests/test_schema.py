@@ -156,3 +156,13 @@ def test_the_checker(value, schema, problem):
 def test_fenced_json_counts_as_json():
     assert schemas.problem('```json\n"a"\n```', {"enum": ["a"]}) is None
     assert "not JSON" in schemas.problem("a", {"enum": ["a"]})
+
+
+def test_a_prompt_too_long_for_the_window_is_not_taken_for_a_refusal(chat_server):
+    text = "This model's maximum context length is 4096 tokens. Please reduce the length."
+    server = chat_server(lambda body: FakeReply(status=400, text=text))
+    lm = openai_lm(server)
+    with pytest.raises(LMError, match="maximum context length") as caught:
+        complete_sync(lm, MESSAGES, schema=LABELS)
+    assert caught.value.window_tokens == 4096
+    assert len(server.requests) == 1 and lm.native_schema  # response_format kept

@@ -5,6 +5,7 @@ result = RLM(model="openai/gpt-5-mini").run("Which customer complained most?", l
 print(result.answer)
 """
 
+from deeprlm.cache import Cache
 from deeprlm.context import ContextInfo, load_paths
 from deeprlm.errors import (
     CostLimitError,
@@ -12,6 +13,7 @@ from deeprlm.errors import (
     InputError,
     LimitError,
     LMError,
+    OutputError,
     SandboxError,
     SubCallLimitError,
     TimeLimitError,
@@ -21,13 +23,14 @@ from deeprlm.lm import LM, Completion, LMDefaults, ScriptedLM, complete_sync, re
 from deeprlm.repl.sandbox import SandboxSettings
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
-from deeprlm.usage import Price, UsageReport, register_price
+from deeprlm.usage import Price, UsageReport, load_prices, register_price
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LM",
     "RLM",
+    "Cache",
     "Completion",
     "ContextInfo",
     "CostLimitError",
@@ -36,6 +39,7 @@ __all__ = [
     "LMDefaults",
     "LMError",
     "LimitError",
+    "OutputError",
     "Price",
     "RLMResult",
     "SandboxError",
@@ -48,6 +52,7 @@ __all__ = [
     "UsageReport",
     "complete_sync",
     "load_paths",
+    "load_prices",
     "register_price",
     "resolve_lm",
 ]

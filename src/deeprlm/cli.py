@@ -1,11 +1,15 @@
 """The `deeprlm` command: a thin layer over the library.
 
     deeprlm ask "QUERY" --context PATH [--context PATH ...] [--model SPEC] [--json] ...
+    deeprlm ask --resume TRACE.jsonl [--max-... N]
     deeprlm view TRACE.jsonl [--open]
     deeprlm bench run|report|example ...
+    deeprlm serve [--config FILE] [--model SPEC] ...
+    deeprlm mcp --root PATH [--model SPEC] ...
 
-`bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra): its
-parser is built, and its code imported, only when it is the command being run.
+`bench` lives outside the library (the `deeprlm_bench` package, with the `bench` extra), and
+`serve` and `mcp` need their extras: a lazy command's parser is built, and its code (and its
+heavy dependencies) imported, only when it is the command being run.
 
 Exit status: 0 answered, 1 the model or sandbox failed, 2 bad input (one line on stderr),
 3 a limit was reached (the partial answer is still printed).
@@ -16,27 +20,34 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from deeprlm import watchdog
+from deeprlm import resume, watchdog
+from deeprlm.cache import Cache, as_cache
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.flags import add_setting_flags, settings_from_flags
 from deeprlm.lm.specs import DEFAULT_MODEL
+from deeprlm.output import OutputSchema
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.settings import Settings
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
+from deeprlm.trace.jsonl import check_trace_path
 from deeprlm.trace.viewer import add_view_command
-from deeprlm.usage import UsageReport
+from deeprlm.usage import Price, UsageReport, load_prices, parse_price
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 
 # Commands loaded when run: name -> (module with `register(subparsers)`, a line of help).
 LAZY_COMMANDS = {
     "bench": ("deeprlm_bench.cli", "run the benchmarks and baselines (the bench extra)"),
+    "serve": ("deeprlm.serve.cli", "serve an OpenAI-compatible HTTP endpoint (the serve extra)"),
+    "mcp": ("deeprlm.serve.mcp_cli", "serve the RLM to agents over MCP (the mcp extra)"),
 }
 
 
@@ -52,7 +63,8 @@ def _fail(message: str) -> None:
     print(f"deeprlm: error: {message}", file=sys.stderr)
 
 
-def _named_models(text: str) -> dict[str, str]:
+def named_models(text: str) -> dict[str, str]:
+    """Parses NAME=SPEC[,NAME=SPEC] (the --sub-models flag)."""
     models = {}
     for item in text.split(","):
         name, sep, spec = item.partition("=")
@@ -64,7 +76,7 @@ def _named_models(text: str) -> dict[str, str]:
 
 def _add_ask(subparsers: Any) -> None:
     ask = subparsers.add_parser("ask", help="answer a query over a context")
-    ask.add_argument("query", help="the question to answer")
+    ask.add_argument("query", nargs="?", help="the question to answer (left out with --resume)")
     ask.add_argument(
         "--context",
         "-c",
@@ -77,7 +89,6 @@ def _add_ask(subparsers: Any) -> None:
     models.add_argument(
         "--model",
         "-m",
-        default=DEFAULT_MODEL,
         metavar="SPEC",
         help="root model: local, gguf:PATH, hf:REPO/FILE, openai/NAME, "
         "anthropic/NAME (default: %(default)s)",
@@ -89,7 +100,7 @@ def _add_ask(subparsers: Any) -> None:
         "--sub-models",
         action="append",
         default=[],
-        type=_named_models,
+        type=named_models,
         metavar="NAME=SPEC[,NAME=SPEC]",
         help="more models the code may pick by name, as llm_query(p, model=NAME); "
         "repeatable (the code can name only these, root and sub)",
@@ -100,7 +111,47 @@ def _add_ask(subparsers: Any) -> None:
         help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
     )
     add_setting_flags(ask)
+    prices = ask.add_argument_group("prices (USD per million tokens; a USD budget needs one)")
+    prices.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help="a model's input and output price, e.g. my-model=0.5,1.5 (repeatable)",
+    )
+    prices.add_argument(
+        "--prices",
+        metavar="FILE.toml",
+        help='a prices file: a table per model, e.g. ["my-model"] input = 0.5 output = 1.5',
+    )
+    cache = ask.add_argument_group("cache and resume")
+    cache.add_argument(
+        "--cache",
+        nargs="?",
+        const="on",
+        metavar="PATH|on|off",
+        help="keep model replies in a SQLite file so that no identical call is paid twice and "
+        "the run can be resumed; alone or 'on': $DEEPRLM_HOME/cache.sqlite (default: off)",
+    )
+    cache.add_argument(
+        "--cache-sampled",
+        action="store_true",
+        help="also share cached replies of models that sample (temperature above 0) "
+        "between runs; without it they serve only this run and its resumption",
+    )
+    cache.add_argument(
+        "--resume",
+        metavar="TRACE.jsonl",
+        help="continue the run of this trace (made with --cache): its calls replay from the "
+        "cache, its cells run again, and it goes on with the limit that stopped it raised; "
+        "its question, models, settings and context are the run's unless given",
+    )
     output = ask.add_argument_group("output")
+    output.add_argument(
+        "--schema",
+        metavar="FILE.json",
+        help="a JSON Schema the answer must follow; the answer printed is its JSON",
+    )
     output.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
@@ -120,8 +171,51 @@ def _print_failure(message: str, status: str = "error") -> None:
     print(json.dumps(data, ensure_ascii=False))
 
 
+def _prices(args: argparse.Namespace) -> dict[str, Price]:
+    """--prices FILE, then each --price (which wins for its model)."""
+    prices = load_prices(args.prices) if args.prices else {}
+    prices.update(parse_price(spec) for spec in args.price)
+    return prices
+
+
 def _ask(args: argparse.Namespace) -> int:
-    context, skipped = load_paths(args.context)
+    output = OutputSchema.from_file(args.schema) if args.schema else None
+    cache = as_cache(args.cache)
+    if cache is not None and args.cache_sampled:
+        cache = Cache(cache.path, sampled=True)
+    models = {name: spec for group in args.sub_models for name, spec in group.items()}
+    settings = settings_from_flags(args)
+    sources = args.context
+    recorded = None
+    if args.resume:
+        if args.query:
+            raise InputError("--resume continues the run's own question; leave the query out")
+        recorded = resume.read(args.resume, cache)
+        specs = recorded.record.get("specs") or {}
+        args.model = args.model or specs.get("model")
+        args.sub_model = args.sub_model or specs.get("sub_model")
+        models = models or dict(specs.get("models") or {})
+        args.base_url = args.base_url or specs.get("base_url")
+        settings = {**resume.recorded_settings(recorded), **settings}
+        sources = sources or list(recorded.record.get("sources") or [])
+        if not sources or "-" in sources:
+            raise InputError("give --context: the run's context did not come from files")
+        if output is None and recorded.record.get("output"):
+            output = OutputSchema(recorded.record["output"])
+        if args.trace is None:
+            old = Path(args.resume)
+            args.trace = str(old.with_name(f"{old.stem}.resumed{old.suffix or '.jsonl'}"))
+    elif not args.query:
+        raise InputError("the query is missing (or give --resume TRACE.jsonl)")
+    # What can be judged without work is judged first (the settings were, in `main`): a bad
+    # trace path or price costs nothing, not the reading of a large context.
+    if args.trace:
+        check_trace_path(args.trace)
+    prices = _prices(args)
+    notes: list[str] = []
+    context, skipped = load_paths(sources, notes=notes)
+    for note in notes if not args.quiet else ():
+        print(f"deeprlm: note: {note}", file=sys.stderr)
     progress = console_sink(quiet=args.quiet)
     sinks = [sink for sink in (progress, getattr(args, "reporter", None)) if sink is not None]
 
@@ -130,16 +224,23 @@ def _ask(args: argparse.Namespace) -> int:
             sink(event)
 
     rlm = RLM(
-        args.model,
+        args.model or DEFAULT_MODEL,
         args.sub_model,
-        models={name: spec for group in args.sub_models for name, spec in group.items()},
+        models=models,
         base_url=args.base_url,
+        prices=prices,
         trace_path=args.trace,
         on_event=on_event if sinks else None,
-        **settings_from_flags(args),
+        cache=cache,
+        output=output,
+        **settings,
     )
     try:
-        result = rlm.run(args.query, context, skipped=skipped)
+        if recorded is not None:
+            result = rlm.resume(args.resume, context, skipped=skipped)
+        else:
+            where = [p if p == "-" else os.path.abspath(p) for p in sources]
+            result = rlm.run(args.query, context, skipped=skipped, sources=where)
     except DeepRLMError as err:
         if err.result is None:
             raise
@@ -175,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     if command == "ask":
         try:
-            settings = Settings.from_kwargs(**settings_from_flags(args))
+            given = settings_from_flags(args)
+            if args.resume:  # the run's own settings, unless given (its REPL kind, say)
+                given = {**resume.recorded_settings(resume.read(args.resume)), **given}
+            settings = Settings.from_kwargs(**given)
         except InputError as err:
             return _bad_input(args, err)
         if settings.repl == "inprocess":
@@ -215,6 +319,8 @@ def _handle(args: argparse.Namespace, reporter: watchdog.CellReporter | None) ->
         return EXIT_FAILED
     except KeyboardInterrupt:
         _fail("interrupted")
+        if as_json:
+            _print_failure("interrupted")
         return 130
 
 

@@ -37,11 +37,37 @@ class InputError(DeepRLMError):
 
 class LMError(DeepRLMError):
     """A model provider failed after retries, or answered with something unusable.
-    `status` is the HTTP status of the provider's answer, when there was one."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+    Raised by one attempt, it says whether trying again may help (`transient`: a 429, a
+    5xx, a dropped connection, no reply in time) and how long the provider asked to wait
+    (`retry_after_s`, from its Retry-After header); the engine's retry loop decides. A
+    request refused because prompt and reply cap overflow the model's window says how large
+    the window is (`window_tokens`), so the next attempt can ask for less. `status` is the
+    HTTP status of the provider's answer, when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        transient: bool = False,
+        retry_after_s: float | None = None,
+        timed_out: bool = False,
+        window_tokens: int | None = None,
+        status: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.transient = transient
+        self.retry_after_s = retry_after_s
+        self.timed_out = timed_out
+        self.window_tokens = window_tokens
         self.status = status
+
+
+class OutputError(LMError):
+    """The root model's final answer did not follow the output schema (`RLM(output=...)`),
+    however many times it was told what was wrong. `partial_answer` is its last answer."""
 
 
 class SandboxError(DeepRLMError):

@@ -12,11 +12,11 @@ import argparse
 import types
 import typing
 from collections.abc import Iterable
-from dataclasses import Field
+from dataclasses import Field, fields
 from typing import Any
 
 from deeprlm.repl import REPL_KINDS
-from deeprlm.settings import Settings, table
+from deeprlm.settings import Settings
 
 
 def flag_of(row: Field[Any]) -> str:
@@ -41,14 +41,16 @@ def add_setting_flags(
     *,
     title: str | None = None,
     help_overrides: dict[str, str] | None = None,
+    of: type[Any] = Settings,
 ) -> None:
     """Adds a flag for each setting in `names` (all of them by default), grouped by section,
-    or in one group called `title`."""
+    or in one group called `title`. `of` is the table: `Settings`, or another frozen
+    dataclass whose rows are made with `deeprlm.settings.setting`."""
     wanted = set(names) if names is not None else None
-    hints = typing.get_type_hints(Settings)
-    defaults = Settings()
+    hints = typing.get_type_hints(of)
+    defaults = of()
     groups: dict[str, Any] = {}
-    for row in table():
+    for row in fields(of):
         flag = flag_of(row)
         if not flag or (wanted is not None and row.name not in wanted):
             continue
@@ -70,7 +72,7 @@ def add_setting_flags(
             elif row.name.endswith("_s"):
                 options["metavar"] = "SECONDS"
             else:
-                options["metavar"] = {int: "N", float: "X"}.get(kind)
+                options["metavar"] = row.metadata.get("metavar") or {int: "N", float: "X"}.get(kind)
             if default is not None:
                 help_text += (
                     f" (default: {default:g})" if kind is float else f" (default: {default})"
@@ -79,11 +81,11 @@ def add_setting_flags(
         groups[section].add_argument(flag, **options)
 
 
-def settings_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings the command line gave, by name; the rest keep the library's defaults."""
+def settings_from_flags(args: argparse.Namespace, of: type[Any] = Settings) -> dict[str, Any]:
+    """The settings the command line gave, by name; the rest keep the table's defaults."""
     given = vars(args)
     result: dict[str, Any] = {}
-    for row in table():
+    for row in fields(of):
         if row.name in given:
             value = given[row.name]
             result[row.name] = tuple(value) if isinstance(value, list) else value

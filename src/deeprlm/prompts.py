@@ -306,22 +306,42 @@ def sub_query_prompt(query: str, context_text: str) -> str:
 class RootWording:
     """The turn loop's words for a run's root model (`deeprlm.engine.loop.Wording`)."""
 
-    def __init__(self, setup: PromptSetup, query: str, info: ContextInfo) -> None:
+    def __init__(
+        self,
+        setup: PromptSetup,
+        query: str,
+        info: ContextInfo,
+        answer_format: str | None = None,
+        *,
+        more_turns: int | None = None,
+    ) -> None:
         self.setup = setup
+        # A resumed run's raised iteration limit: the turns the first run had are counted
+        # down as it counted them (so they replay), the later ones against this.
+        self.more_turns = more_turns
         self.query = query
         self.info = info
+        # What the final answer must look like (a typed answer's schema), said with the
+        # question and again when the turns run out.
+        self.answer_format = answer_format
 
     def opening(self) -> list[Message]:
+        first = first_message(self.query, self.info)
+        if self.answer_format:
+            first = f"{first}\n\n{self.answer_format}"
         return [
             {"role": "system", "content": system_prompt(self.setup)},
-            {"role": "user", "content": first_message(self.query, self.info)},
+            {"role": "user", "content": first},
         ]
 
     def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:
+        limit = self.setup.max_iterations
+        if self.more_turns is not None and iteration >= limit:
+            limit = self.more_turns
         return cells_message(
             cells,
             iteration,
-            self.setup.max_iterations,
+            limit,
             notes,
             family=self.setup.family,
             query=self.query,
@@ -331,4 +351,6 @@ class RootWording:
         return no_code_message()
 
     def forced_final(self) -> str:
+        if self.answer_format:
+            return f"{forced_final_message()}\n\n{self.answer_format}"
         return forced_final_message()

@@ -1,31 +1,38 @@
 """The public entry point: `RLM(...).run(query, context)` and its async twin `arun`.
 
-`RLM` holds the configuration (models, settings, tools, prices, trace sinks); each call of
-`run`/`arun` builds a fresh run tree, so one `RLM` can answer many queries, one after the
-other or concurrently. The sync `run` drives the same async core on a private event loop.
+`RLM` holds the configuration (models, settings, tools, prices, trace sinks, the sub-call
+cache, the answer's schema); each call of `run`/`arun` builds a fresh run tree, so one
+`RLM` can answer many queries, one after the other or concurrently. `resume`/`aresume`
+continue a run that stopped early from its trace (see `deeprlm.resume`). The sync twins
+drive the same async core on a private event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from deeprlm import resume as resuming
 from deeprlm.blocking import run_blocking
+from deeprlm.cache import Cache, CacheArg, RunCache, as_cache
 from deeprlm.context import describe, normalize
 from deeprlm.engine import Run, SharedState
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
 from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
+from deeprlm.output import OutputSchema, as_output
 from deeprlm.settings import Settings
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
-from deeprlm.trace.jsonl import JsonlSink
+from deeprlm.trace.jsonl import JsonlSink, check_trace_path
 from deeprlm.trace.recorder import Recorder, Trace
-from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport
+from deeprlm.usage import Price, PriceTable, UsageMeter, UsageReport, as_prices
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,16 @@ class RLMResult:
     # a depth limit that turned rlm_query into a plain call.
     notes: tuple[str, ...] = ()
     error: str | None = None  # why the run stopped early (status limit or error)
+    # With `RLM(output=...)`: the parsed answer (a model instance for a pydantic type);
+    # `answer` is then its JSON. None otherwise, and when the run did not answer.
+    value: Any = None
+    # The JSON form of `value`, for `to_dict`; set by the RLM with `value`.
+    value_json: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
+            "value": self.value_json,
             "status": self.status,
             "forced": self.forced,
             "usage": self.usage.to_dict(),
@@ -68,7 +81,17 @@ class RLM:
     with `models={"fast": "openai/gpt-5-mini"}`); besides those, only "root" and "sub". The
     code never makes the host build a model from a spec of its own.
     Keyword settings are those of `deeprlm.settings.Settings` (max_iterations, max_depth,
-    max_concurrency, budgets, repl, ...).
+    max_concurrency, budgets, deadlines, repl, ...). `prices` maps model names to `Price`
+    (USD per million tokens), or is the path of a TOML prices file (`load_prices`); a USD
+    budget is refused here for a model without a price. A `trace_path` that cannot be
+    written is refused here too, before any work.
+
+    `cache` keeps model replies so that no identical call is paid twice and a run can be
+    resumed: None/False (the default) for none, True for `$DEEPRLM_HOME/cache.sqlite`, a
+    path, or a `deeprlm.cache.Cache` (`Cache(path, sampled=True)` also shares the replies
+    of models that sample). `output` holds the final answer to a JSON Schema (a dict) or
+    a type pydantic checks (a `BaseModel`, ...): `result.value` is then the parsed object
+    and `result.answer` its JSON; a schema that is not valid JSON Schema is refused here.
     """
 
     def __init__(
@@ -81,12 +104,26 @@ class RLM:
         api_key: str | None = None,
         tools: ToolsArg = None,
         sub_tools: ToolsArg = None,
-        prices: Mapping[str, Price] | None = None,
+        prices: Mapping[str, Price] | str | os.PathLike[str] | None = None,
         trace_path: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
+        cache: CacheArg = None,
+        output: Any = None,
         **settings: Any,
     ) -> None:
         self.settings = Settings.from_kwargs(**settings)
+        if trace_path is not None:
+            check_trace_path(trace_path)
+        self.prices = PriceTable(as_prices(prices))
+        self.output: OutputSchema | None = as_output(output)
+        self.cache: Cache | None = as_cache(cache)
+        # The specs, as given, for a resumed run to make the same models.
+        self.specs = {
+            "model": model if isinstance(model, str) else None,
+            "sub_model": sub_model if isinstance(sub_model, str) else None,
+            "models": {k: v for k, v in (models or {}).items() if isinstance(v, str)},
+            "base_url": base_url,
+        }
         self._resolve = lambda spec: resolve_lm(spec, base_url=base_url, api_key=api_key)
         self.model = self._resolve(model)
         self.sub_model = self._resolve(sub_model) if sub_model is not None else self.model
@@ -97,20 +134,74 @@ class RLM:
         self.models = check_models(models or {})
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")
-        self.prices = PriceTable(prices)
+        if self.settings.max_usd is not None:
+            # Else the budget would count $0 for it and never stop.
+            for lm in (self.model, self.sub_model, *self.models.values()):
+                self.prices.require(_priced_as(lm))
         self.trace_path = Path(trace_path) if trace_path is not None else None
         self.on_event = on_event
 
-    def run(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
+    def run(
+        self,
+        query: str,
+        context: Any,
+        *,
+        skipped: Sequence[str] = (),
+        sources: Sequence[str] = (),
+    ) -> RLMResult:
         """Answers `query` over `context` (str, list of str, or dict of str -> str).
-        `skipped` names files left out of the context (binary), for its description."""
-        return run_blocking(self.arun(query, context, skipped=skipped))
+        `skipped` names files left out of the context (binary), for its description;
+        `sources` the paths it was loaded from, kept with a cached run for `resume`."""
+        return run_blocking(self.arun(query, context, skipped=skipped, sources=sources))
 
-    async def arun(self, query: str, context: Any, *, skipped: Sequence[str] = ()) -> RLMResult:
+    async def arun(
+        self,
+        query: str,
+        context: Any,
+        *,
+        skipped: Sequence[str] = (),
+        sources: Sequence[str] = (),
+    ) -> RLMResult:
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty")
+        return await self._arun(query, normalize(context), skipped, sources, None)
+
+    def resume(
+        self, trace: str | os.PathLike[str], context: Any, *, skipped: Sequence[str] = ()
+    ) -> RLMResult:
+        """Continues the run recorded in `trace` (made with a cache) over the same
+        `context`: its calls replay from the cache, its cells run again, and it goes on
+        from where it stopped, with the limit that stopped it raised (doubled, unless this
+        RLM's setting is higher). Its own trace goes to this RLM's `trace_path`."""
+        return run_blocking(self.aresume(trace, context, skipped=skipped))
+
+    async def aresume(
+        self, trace: str | os.PathLike[str], context: Any, *, skipped: Sequence[str] = ()
+    ) -> RLMResult:
+        recorded = resuming.read(os.fspath(trace), self.cache)
         context = normalize(context)
+        if describe(context, skipped).sha256 != recorded.context_sha256:
+            raise InputError(
+                f"the context is not the one the run in {recorded.trace} read (its sha256 "
+                "differs); give the same context to resume it"
+            )
+        return await self._arun(recorded.query, context, skipped, (), recorded)
+
+    async def _arun(
+        self,
+        query: str,
+        context: Any,
+        skipped: Sequence[str],
+        sources: Sequence[str],
+        resumed: resuming.Recorded | None,
+    ) -> RLMResult:
         info = describe(context, skipped)
+        settings = self.settings
+        cache = self.cache
+        if resumed is not None:
+            settings = resuming.raised(settings, resumed)
+            if cache is None or str(cache.path) != resumed.cache_path:
+                cache = Cache(resumed.cache_path, sampled=resumed.sampled)
         sinks: list[Callable[[Event], None]] = []
         jsonl = JsonlSink(self.trace_path) if self.trace_path is not None else None
         if jsonl is not None:
@@ -118,8 +209,12 @@ class RLM:
         if self.on_event is not None:
             sinks.append(self.on_event)
         trace = Trace(sinks)
+        run_cache = None
+        if cache is not None:
+            cache.open()
+            run_cache = RunCache(cache, token=resumed.token if resumed else None)
         shared = SharedState(
-            self.settings,
+            settings,
             self.model,
             self.sub_model,
             recorder=Recorder(trace),
@@ -128,13 +223,46 @@ class RLM:
             models=self.models,
             tools=self.tools,
             sub_tools=self.sub_tools,
+            cache=run_cache,
         )
-        root = Run(shared, query, context, info=info)
+        if resumed is not None:
+            shared.prompt_iterations = resumed.prompt_iterations
+        cache_facts: dict[str, Any] = {}
+        if run_cache is not None:
+            cache_facts = {
+                "path": str(run_cache.cache.path),
+                "run": run_cache.token,
+                "sampled": run_cache.cache.sampled,
+                "prompt_iterations": shared.prompt_iterations,
+            }
+            record = dict(resumed.record) if resumed is not None else {}
+            record.setdefault("query", query)
+            record.setdefault("specs", self.specs)
+            record.setdefault("sources", list(sources))
+            record.setdefault("output", self.output.schema if self.output else None)
+            run_cache.cache.put_run(run_cache.token, record)
+        root = Run(shared, query, context, info=info, output=self.output, cache_facts=cache_facts)
         started = time.perf_counter()
 
+        def cache_notes() -> None:
+            # What the cache file had to say (moved aside, full) goes into the trace.
+            if run_cache is not None:
+                for message in run_cache.cache.take_notes():
+                    shared.recorder.note(run_id=root.id, parent_id=root.id, message=message)
+
+        if resumed is not None:
+            shared.recorder.note(
+                run_id=root.id, parent_id=root.id, message=resuming.note(resumed, settings)
+            )
+
         def result(
-            answer: str, status: str, forced: bool = False, error: str | None = None
+            answer: str,
+            status: str,
+            forced: bool = False,
+            error: str | None = None,
+            value: Any = None,
         ) -> RLMResult:
+            cache_notes()
             return RLMResult(
                 answer=answer,
                 usage=shared.usage.report(),
@@ -147,11 +275,17 @@ class RLM:
                 trace_path=str(self.trace_path) if self.trace_path else None,
                 notes=tuple(dict.fromkeys(note.message for note in trace.of_type(Note))),
                 error=error,
+                value=value,
+                value_json=(
+                    self.output.to_json_value(value)
+                    if self.output is not None and value is not None
+                    else None
+                ),
             )
 
         # Each call and cell is bounded by the time left, so the limit normally surfaces
         # there, with the partial answer; this outer bound is the backstop for the rest.
-        backstop = None if self.settings.timeout_s is None else self.settings.timeout_s + 5.0
+        backstop = None if settings.timeout_s is None else settings.timeout_s + 5.0
         try:
             async with asyncio.timeout(backstop) as deadline, shared.repl_slots.hold(0):
                 outcome = await root.execute()
@@ -165,8 +299,9 @@ class RLM:
             failure = err
         else:
             status = "forced" if outcome.forced else "answered"
-            return result(outcome.answer, status, outcome.forced)
+            return result(outcome.answer, status, outcome.forced, value=outcome.value)
         finally:
+            cache_notes()
             if jsonl is not None:
                 jsonl.close()
         failure.partial_answer = root.partial()
@@ -178,6 +313,17 @@ class RLM:
 
 # Names the code always has for llm_query's `model`: the root model and the sub model.
 BUILTIN_MODEL_NAMES = ("root", "sub")
+
+
+def _priced_as(spec: str | LM) -> Any:
+    """What a model is priced as, without making it: a provider spec's model name; a model
+    that runs in process is free."""
+    if not isinstance(spec, str):
+        return spec
+    for prefix in ("openai/", "anthropic/"):
+        if spec.startswith(prefix):
+            return SimpleNamespace(name=spec.removeprefix(prefix))
+    return SimpleNamespace(name=spec, price=Price(0.0, 0.0))
 
 
 def check_models(models: Mapping[str, str | LM]) -> dict[str, str | LM]:

@@ -8,6 +8,7 @@ own knobs are one field too (`sandbox`, a `SandboxSettings`), settable from `RLM
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ DEFAULT_REPL = "sandbox" if sys.platform.startswith("linux") else "inprocess"
 # Sections of the table, in the order the command line's help shows them.
 LOOP = "the loop"
 RECURSION = "recursion and sub-calls"
+CALLS = "model calls: deadlines and retries (429s, 5xx, dropped connections, timeouts)"
 BUDGETS = "budgets shared by the whole run tree (reaching one ends the run with a LimitError)"
 CODE = "where the model's code runs"
 
@@ -71,9 +73,18 @@ class Settings:
     )
     max_reply_tokens: int | None = setting(
         None,
-        help="output tokens per model call (default: the provider's)",
+        help="output tokens per model call (default: the provider's; under a token or USD "
+        "budget, the model's own cap, else 8192)",
         section=LOOP,
         check="positive",
+    )
+    output_retries: int = setting(
+        2,
+        help="with a typed answer (--schema, RLM(output=...)): how many times a final answer "
+        "that does not follow the schema is sent back to the root model, with what is "
+        "wrong, before the run fails",
+        section=LOOP,
+        check="non-negative",
     )
     max_depth: int = setting(
         1,
@@ -113,6 +124,28 @@ class Settings:
         section=RECURSION,
         check="positive",
     )
+    call_timeout_s: float | None = setting(
+        120.0,
+        help="one request to a model; a timed-out one is tried once more (not for the "
+        "embedded model, which runs in this process)",
+        section=CALLS,
+        check="positive",
+    )
+    sub_call_timeout_s: float | None = setting(
+        None,
+        help="one sub-call (an llm_query, an llm_batch item) with its retries, from when it "
+        "is sent (default: none of its own; sub-calls always end by 90% of their cell's "
+        "timeout, so the answers that made it reach the code)",
+        section=CALLS,
+        check="positive",
+    )
+    max_retries: int = setting(
+        5,
+        help="further attempts of a failed model call; the wait between them happens "
+        "outside the call's concurrency slot",
+        section=CALLS,
+        check="non-negative",
+    )
     max_sub_calls: int | None = setting(
         None, help="sub-calls across the run tree", section=BUDGETS, check="positive"
     )
@@ -147,13 +180,7 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value, check = getattr(self, f.name), f.metadata["check"]
-            if value is None or check is None:
-                continue
-            if (check == "positive" and value <= 0) or (check == "non-negative" and value < 0):
-                wanted = "positive" if check == "positive" else "0 or more"
-                raise InputError(f"{f.name} must be {wanted}, got {value}")
+        check_rows(self)
         if self.repl not in REPL_KINDS:
             raise InputError(
                 f"unknown REPL kind {self.repl!r}; choose one of: {', '.join(REPL_KINDS)}"
@@ -178,6 +205,26 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_rows(table: Any) -> None:
+    """Checks each row of a table made with `setting(...)` against its `check`."""
+    for f in fields(table):
+        value, check = getattr(table, f.name), f.metadata.get("check")
+        # nan passes every comparison, and inf means no limit (which None says).
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{f.name} must be a finite number, got {value}")
+        if value is None or check is None:
+            continue
+        if (check == "positive" and value <= 0) or (check == "non-negative" and value < 0):
+            wanted = "positive" if check == "positive" else "0 or more"
+            raise InputError(f"{f.name} must be {wanted}, got {value}")
+
+
+def bounds() -> tuple[str, ...]:
+    """The settings that bound what a run may use (those with a check): a caller may lower
+    them, never raise them past what the owner of the `RLM` set (see `deeprlm.serve`)."""
+    return tuple(row.name for row in table() if row.metadata["check"] is not None)
 
 
 def table() -> tuple[Field[Any], ...]:

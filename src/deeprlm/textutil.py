@@ -12,8 +12,13 @@ CHARS_PER_TOKEN = 4
 
 
 def estimate_tokens(text: str) -> int:
-    """Tokens in `text` by the estimate (characters / CHARS_PER_TOKEN, rounded up)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """Tokens in `text` by the estimate: CHARS_PER_TOKEN characters of ASCII a token, rounded
+    up, and a token for every other character (CJK text, emoji and accented letters take
+    about one each, or more, in vocabularies built mostly from English)."""
+    if text.isascii():
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return math.ceil(ascii_chars / CHARS_PER_TOKEN) + len(text) - ascii_chars
 
 
 def cut_note(cut: int) -> str:

@@ -58,6 +58,18 @@ class CellReporter:
             os.write(self.fd, line.encode())
 
 
+def _die_with(parent: int) -> None:
+    """The child ends with its parent: a `deeprlm ask` killed outright (SIGKILL, which the
+    parent cannot pass on) must not leave its run going on, unseen, in an orphan."""
+    if sys.platform.startswith("linux"):
+        from deeprlm.repl.sandbox.isolation import die_with_parent
+
+        with contextlib.suppress(OSError):
+            die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 def guarded(
     work: Callable[[CellReporter], int],
     timeout_s: float | None,
@@ -68,10 +80,12 @@ def guarded(
     read, write = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    parent = os.getpid()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child, which never returns
         status = 1
         try:
+            _die_with(parent)
             os.close(read)
             status = work(CellReporter(write))
         except SystemExit as exc:

@@ -3,11 +3,14 @@
 `deeprlm.repl`).
 
 Every sub-call goes through the shared metered call and counts against the tree's
-sub-call budget; a batch runs its items concurrently, answers in input order, and turns a
-failing item into an error string while a reached limit stops the whole batch. A map or
-a classification packs many items into each sub-call (`deeprlm.primitives.mapping`): the
-host gives it the metered call, the pack limits (from the sub-model's window) and the
-tree's answer cache, and traces it as one batch whose sub-calls are its packs. An
+sub-call budget; a batch runs its items concurrently, answers in input order, and turns an
+item that failed, was refused by a budget or missed its deadline into an error string while
+the others run on and keep their answers. Sub-calls end by `SUB_CALL_SHARE` of their cell's
+timeout, so the answers that made it reach the code before the cell would be stopped. A map
+or a classification packs many items into each sub-call (`deeprlm.primitives.mapping`): the
+host gives it the metered call (so budgets, the sub-call cache, retries and the cell's
+deadline apply to each pack), the pack limits (from the sub-model's window) and the tree's
+answer cache, and traces it as one batch whose sub-calls are its packs. An
 `rlm_query` starts a child run one level deeper (through `spawn`), or, at the depth limit,
 is answered by a plain model call. What the model's code passes in is accepted loosely
 (see `prompt_text` and `query_pair`): the model wrote it.
@@ -22,8 +25,8 @@ from typing import Any
 from deeprlm import prompts
 from deeprlm.context import as_text, normalize
 from deeprlm.engine.shared import SharedState
-from deeprlm.errors import LimitError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.lm.provider import Deadline, within
 from deeprlm.primitives.mapping import MapReport, PackLimits, classify_items, map_items
 from deeprlm.repl.base import ContextValue
 from deeprlm.textutil import CHARS_PER_TOKEN, clip
@@ -37,10 +40,27 @@ BACKGROUND_CHARS = 2_000
 # (query, context, parent id) -> the child run's answer.
 Spawn = Callable[[str, ContextValue, str], Awaitable[str]]
 
+# Sub-calls end by this share of their cell's timeout: an llm_batch then returns the
+# answers that came back (an error string for the rest) before the cell is stopped and
+# loses them all.
+SUB_CALL_SHARE = 0.9
+
+
+def sub_call_deadline(cell_timeout_s: float | None) -> Deadline | None:
+    """When the sub-calls of a cell starting now must end."""
+    if cell_timeout_s is None:
+        return None
+    what = (
+        f"the cell's deadline for sub-calls ({SUB_CALL_SHARE:.0%} of its "
+        f"{cell_timeout_s:g}s timeout)"
+    )
+    return Deadline.after(cell_timeout_s * SUB_CALL_SHARE, "cell", what)
+
 
 class RunHost:
     """Serves one run's REPL. `cell_id` is the cell running now, the parent of the calls it
-    makes; `sub_calls` counts this run's own (the tree's total is in the budget)."""
+    makes, and `cell_deadline` when they must end; `sub_calls` counts this run's own (the
+    tree's total is in the budget)."""
 
     def __init__(
         self,
@@ -57,6 +77,7 @@ class RunHost:
         self.context = context
         self.spawn = spawn
         self.cell_id: str | None = None
+        self.cell_deadline: Deadline | None = None
         self.sub_calls = 0
         self.query = ""  # the run's question, said to packed sub-calls (set by the run)
 
@@ -87,7 +108,8 @@ class RunHost:
         if lm is None:
             return self.shared.unknown_model(model)
         self._take_sub_call()
-        return await self._sub_call(prompt_text(prompt), lm, self._parent)
+        call = self._sub_call(prompt_text(prompt), lm, self._parent)
+        return await within(call, "llm_query", self.cell_deadline)
 
     async def llm_batch(self, prompts: Sequence[Any], model: str | None = None) -> list[str]:
         self._require_sub_calls()
@@ -120,7 +142,8 @@ class RunHost:
     async def rlm_query(self, query: Any, context: Any = None) -> str:
         self._require_sub_calls()
         self._take_sub_call()
-        return await self._child(query, context, self._parent)
+        child = self._child(query, context, self._parent)
+        return await within(child, "rlm_query", self.cell_deadline)
 
     async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]:
         self._require_sub_calls()
@@ -138,22 +161,23 @@ class RunHost:
     async def _batch(
         self, kind: str, jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]]
     ) -> list[str]:
-        """Runs jobs concurrently, answers in input order. A failing job becomes an error
-        string; a reached limit stops the whole batch."""
+        """Runs jobs concurrently, answers in input order. A job that fails, is refused by
+        a budget or misses its cell's deadline becomes an error string; the others run to
+        the end and keep their answers (a refusal trips the budget, so the run stops after
+        this cell). Only a cancelled run stops the siblings."""
         recorder = self.shared.recorder
         span = recorder.batch_started(
             run_id=self.run_id, parent_id=self._parent, kind=kind, size=len(jobs)
         )
         errors = 0
+        deadline = self.cell_deadline
 
         # Model calls wait for the tree's semaphore, child runs for a REPL slot: both bounds
         # are tree-wide, whatever mix of batches and threads asks.
         async def guarded(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
             nonlocal errors
             try:
-                return await fn(*args, span.id)
-            except LimitError:
-                raise
+                return await within(fn(*args, span.id), f"{kind}_batch item", deadline)
             except Exception as err:
                 errors += 1
                 return f"Error: {type(err).__name__}: {err}"
@@ -162,7 +186,7 @@ class RunHost:
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
-            # A limit (or a cancelled run) stops the siblings too, not only this await.
+            # A cancelled run (a cell stopped, time up) stops the siblings too.
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -219,6 +243,7 @@ class RunHost:
                 run_id=self.run_id,
                 parent_id=spans[0].id,
                 prompt=prompt,
+                until=self.cell_deadline,
                 schema=schema,
                 max_tokens=tokens,
             )
@@ -264,6 +289,7 @@ class RunHost:
 
     async def _sub_call(self, prompt: str, lm: LM, parent: str) -> str:
         shared = self.shared
+        until = self.cell_deadline
 
         async def call(messages: list[Message], tools: Sequence[ToolSpec] | None) -> Completion:
             return await shared.call_lm(
@@ -274,6 +300,7 @@ class RunHost:
                 parent_id=parent,
                 prompt=str(messages[-1].get("content") or ""),
                 tools=tools,
+                until=until,
             )
 
         if shared.sub_tools:

@@ -3,15 +3,16 @@
 The loop knows neither the model nor the REPL: it is handed a way to ask the model
 (`Ask`), a way to run a block of code (`RunCell`), and the `Wording` of what it says
 between turns. A run of the engine gives it the RLM prompts; the codeact baseline gives it
-its own. It ends at the first final answer, or, when the turns run out, after one forced
-last turn.
+its own. It ends at the first final answer it accepts, or, when the turns run out, after
+one forced last turn. An answer it is given a way to judge (`Accept`, a typed answer's
+schema) and that is refused goes back to the model with the reason, and the loop goes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from deeprlm import prompts
 from deeprlm.lm.base import Message
@@ -24,6 +25,9 @@ Ask = Callable[[list[Message], str], Awaitable[str]]
 RunCell = Callable[[str, int], Awaitable[Cell]]
 # Called after each cell; raises to stop the loop (a budget ran out inside the cell).
 AfterCell = Callable[[], None]
+# A final answer -> None to accept it, or what to tell the model about it; raises when it
+# has refused enough.
+Accept = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Outcome:
     answer: str
     iterations: int
     forced: bool  # the turns ran out before a final answer
+    value: Any = None  # a typed answer's parsed value (`answer` is then its JSON)
 
 
 class Wording(Protocol):
@@ -63,10 +68,12 @@ class TurnLoop:
         *,
         max_iterations: int,
         after_cell: AfterCell | None = None,
+        accept: Accept | None = None,
     ) -> None:
         self._ask_model = ask
         self._run_cell = run_cell
         self._after_cell = after_cell
+        self._accept = accept
         self.wording = wording
         self.max_iterations = max_iterations
         self.iterations = 0
@@ -85,7 +92,10 @@ class TurnLoop:
             reply = parse_reply(await self._ask(messages, "root"))
             final, cells, notes = await self._act(reply, iteration)
             if final is not None:
-                return Outcome(final, iteration, forced=False)
+                refused = self._refusal(final)
+                if refused is None:
+                    return Outcome(final, iteration, forced=False)
+                notes.append(refused)
             seen = (reply.code, [f"{c.output}{c.error}" for c in cells])
             if cells and seen == previous:
                 notes.append(prompts.REPEATED_NOTE)
@@ -127,18 +137,26 @@ class TurnLoop:
         request = self.wording.forced_final()
         if request is None:
             return Outcome(self.last_reply, self.iterations, forced=True)
-        messages.append({"role": "user", "content": request})
-        reply = await self._ask(messages, "forced")
-        parsed = parse_reply(reply, tag_anywhere=True)
-        answer = None
-        if parsed.final is not None and parsed.final.is_variable:
-            cell = await self._cell(f"FINAL_VAR({parsed.final.argument!r})", self.iterations)
-            answer = cell.final
-        elif parsed.final is not None:
-            answer = parsed.final.argument
-        if answer is None:
-            answer = self.answer_content or reply.strip()
-        return Outcome(answer, self.iterations, forced=True)
+        while True:
+            messages.append({"role": "user", "content": request})
+            reply = await self._ask(messages, "forced")
+            parsed = parse_reply(reply, tag_anywhere=True)
+            answer = None
+            if parsed.final is not None and parsed.final.is_variable:
+                cell = await self._cell(f"FINAL_VAR({parsed.final.argument!r})", self.iterations)
+                answer = cell.final
+            elif parsed.final is not None:
+                answer = parsed.final.argument
+            if answer is None:
+                answer = self.answer_content or reply.strip()
+            refused = self._refusal(answer)
+            if refused is None:
+                return Outcome(answer, self.iterations, forced=True)
+            # Bounded by `accept`, which raises once it has refused enough.
+            request = f"{refused}\n\n{self.wording.forced_final()}"
+
+    def _refusal(self, answer: str) -> str | None:
+        return None if self._accept is None else self._accept(answer)
 
     async def _ask(self, messages: list[Message], purpose: str) -> str:
         text = await self._ask_model(messages, purpose)

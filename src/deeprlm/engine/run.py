@@ -10,16 +10,18 @@ one kind of question only, picked from the context's structure (see `deeprlm.gui
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from deeprlm import guides, prompts
 from deeprlm.context import ContextInfo, describe
-from deeprlm.engine.host import RunHost
+from deeprlm.engine.host import RunHost, sub_call_deadline
 from deeprlm.engine.loop import Outcome, TurnLoop, Wording
 from deeprlm.engine.shared import SharedState
-from deeprlm.errors import LimitError
+from deeprlm.errors import LimitError, OutputError
 from deeprlm.lm.base import Message
+from deeprlm.output import Checked, OutputSchema
 from deeprlm.repl import REPL, Cell, ContextValue, REPLSettings, make_repl
 from deeprlm.textutil import CHARS_PER_TOKEN
 
@@ -39,8 +41,15 @@ class Run:
         parent_id: str | None = None,
         info: ContextInfo | None = None,
         wording: Wording | None = None,
+        output: OutputSchema | None = None,
+        cache_facts: dict[str, Any] | None = None,
     ) -> None:
         self.shared = shared
+        self.output = output  # the root's typed answer, if any
+        self.cache_facts = cache_facts or {}  # the root's: what `--resume` reads back
+        self._checked: Checked | None = None  # the last final answer held to it
+        self._last_final = ""
+        self._refusals = 0
         self.query = query
         self.context = context
         self.depth = depth
@@ -62,6 +71,7 @@ class Run:
             wording or self._root_wording(),
             max_iterations=shared.settings.max_iterations,
             after_cell=self._check_budget,
+            accept=self._accept if output is not None else None,
         )
         self._repl: REPL | None = None
 
@@ -71,7 +81,32 @@ class Run:
 
     def partial(self) -> str:
         """The best answer available if the run has to stop early."""
+        if self._checked is not None and self._checked.problem is not None:
+            return self._last_final
         return self.loop.partial()
+
+    def _accept(self, answer: str) -> str | None:
+        """Holds a final answer to the output schema: None accepts it; else the note that
+        sends it back, until `output_retries` notes have been sent."""
+        assert self.output is not None
+        self._last_final = answer
+        self._checked = checked = self.output.check(answer)
+        if checked.problem is None:
+            return None
+        recorder = self.shared.recorder
+        recorder.note(
+            run_id=self.id,
+            parent_id=self.id,
+            message=f"the final answer does not follow the output schema: {checked.problem}",
+        )
+        limit = self.shared.settings.output_retries
+        if self._refusals >= limit:
+            raise OutputError(
+                f"the final answer did not follow the output schema after {limit + 1} "
+                f"tries: {checked.problem}"
+            )
+        self._refusals += 1
+        return self.output.retry_note(checked.problem)
 
     async def execute(self) -> Outcome:
         shared, recorder = self.shared, self.shared.recorder
@@ -87,8 +122,9 @@ class Run:
             repl=repl.kind,
             context=self.info.to_dict(),
             settings=settings.to_dict() if self.depth == 0 else {},
+            cache=self.cache_facts,
         )
-        status, error, outcome = "error", None, None
+        status, error, outcome, limit = "error", None, None, ""
         shown = 0
         try:
             await repl.start(
@@ -109,15 +145,20 @@ class Run:
             if self._routed:
                 self.loop.wording = self._root_wording(self._pick_kind())
             outcome = await self.loop.run()
+            if self._checked is not None:
+                outcome = dataclasses.replace(
+                    outcome, answer=self._checked.answer, value=self._checked.value
+                )
             status = "forced" if outcome.forced else "answered"
             return outcome
         except LimitError as err:
-            status, error = "limit", str(err)
+            status, error, limit = "limit", str(err), err.limit
             raise
         except asyncio.CancelledError:
             out_of_time = shared.budget.remaining_s() == 0.0
             status = "limit" if out_of_time else "cancelled"
             error = str(shared.budget.time_error()) if out_of_time else "cancelled"
+            limit = "time" if out_of_time else ""
             raise
         except BaseException as err:
             error = f"{type(err).__name__}: {err}"
@@ -136,6 +177,7 @@ class Run:
                 sub_calls=self.host.sub_calls,
                 usage=shared.usage.report().to_dict() if self.depth == 0 else {},
                 error=error,
+                limit=limit,
             )
 
     def _pick_kind(self) -> str:
@@ -154,7 +196,7 @@ class Run:
         setup = prompts.PromptSetup(
             depth=self.depth,
             max_depth=settings.max_depth,
-            max_iterations=settings.max_iterations,
+            max_iterations=shared.prompt_iterations,
             max_output_chars=self.output_chars,
             allow_sub_calls=settings.allow_sub_calls,
             sub_window_chars=int(window * CHARS_PER_TOKEN * SUB_WINDOW_SHARE) if window else None,
@@ -163,7 +205,15 @@ class Run:
             models=shared.declared_models,
             kind=kind,
         )
-        return prompts.RootWording(setup, self.query, self.info)
+        answer_format = self.output.instruction() if self.output is not None else None
+        more_turns = settings.max_iterations
+        return prompts.RootWording(
+            setup,
+            self.query,
+            self.info,
+            answer_format,
+            more_turns=more_turns if more_turns != shared.prompt_iterations else None,
+        )
 
     async def _ask(self, messages: list[Message], purpose: str) -> str:
         completion = await self.shared.call_lm(
@@ -181,11 +231,13 @@ class Run:
         shared, recorder = self.shared, self.shared.recorder
         span = recorder.cell_started(run_id=self.id, iteration=iteration, code=code)
         self.host.cell_id = span.id
+        self.host.cell_deadline = sub_call_deadline(shared.settings.cell_timeout_s)
         timeout = _min_or_none(shared.settings.cell_timeout_s, shared.budget.remaining_s())
         try:
             cell = await self._repl.run(code, timeout)
         finally:
             self.host.cell_id = None
+            self.host.cell_deadline = None
         recorder.cell_ended(
             span,
             iteration=iteration,

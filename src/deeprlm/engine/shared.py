@@ -3,8 +3,11 @@
 `SharedState` holds what the root run, its child runs and their sub-calls have in common:
 the settings, the models, the budget, the usage meter, the trace recorder, and the
 semaphore that bounds model calls in flight. `call_lm` is the only way anything in a run
-tree (or a benchmark baseline) calls a model: budget check, concurrency bound, usage and
-trace, in that one function.
+tree (or a benchmark baseline) calls a model: the sub-call cache first, when the run has
+one (`deeprlm.cache`: a hit bypasses everything below and costs nothing); then attempts
+retried outside their concurrency slot (`deeprlm.lm.provider.call_with_retries`), each
+holding a budget reservation while in flight (`deeprlm.budget`), bounded by deadlines, and
+recorded in usage and the trace, in that one function.
 """
 
 from __future__ import annotations
@@ -13,15 +16,27 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deeprlm.budget import Budget
+from deeprlm.budget import Budget, Reservation
+from deeprlm.cache import RunCache
 from deeprlm.errors import DeepRLMError, LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.lm.provider import (
+    Deadline,
+    DeadlineError,
+    RetryPolicy,
+    call_with_retries,
+    earliest,
+    within,
+)
 from deeprlm.settings import Settings
 from deeprlm.slots import ReplSlots
 from deeprlm.textutil import clip
 from deeprlm.tools import tool_spec
-from deeprlm.trace.recorder import Recorder, Span
+from deeprlm.trace.recorder import Recorder
 from deeprlm.usage import UsageMeter
+
+# A retry that waits at least this long is noted in the trace (and the live display).
+NOTE_WAIT_S = 5.0
 
 
 class SharedState:
@@ -39,8 +54,13 @@ class SharedState:
         models: Mapping[str, str | LM] | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         sub_tools: Mapping[str, Callable[..., Any]] | None = None,
+        cache: RunCache | None = None,
     ) -> None:
         self.settings = settings
+        self.cache = cache
+        # The iteration limit the prompts state. A resumed run keeps the first run's, so
+        # that its replayed turns read the same (see `deeprlm.resume`).
+        self.prompt_iterations = settings.max_iterations
         self.root_lm = root_lm
         self.sub_lm = sub_lm
         self.tools = dict(tools or {})
@@ -89,6 +109,11 @@ class SharedState:
             f"{', '.join(self.model_names())}, or leave `model` out for the sub model"
         )
 
+    def run_deadline(self) -> Deadline | None:
+        if self.budget.deadline is None:
+            return None
+        return Deadline(self.budget.deadline, "run", "the run's time budget")
+
     async def call_lm(
         self,
         lm: LM,
@@ -99,61 +124,222 @@ class SharedState:
         parent_id: str,
         prompt: str,
         tools: Sequence[ToolSpec] | None = None,
+        until: Deadline | None = None,
         schema: Mapping[str, Any] | None = None,
         max_tokens: int | None = None,
     ) -> Completion:
-        """One model call: budget check, concurrency bound, usage, trace. `schema` is a JSON
-        Schema the reply must follow; `max_tokens` narrows the run's reply limit for this
+        """One model call: from the cache if the run has one and it holds the reply, else
+        metered (`_metered_call`) and then stored. `schema` is a JSON Schema the reply must
+        follow (see `LM.acomplete`); `max_tokens` narrows the run's reply limit for this
         call, never widens it."""
+        limits = [t for t in (self.settings.max_reply_tokens, max_tokens) if t is not None]
+        wanted = min(limits) if limits else None
+
+        async def make() -> Completion:
+            return await self._metered_call(
+                lm, messages, purpose, run_id, parent_id, prompt, tools, until, schema, wanted
+            )
+
+        if self.cache is None:
+            return await make()
+
+        def served(completion: Completion, how: str) -> None:
+            saved = self.usage.record_hit(completion)
+            span = self.recorder.call_started(
+                run_id=run_id,
+                parent_id=parent_id,
+                purpose=purpose,
+                model=lm.name,
+                prompt_chars=len(prompt),
+            )
+            self.recorder.call_ended(
+                span,
+                purpose=purpose,
+                model=completion.model,
+                prompt=prompt,
+                reply=completion.text,
+                input_tokens=0,
+                output_tokens=0,
+                cached_tokens=0,
+                usd=0.0,
+                error=None,
+                cache=how,
+                saved_tokens=completion.input_tokens + completion.output_tokens,
+                saved_usd=saved,
+            )
+
+        def storable(completion: Completion) -> bool:
+            # Under a token or USD budget a reply may be capped below the setting to fit
+            # what is left: cut short there, it is not the reply to the request as keyed.
+            return not (completion.finish_reason == "length" and self.budget.metered)
+
+        return await self.cache.call(
+            lm,
+            messages,
+            tools=tools,
+            max_tokens=wanted,
+            schema=schema,
+            make=make,
+            served=served,
+            storable=storable,
+        )
+
+    async def _metered_call(
+        self,
+        lm: LM,
+        messages: list[Message],
+        purpose: str,
+        run_id: str,
+        parent_id: str,
+        prompt: str,
+        tools: Sequence[ToolSpec] | None,
+        until: Deadline | None,
+        schema: Mapping[str, Any] | None,
+        wanted: int | None = None,
+    ) -> Completion:
+        """One metered model call: its attempts, each holding a concurrency slot and then
+        a budget reservation while in flight, retried outside the slot; usage and a trace
+        pair per attempt. It ends by the run's deadline, `until` (a sub-call's cell's) and,
+        for a sub-call, its own timeout from when it is first sent. `wanted` is the reply
+        cap this call asks for (see `Budget.reply_cap`)."""
         self.budget.check()
-        span: Span | None = None  # set once the call holds a slot and really starts
+        settings = self.settings
+        started_once: Deadline | None = None  # a sub-call's own deadline, from its first send
+        attempts = 0
+
+        def deadline() -> Deadline | None:
+            return earliest(self.run_deadline(), until, started_once)
+
+        async def attempt() -> Completion:
+            nonlocal attempts, started_once
+            await within(self.semaphore.acquire(), lm.name, deadline())
+            try:
+                reservation = await within(
+                    self.budget.reserve(lm, messages, tools, wanted), lm.name, deadline()
+                )
+                limit = settings.sub_call_timeout_s
+                if purpose == "sub" and started_once is None and limit is not None:
+                    what = f"the sub-call timeout of {limit:g}s (sub_call_timeout_s)"
+                    started_once = Deadline.after(limit, "sub_call", what)
+                attempts += 1
+                return await self._attempt(
+                    lm,
+                    messages,
+                    tools,
+                    reservation,
+                    number=attempts,
+                    deadline=deadline(),
+                    purpose=purpose,
+                    run_id=run_id,
+                    parent_id=parent_id,
+                    prompt=prompt,
+                    schema=schema,
+                )
+            finally:
+                self.semaphore.release()
+
+        def note(message: str, wait_s: float | None) -> None:
+            # Each failed attempt is in the trace already; a pause a user would notice, or
+            # an empty reply, is also said where the progress display shows it.
+            if wait_s is None or wait_s >= NOTE_WAIT_S:
+                self.recorder.note(run_id=run_id, parent_id=parent_id, message=message)
+
+        try:
+            return await call_with_retries(
+                attempt,
+                model=lm.name,
+                policy=RetryPolicy(max_retries=settings.max_retries),
+                deadline=deadline,
+                on_retry=note,
+                max_tokens=lambda: self.budget.reply_cap(lm, wanted=wanted),
+            )
+        except DeadlineError as err:
+            if err.deadline.kind == "run":
+                raise self.budget.trip(self.budget.time_error()) from None
+            raise
+
+    async def _attempt(
+        self,
+        lm: LM,
+        messages: list[Message],
+        tools: Sequence[ToolSpec] | None,
+        reservation: Reservation,
+        *,
+        number: int,
+        deadline: Deadline | None,
+        purpose: str,
+        run_id: str,
+        parent_id: str,
+        prompt: str,
+        schema: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        """One attempt, sent with its reservation held: recorded whatever becomes of it."""
+        span = self.recorder.call_started(
+            run_id=run_id,
+            parent_id=parent_id,
+            purpose=purpose,
+            model=lm.name,
+            prompt_chars=len(prompt),
+            attempt=number,
+            max_tokens=reservation.max_tokens,
+        )
         completion: Completion | None = None
         usd = 0.0
         error: str | None = "cancelled"
+        abandoned = True  # until the provider answers, or says why it will not
+        # The call timeout is for a server that stopped answering. A model in this process
+        # (llama.cpp) cannot hang that way, and on a busy CPU one long reply may rightly
+        # take minutes: it is bounded by the run's and the cell's deadlines only.
+        limit = None if getattr(lm, "in_process", False) else self.settings.call_timeout_s
+        timeout = None
+        if limit is not None:
+            what = f"the call timeout of {limit:g}s (call_timeout_s)"
+            timeout = Deadline.after(limit, "call", what)
         try:
-            async with asyncio.timeout(self.budget.remaining_s()) as deadline, self.semaphore:
-                span = self.recorder.call_started(
-                    run_id=run_id,
-                    parent_id=parent_id,
-                    purpose=purpose,
-                    model=lm.name,
-                    prompt_chars=len(prompt),
-                )
-                limits = [t for t in (self.settings.max_reply_tokens, max_tokens) if t is not None]
-                # `schema` only when asked for: a model written before it still serves every
-                # other call.
-                extra = {"schema": schema} if schema is not None else {}
-                completion = await lm.acomplete(
-                    messages, tools=tools, max_tokens=min(limits) if limits else None, **extra
-                )
+            # The schema only when there is one: adapters written before it lack the keyword.
+            options: dict[str, Any] = {} if schema is None else {"schema": schema}
+            completion = await within(
+                lm.acomplete(messages, tools=tools, max_tokens=reservation.max_tokens, **options),
+                lm.name,
+                deadline,
+                timeout,
+            )
             usd = self.usage.record(completion)
             error = None
             return completion
-        except TimeoutError as err:
-            if deadline.expired():
-                limit = self.budget.trip(self.budget.time_error())
-                error = str(limit)
-                raise limit from None
-            error = f"TimeoutError: {err}"
-            raise LMError(f"model {lm.name} failed: {error}") from err
         except DeepRLMError as err:
             error = str(err)
+            # Stopped by a deadline on this side: the provider may still be working on it.
+            abandoned = isinstance(err, DeadlineError) or getattr(err, "timed_out", False)
+            window = getattr(err, "window_tokens", None)
+            if window and reservation.max_tokens and self.budget.learn_window(lm, window):
+                # The cap overflowed the model's window: ask again within it.
+                raise LMError(error, transient=True, retry_after_s=0.0) from None
             raise
         except Exception as err:
             error = f"{type(err).__name__}: {err}"
+            abandoned = False
             raise LMError(f"model {lm.name} failed: {error}") from err
         finally:
-            if span is not None:
-                c = completion or Completion(text="", model=lm.name)
-                self.recorder.call_ended(
-                    span,
-                    purpose=purpose,
-                    model=c.model,
-                    prompt=prompt,
-                    reply=c.text,
-                    input_tokens=c.input_tokens,
-                    output_tokens=c.output_tokens,
-                    cached_tokens=c.cached_tokens,
-                    usd=usd,
-                    error=error,
+            if completion is None and abandoned:
+                # The provider has the prompt and may bill it; the reply never came.
+                completion = Completion(
+                    text="", model=lm.name, input_tokens=reservation.prompt_tokens, estimated=True
                 )
+                usd = self.usage.record(completion)
+            self.budget.settle(lm, reservation, completion if error is None else None)
+            c = completion or Completion(text="", model=lm.name)
+            self.recorder.call_ended(
+                span,
+                purpose=purpose,
+                model=c.model,
+                prompt=prompt,
+                reply=c.text,
+                input_tokens=c.input_tokens,
+                output_tokens=c.output_tokens,
+                cached_tokens=c.cached_tokens,
+                usd=usd,
+                error=error,
+                attempt=number,
+                estimated=c.estimated,
+            )

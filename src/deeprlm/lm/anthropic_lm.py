@@ -16,7 +16,8 @@ from typing import Any
 
 from deeprlm.errors import InputError, LMError
 from deeprlm.lm.base import Completion, Message, ToolCall, ToolSpec
-from deeprlm.lm.provider import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, ProviderLM
+from deeprlm.lm.provider import DEFAULT_TIMEOUT_S, ProviderLM
+from deeprlm.tokens import count_prompt, count_text, reported
 
 DEFAULT_MAX_TOKENS = 8_192
 
@@ -33,6 +34,7 @@ def _sdk() -> ModuleType:
 
 class AnthropicLM(ProviderLM):
     async_client = "AsyncAnthropic"
+    default_max_tokens = DEFAULT_MAX_TOKENS  # the API needs a cap on every request
 
     def __init__(
         self,
@@ -41,7 +43,7 @@ class AnthropicLM(ProviderLM):
         base_url: str | None = None,
         api_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_retries: int = DEFAULT_RETRIES,
+        max_retries: int = 0,
         context_window: int | None = 200_000,
     ) -> None:
         if not model:
@@ -83,7 +85,7 @@ class AnthropicLM(ProviderLM):
             ]
         return request
 
-    def _parse(self, response: Any) -> Completion:
+    def _parse(self, response: Any, messages: Sequence[Message]) -> Completion:
         if not hasattr(response, "content"):
             raise LMError(f"{self._where} sent a reply that is not a message")
         texts, calls = [], []
@@ -92,19 +94,25 @@ class AnthropicLM(ProviderLM):
                 texts.append(block.text)
             elif block.type == "tool_use":
                 calls.append(ToolCall(block.id, block.name, dict(block.input or {})))
-        usage = response.usage
-        read = getattr(usage, "cache_read_input_tokens", None) or 0
-        written = getattr(usage, "cache_creation_input_tokens", None) or 0
+        text = "".join(texts)
+        usage = getattr(response, "usage", None)
+        read = reported(getattr(usage, "cache_read_input_tokens", None)) or 0
+        written = reported(getattr(usage, "cache_creation_input_tokens", None)) or 0
+        fresh = reported(getattr(usage, "input_tokens", None))
+        output = reported(getattr(usage, "output_tokens", None))
+        # Anthropic counts cached and cache-writing prompt tokens apart; add them up so
+        # input_tokens means the whole prompt, as with every other provider.
+        prompt = count_prompt(self, messages) if fresh is None else fresh + read + written
+        reply = text + "".join(json.dumps(c.arguments) for c in calls)
         return Completion(
-            text="".join(texts),
+            text=text,
             model=self.name,
-            # Anthropic counts cached and cache-writing prompt tokens apart; add them up so
-            # input_tokens means the whole prompt, as with every other provider.
-            input_tokens=(usage.input_tokens or 0) + read + written,
-            output_tokens=usage.output_tokens or 0,
+            input_tokens=prompt,
+            output_tokens=count_text(self, reply) if output is None else output,
             cached_tokens=read,
             tool_calls=tuple(calls),
             finish_reason=response.stop_reason,
+            estimated=fresh is None or output is None,
         )
 
     def _send(self, client: Any, request: dict[str, Any]) -> Any:

@@ -52,6 +52,9 @@ class Completion:
     cost_usd: float | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
+    # True when the provider reported no usage (or nonsense) and the tokens were counted on
+    # this side instead (see `deeprlm.tokens`).
+    estimated: bool = False
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ cache. Calls are serialised by that lock; two cores gain nothing from interleavi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -23,12 +24,15 @@ from typing import Any
 
 from deeprlm.errors import InputError, LMError
 from deeprlm.lm.base import Completion, Message, ToolSpec
+from deeprlm.usage import Price
 
 DEFAULT_CONTEXT_WINDOW = 32_768
 DEFAULT_MAX_TOKENS = 1_024
 # GGUF files below this size hold models of a few billion parameters at most; they follow
 # a worked example better than instructions (see `deeprlm.prompts`).
 SMALL_MODEL_BYTES = 5_000_000_000
+# How much of a model file identifies it for the sub-call cache (see `_Shared.fingerprint`).
+FINGERPRINT_BYTES = 1 << 20
 _GGUF_MAGIC = b"GGUF"
 # Used only when a GGUF carries no chat template of its own.
 _CHATML = (
@@ -86,6 +90,18 @@ class _Shared:
         self.contexts: dict[str, Any] = {}
         self.formatter: Any = None
         self.grammars: dict[str, Any] = {}  # JSON Schema text -> compiled grammar
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """Which weights these are, whatever the file is called: its size and a hash of
+        its first MiB (the GGUF header: architecture, metadata, tensor table). Two models
+        named alike (`model.gguf` in two folders) then never share sub-call cache entries."""
+        if self._fingerprint is None:
+            with self.path.open("rb") as handle:
+                head = handle.read(FINGERPRINT_BYTES)
+            size = self.path.stat().st_size
+            self._fingerprint = f"{size}:{hashlib.sha256(head).hexdigest()[:32]}"
+        return self._fingerprint
 
     def grammar(self, schema: Mapping[str, Any]) -> Any:
         """The llama.cpp grammar that holds a reply to `schema`, compiled once per schema."""
@@ -157,6 +173,8 @@ class LlamaCppLM:
     """A chat model over one GGUF file. `context_window` is in tokens."""
 
     supports_tools = False
+    price = Price(0.0, 0.0)  # runs in this process: a USD budget has nothing to count
+    in_process = True  # no server to hang: `call_timeout_s` does not apply
 
     def __init__(
         self,
@@ -183,6 +201,23 @@ class LlamaCppLM:
     @property
     def path(self) -> Path:
         return self._shared.path
+
+    @property
+    def default_max_tokens(self) -> int:
+        """The reply cap used when a call gives none."""
+        return self._shared.settings.max_tokens
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """What besides the messages shapes a reply (read by the sub-call cache)."""
+        s = self._shared.settings
+        return {
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "repeat_penalty": s.repeat_penalty,
+            "context_window": s.context_window,
+            "weights": self._shared.fingerprint(),
+        }
 
     def for_role(self, role: str) -> LlamaCppLM:
         """The same model with its own KV cache for `role` ("root", "sub", ...)."""

@@ -8,6 +8,7 @@ shared with the other SDK adapters in `deeprlm.lm.provider`.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +17,8 @@ import openai
 
 from deeprlm.errors import InputError, LMError
 from deeprlm.lm.base import Completion, Message, ToolCall, ToolSpec
-from deeprlm.lm.provider import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, ProviderLM
+from deeprlm.lm.provider import DEFAULT_TIMEOUT_S, ProviderLM
+from deeprlm.tokens import count_prompt, count_text, reported
 
 
 class OpenAICompatibleLM(ProviderLM):
@@ -32,8 +34,9 @@ class OpenAICompatibleLM(ProviderLM):
         base_url: str | None = None,
         api_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_retries: int = DEFAULT_RETRIES,
+        max_retries: int = 0,
         context_window: int | None = None,
+        temperature: float | None = None,
     ) -> None:
         if not model:
             raise InputError("openai/NAME needs a model name after 'openai/'")
@@ -53,6 +56,16 @@ class OpenAICompatibleLM(ProviderLM):
             "max_retries": max_retries,
         }
         super().__init__(model, self.base_url or "the OpenAI API", options, context_window)
+        # OpenAI's own API wants the newer name (its reasoning models refuse `max_tokens`);
+        # the servers that copy its format (vLLM, Ollama, llama.cpp) know the older one.
+        openai_itself = self.base_url is None or "api.openai.com" in self.base_url
+        self._cap_key = "max_completion_tokens" if openai_itself else "max_tokens"
+        self.temperature = temperature  # None: the server's default (sent only when set)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """What besides the messages shapes a reply (read by the sub-call cache)."""
+        return {"temperature": self.temperature, "base_url": self.base_url}
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLM({self.name!r}, base_url={self.base_url!r})"
@@ -65,6 +78,8 @@ class OpenAICompatibleLM(ProviderLM):
         schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.name, "messages": list(messages)}
+        if self.temperature is not None:
+            request["temperature"] = self.temperature
         if schema is not None:
             request["response_format"] = {
                 "type": "json_schema",
@@ -83,32 +98,44 @@ class OpenAICompatibleLM(ProviderLM):
                 for t in tools
             ]
         if max_tokens is not None:
-            request["max_tokens"] = max_tokens
+            request[self._cap_key] = max_tokens
         return request
 
-    def _parse(self, response: Any) -> Completion:
+    def _parse(self, response: Any, messages: Sequence[Message]) -> Completion:
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list):
             raise LMError(f"{self._where} sent a reply that is not a chat completion")
         choice = choices[0] if choices else None
         message = choice.message if choice is not None else None
-        usage = response.usage
+        text = (message.content if message is not None else None) or ""
+        calls = _tool_calls(message)
+        usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         extra = getattr(usage, "model_extra", None) or {}
-        cost = extra.get("cost")
+        prompt = reported(getattr(usage, "prompt_tokens", None))
+        output = reported(getattr(usage, "completion_tokens", None))
+        reply = text + "".join(json.dumps(c.arguments) for c in calls)
         return Completion(
-            text=(message.content if message is not None else None) or "",
+            text=text,
             model=self.name,
-            input_tokens=(usage.prompt_tokens or 0) if usage else 0,
-            output_tokens=(usage.completion_tokens or 0) if usage else 0,
-            cached_tokens=(getattr(details, "cached_tokens", None) or 0) if details else 0,
-            cost_usd=float(cost) if isinstance(cost, (int, float)) else None,
-            tool_calls=_tool_calls(message),
+            input_tokens=count_prompt(self, messages) if prompt is None else prompt,
+            output_tokens=count_text(self, reply) if output is None else output,
+            cached_tokens=reported(getattr(details, "cached_tokens", None)) or 0,
+            cost_usd=_cost(extra.get("cost")),
+            tool_calls=calls,
             finish_reason=choice.finish_reason if choice is not None else None,
+            estimated=prompt is None or output is None,
         )
 
     def _send(self, client: Any, request: dict[str, Any]) -> Any:
         return client.chat.completions.create(**request)
+
+
+def _cost(value: Any) -> float | None:
+    """A cost the provider reported (OpenRouter does); None when absent or nonsense."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 def _tool_calls(message: Any) -> tuple[ToolCall, ...]:

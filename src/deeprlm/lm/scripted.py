@@ -26,9 +26,13 @@ class ScriptedLM(LMDefaults):
         *,
         name: str = "scripted",
         delay: float = 0.0,
+        temperature: float | None = None,
     ) -> None:
         self.name = name
         self.delay = delay
+        # What the sub-call cache reads: 0 says the same messages get the same reply (a
+        # policy that is a function of them); None, that replies may differ (a list).
+        self.sampling = {"temperature": temperature}
         self._policy = replies if callable(replies) else None
         self._replies = [] if callable(replies) else list(replies)
         self._lock = threading.Lock()

@@ -7,7 +7,10 @@ are not asked; the rest are packed (see `deeprlm.primitives.packing`) and the pa
 concurrently; answers are read by number; items missing from a reply (or whose pack
 failed) are asked again in smaller packs, up to `rounds` times; what is still missing
 becomes an error value ("Error: ...") in its place, never an exception, so one bad item
-does not cost the others. A budget that runs out (`LimitError`) does end the whole call.
+does not cost the others. A budget that runs out (`LimitError`) or a deadline that passes
+(`DeadlineError`) is final: the packs in flight keep their answers, the rest become error
+values and nothing is asked again (a refusal trips the run's budget, so the run stops
+after the cell, as it does after an `llm_batch`).
 
 A classification is a map whose answers must be one of a label set: the schema is an enum
 of the labels, and a reply from a model that cannot be held to it is matched to a label
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from deeprlm.errors import LimitError
+from deeprlm.lm.provider import DeadlineError
 from deeprlm.primitives import packing
 
 # prompt, JSON Schema of the reply (or None), reply tokens (or None) -> reply text
@@ -198,7 +202,9 @@ async def map_items(
         results = await asyncio.gather(*(_ask(call, task, pack, limits) for pack in packs))
         report.calls += len(packs)
         missing: list[str] = []
-        for pack, (answers, problem) in zip(packs, results, strict=True):
+        final = False
+        for pack, (answers, problem, stop) in zip(packs, results, strict=True):
+            final = final or stop
             for position, text in enumerate(pack, 1):
                 answer = answers.get(position)
                 if answer is None:
@@ -210,6 +216,8 @@ async def map_items(
                     if cache is not None:
                         cache[task.cache_key(text)] = answer
         todo = missing
+        if final:
+            break
         # Smaller packs the next time: long packs are where a model drops items.
         max_items = max(1, max_items // 2)
     for text in todo:
@@ -238,23 +246,24 @@ def _answer_tokens(task: Task, limits: PackLimits) -> int:
 
 async def _ask(
     call: SubCall, task: Task, pack: list[str], limits: PackLimits
-) -> tuple[dict[int, str], str | None]:
-    """One pack's answers by number, and what went wrong if the call failed."""
+) -> tuple[dict[int, str], str | None, bool]:
+    """One pack's answers by number, what went wrong if the call failed, and whether that
+    failure is final (a budget or a deadline: asking again cannot help)."""
     tokens = len(pack) * _answer_tokens(task, limits) + 8
     if limits.max_reply_tokens is not None:
         tokens = min(tokens, limits.max_reply_tokens)
     try:
         reply = await call(task.prompt(pack), task.schema(len(pack)), tokens)
-    except LimitError:
-        raise
+    except (LimitError, DeadlineError) as exc:
+        return {}, f"{type(exc).__name__}: {exc}", True
     except Exception as exc:
-        return {}, f"{type(exc).__name__}: {exc}"
+        return {}, f"{type(exc).__name__}: {exc}", False
     answers: dict[int, str] = {}
     for number, raw in packing.parse_numbered(reply, len(pack)).items():
         accepted = task.accept(raw)
         if accepted is not None:
             answers[number] = accepted
-    return answers, None
+    return answers, None, False
 
 
 async def classify_items(

@@ -185,7 +185,7 @@ REPL_FUNCTIONS: tuple[REPLFunction, ...] = (
         returns="list[str]",
         doc="one instruction applied to every item (a list; a dict gives a dict back). Short "
         "items are packed many to a sub-call, equal items asked once, answers come back in "
-        'input order; an item that could not be answered is a string starting with "Error:".',
+        "input order; an item that could not be answered is a string starting with 'Error:'.",
         host_method="llm_map",
     ),
     REPLFunction(
@@ -232,7 +232,7 @@ REPL_FUNCTIONS: tuple[REPLFunction, ...] = (
             Param("text"),
             Param("size", 8_000, shown="size=8000"),
             Param("overlap", 0, shown="overlap=0"),
-            Param("by", "chars", shown='by="chars" or "lines"'),
+            Param("by", "chars", shown="by='chars' or 'lines'"),
         ),
         returns="list[str]",
         doc="pieces that never cut a record (a line, or a block between blank lines; a list "
@@ -244,8 +244,8 @@ REPL_FUNCTIONS: tuple[REPLFunction, ...] = (
         "records",
         (Param("text", None, shown="context"),),
         returns="rows",
-        doc='one dict per line of a text of "Name: value || Name: value" records (or tab, '
-        '"|" or ";" separated), keyed by field name.',
+        doc="one dict per line of a text of 'Name: value || Name: value' records (or tab, "
+        "'|' or ';' separated), keyed by field name.",
         local="deeprlm.primitives.records:records_for_repl",
         sub_call=False,
     ),

@@ -246,6 +246,8 @@ class LiveConsole:
             calls = str(tally.calls)
             if failed := self.progress.failed[model]:
                 calls += f" ({failed} failed)"
+            if tally.cache_hits:
+                calls += f" (+{tally.cache_hits} cached)"
             table.add_row(
                 model,
                 calls,
@@ -293,6 +295,8 @@ class LogLines:
             run = p.runs.get(e.run_id)
             turn = run.turn if run else 0
             what = "forced final answer" if e.purpose == "forced" else f"turn {turn}"
+            if e.attempt > 1:
+                what += f" (attempt {e.attempt})"
             text = (
                 f"{what} · {e.model} replied in {short_seconds(e.duration_s)}"
                 f" · {short_tokens(e.input_tokens + e.output_tokens)} tok"
@@ -365,7 +369,14 @@ class LogLines:
                 lines.append(
                     f"[{e.t:8.1f}s] usage · {model}: {_count(tally.calls, 'call')}"
                     f" · {short_tokens(tally.input_tokens)} in"
-                    f" · {short_tokens(tally.output_tokens)} out · {short_usd(tally.usd)}\n"
+                    f" · {short_tokens(tally.output_tokens)} out · {short_usd(tally.usd)}"
+                    + (
+                        f" · {_count(tally.cache_hits, 'cached call')}, "
+                        f"{short_tokens(tally.saved_tokens)} tok saved"
+                        if tally.cache_hits
+                        else ""
+                    )
+                    + "\n"
                 )
         return lines
 

@@ -44,6 +44,9 @@ class RunStarted(Event):
     repl: str = ""
     context: dict[str, Any] = field(default_factory=dict)  # a ContextInfo as a dict
     settings: dict[str, Any] = field(default_factory=dict)  # the root only
+    # The root only, when the run used the sub-call cache: its file ("path"), the run's
+    # token ("run", naming its own entries) and "sampled"; what `--resume` reads back.
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,16 +60,22 @@ class RunEnded(Event):
     wall_s: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)  # the whole tree's, on the root
     error: str | None = None
+    limit: str = ""  # with status "limit": which one (tokens, usd, time, sub_calls)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LMCallStarted(Event):
+    """One attempt of a model call, sent once it holds a concurrency slot (and, under a
+    token or USD budget, its reservation). A retried call has one pair per attempt."""
+
     type: ClassVar[str] = "lm_call_started"
     # What the call is for: root (a turn of a run), forced (the forced last turn), sub (a
     # sub-call from the REPL, or one turn of its tool loop).
     purpose: str = "root"
     model: str = ""
     prompt_chars: int = 0
+    attempt: int = 1
+    max_tokens: int | None = None  # the reply cap sent (None: the provider's default)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +94,15 @@ class LMCallEnded(Event):
     cached_tokens: int = 0
     usd: float = 0.0
     error: str | None = None
+    attempt: int = 1
+    # The tokens were counted here: the provider reported none, or the attempt was
+    # abandoned in flight (a deadline, a cancelled run) and is charged its prompt.
+    estimated: bool = False
+    # "hit" (served from the sub-call cache) or "shared" (an identical call in flight
+    # answered it): free, so the tokens and USD above are 0 and these say what it saved.
+    cache: str = ""
+    saved_tokens: int = 0
+    saved_usd: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

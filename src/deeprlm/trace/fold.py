@@ -46,12 +46,20 @@ class Fold:
         self.owner.setdefault(event.id, event.run_id)
         if isinstance(event, LMCallEnded):
             model = event.model or "?"
-            self.usage.add(
-                model,
-                ModelUsage(
-                    1, event.input_tokens, event.output_tokens, event.cached_tokens, event.usd
-                ),
-            )
+            if event.cache:
+                usage = ModelUsage(
+                    cache_hits=1, saved_tokens=event.saved_tokens, saved_usd=event.saved_usd
+                )
+            else:
+                usage = ModelUsage(
+                    1,
+                    event.input_tokens,
+                    event.output_tokens,
+                    event.cached_tokens,
+                    event.usd,
+                    1 if event.estimated else 0,
+                )
+            self.usage.add(model, usage)
             self.failed[model] += event.error is not None
         handler = self._handlers.get(type(event))
         if handler is not None:

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import IO
 
+from deeprlm.errors import InputError
 from deeprlm.textutil import clip
 from deeprlm.trace.events import Event, event_from_dict
+
+
+def check_trace_path(path: str | Path) -> Path:
+    """Fails with one line unless a trace file can be written at `path`. Runs before any
+    work, so a mistyped path does not cost a whole run (or the reading of its context)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"the trace path {path} is a folder; give a file, e.g. {path}/run.jsonl")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"cannot write the trace {path}: the folder {folder} {what}")
+    existed = path.exists()
+    try:
+        # Non-blocking: a named pipe nobody reads would otherwise hang here (ENXIO instead).
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        raise InputError(f"cannot write the trace {path}: {err.strerror or err}") from None
+    os.close(fd)
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
 
 
 class JsonlSink:

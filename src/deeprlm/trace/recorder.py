@@ -129,6 +129,7 @@ class Recorder:
         repl: str,
         context: Mapping[str, Any],
         settings: Mapping[str, Any],
+        cache: Mapping[str, Any] | None = None,
     ) -> Span:
         return self._start(
             RunStarted,
@@ -140,6 +141,7 @@ class Recorder:
             repl=repl,
             context=dict(context),
             settings=dict(settings),
+            cache=dict(cache or {}),
         )
 
     def run_ended(
@@ -152,6 +154,7 @@ class Recorder:
         sub_calls: int,
         usage: Mapping[str, Any],
         error: str | None,
+        limit: str = "",
     ) -> None:
         self._end(
             RunEnded,
@@ -164,12 +167,21 @@ class Recorder:
             wall_s=round(self.trace.now() - span.start, 6),
             usage=dict(usage),
             error=_optional(error, self.limits.message),
+            limit=limit,
         )
 
     # --- model calls ---------------------------------------------------------------------
 
     def call_started(
-        self, *, run_id: str, parent_id: str, purpose: str, model: str, prompt_chars: int
+        self,
+        *,
+        run_id: str,
+        parent_id: str,
+        purpose: str,
+        model: str,
+        prompt_chars: int,
+        attempt: int = 1,
+        max_tokens: int | None = None,
     ) -> Span:
         return self._start(
             LMCallStarted,
@@ -177,6 +189,8 @@ class Recorder:
             purpose=purpose,
             model=model,
             prompt_chars=prompt_chars,
+            attempt=attempt,
+            max_tokens=max_tokens,
         )
 
     def call_ended(
@@ -192,6 +206,11 @@ class Recorder:
         cached_tokens: int,
         usd: float,
         error: str | None,
+        attempt: int = 1,
+        estimated: bool = False,
+        cache: str = "",
+        saved_tokens: int = 0,
+        saved_usd: float = 0.0,
     ) -> None:
         self._end(
             LMCallEnded,
@@ -206,6 +225,11 @@ class Recorder:
             cached_tokens=cached_tokens,
             usd=usd,
             error=_optional(error, self.limits.message),
+            attempt=attempt,
+            estimated=estimated,
+            cache=cache,
+            saved_tokens=saved_tokens,
+            saved_usd=saved_usd,
         )
 
     # --- cells ---------------------------------------------------------------------------

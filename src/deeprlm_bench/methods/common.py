@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from deeprlm.cache import sampling_of
 from deeprlm.engine import SharedState
 from deeprlm.errors import LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
@@ -29,7 +30,16 @@ from deeprlm_bench.example import Example
 # Tokens kept free in a model's window for its reply, when deciding whether a prompt fits.
 REPLY_RESERVE = 1024
 # The settings that make up one example's budget: what a results folder holds fixed.
-BUDGET = ("max_iterations", "max_tokens", "max_usd", "timeout_s", "max_reply_tokens")
+# A cell's wall clock is part of it: a map over hundreds of items with a model on a CPU may
+# need longer than the library's default, and its sub-calls end with the cell.
+BUDGET = (
+    "max_iterations",
+    "max_tokens",
+    "max_usd",
+    "timeout_s",
+    "cell_timeout_s",
+    "max_reply_tokens",
+)
 
 
 def budget_of(settings: Settings) -> dict[str, Any]:
@@ -110,6 +120,14 @@ class WithinWindow:
     def for_role(self, role: str) -> LM:
         return WithinWindow(self.lm.for_role(role), self.window)
 
+    @property
+    def sampling(self) -> dict[str, Any]:
+        return sampling_of(self.lm)
+
+    @property
+    def in_process(self) -> bool:
+        return bool(getattr(self.lm, "in_process", False))
+
     async def acomplete(
         self,
         messages: Sequence[Message],
@@ -121,9 +139,9 @@ class WithinWindow:
         tokens = prompt_tokens(messages)
         if not fits(tokens, self.window):
             raise TooLong(too_long_message(tokens, self.window))
-        extra = {"schema": schema} if schema is not None else {}
         try:
-            return await self.lm.acomplete(messages, tools=tools, max_tokens=max_tokens, **extra)
+            options: dict[str, Any] = {} if schema is None else {"schema": schema}
+            return await self.lm.acomplete(messages, tools=tools, max_tokens=max_tokens, **options)
         except LMError as err:
             if "does not fit" in str(err):
                 raise TooLong(str(err)) from err

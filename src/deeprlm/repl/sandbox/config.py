@@ -10,6 +10,7 @@ the run, since they mean the same wherever the code runs; they reach the sandbox
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from deeprlm.errors import InputError
@@ -51,8 +52,9 @@ class SandboxSettings:
             if getattr(self, name) <= 0:
                 raise InputError(f"sandbox {name} must be positive, got {getattr(self, name)}")
         for name in ("stop_grace_s", "start_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"sandbox {name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:  # nan passes `<= 0`
+                raise InputError(f"sandbox {name} must be a finite positive number, got {value}")
         if self.memory_mb is not None and self.memory_mb < 256:
             raise InputError(f"sandbox memory_mb must be at least 256, got {self.memory_mb}")
 
