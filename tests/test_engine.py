@@ -408,3 +408,32 @@ def test_a_model_is_checked_against_the_lm_protocol_and_its_window_reaches_the_p
 
     with pytest.raises(InputError, match=r"not a model.*for_role"):
         RLM(Bare())
+
+
+def small_root(replies) -> ScriptedLM:
+    lm = ScriptedLM(replies)
+    lm.prompt_family = "small"
+    return lm
+
+
+def test_a_small_roots_plain_reply_after_output_is_its_answer():
+    root = small_root([repl("print(len(context))"), "Answer: 3"])
+    result = RLM(root, repl="inprocess").run("How long?", "abc")
+    assert result.answer == "Answer: 3" and result.iterations == 2 and len(root.calls) == 2
+    # Before it has seen any output, a plain reply is not an answer.
+    early = small_root(["I will look.", repl("print(len(context))"), "FINAL(3)"])
+    result = RLM(early, repl="inprocess").run("How long?", "abc")
+    assert result.answer == "3" and len(early.calls) == 3
+    assert "no ```repl block" in early.calls[1][-1]["content"]
+    # A hosted model is told to write code or FINAL instead.
+    hosted = ScriptedLM([repl("print(len(context))"), "It is 3.", "FINAL(three)"])
+    assert RLM(hosted, repl="inprocess").run("How long?", "abc").answer == "three"
+
+
+def test_a_small_root_repeating_its_cell_is_asked_for_its_answer_at_once():
+    same = repl("print(len(context))")
+    root = small_root([same, same, "FINAL(3)", "never asked"])
+    result = RLM(root, repl="inprocess", max_iterations=8).run("How long?", "abc")
+    assert result.answer == "3" and len(root.calls) == 3
+    assert "Reply now with FINAL" in root.calls[2][-1]["content"]
+    assert result.status == "forced"

@@ -324,6 +324,11 @@ class RootWording:
         # What the final answer must look like (a typed answer's schema), said with the
         # question and again when the turns run out.
         self.answer_format = answer_format
+        # A small root often states its answer without FINAL, or reruns the cell that
+        # printed it, until its turns run out (seen in the embedded model's traces).
+        small = setup.family == "small"
+        self.bare_reply_answers = small
+        self.repeat_ends_turns = small
 
     def opening(self) -> list[Message]:
         first = first_message(self.query, self.info)

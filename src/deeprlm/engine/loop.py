@@ -58,6 +58,13 @@ class Wording(Protocol):
         on the last reply instead."""
         ...
 
+    # How the loop treats a model that does not say FINAL when it has its answer (a small
+    # one): a reply with neither code nor FINAL, after it has seen output, is its answer
+    # (`bare_reply_answers`); the same code again with the same output ends the turns
+    # and asks for the answer at once (`repeat_ends_turns`), as running out of turns does.
+    bare_reply_answers: bool
+    repeat_ends_turns: bool
+
 
 class TurnLoop:
     def __init__(
@@ -87,10 +94,15 @@ class TurnLoop:
     async def run(self) -> Outcome:
         messages = self.wording.opening()
         previous: tuple[tuple[str, ...], list[str]] | None = None
+        seen_output = False
         for iteration in range(1, self.max_iterations + 1):
             self.iterations = iteration
             reply = parse_reply(await self._ask(messages, "root"))
             final, cells, notes = await self._act(reply, iteration)
+            bare = not reply.code and reply.final is None and self.last_reply.strip()
+            if bare and seen_output and self.wording.bare_reply_answers:
+                final = self.last_reply.strip()
+            seen_output = seen_output or bool(cells)
             if final is not None:
                 refused = self._refusal(final)
                 if refused is None:
@@ -98,6 +110,8 @@ class TurnLoop:
                 notes.append(refused)
             seen = (reply.code, [f"{c.output}{c.error}" for c in cells])
             if cells and seen == previous:
+                if self.wording.repeat_ends_turns:
+                    return await self._force_final(messages)
                 notes.append(prompts.REPEATED_NOTE)
             previous = seen
             if not cells and not notes:

@@ -98,6 +98,10 @@ class CodeActWording:
     def forced_final(self) -> None:
         return None
 
+    # The baseline keeps the plain loop: FINAL ends it, the turns bound it.
+    bare_reply_answers = False
+    repeat_ends_turns = False
+
 
 class CodeAct:
     name = "codeact"
