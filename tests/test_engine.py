@@ -437,3 +437,18 @@ def test_a_small_root_repeating_its_cell_is_asked_for_its_answer_at_once():
     assert result.answer == "3" and len(root.calls) == 3
     assert "Reply now with FINAL" in root.calls[2][-1]["content"]
     assert result.status == "forced"
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("FINAL(answer): location", "location"),
+        ("FINAL(your answer) - Paris", "Paris"),
+        ("FINAL(Answer): entity\nThat is all.", "entity"),
+        ("FINAL(answer)", "answer"),  # nothing after it: taken as written
+        ("FINAL(42): the count", "42"),  # a real answer is kept
+    ],
+)
+def test_a_copied_placeholder_gives_way_to_the_answer_written_after_it(reply, answer):
+    root = ScriptedLM([reply])
+    assert RLM(root, repl="inprocess").run("q", "ctx").answer == answer
