@@ -452,3 +452,14 @@ def test_a_small_root_repeating_its_cell_is_asked_for_its_answer_at_once():
 def test_a_copied_placeholder_gives_way_to_the_answer_written_after_it(reply, answer):
     root = ScriptedLM([reply])
     assert RLM(root, repl="inprocess").run("q", "ctx").answer == answer
+
+
+def test_the_same_error_in_the_next_cell_counts_as_a_repeat():
+    failing = repl("rows = [1]\nprint(rows[5])")
+    hosted = ScriptedLM([failing, failing, "FINAL(x)"])
+    RLM(hosted, repl="inprocess").run("q", "abc")
+    assert "IndexError" in hosted.calls[2][-1]["content"]
+    assert "same code as your last turn" in hosted.calls[2][-1]["content"]
+    small = small_root([failing, failing, "FINAL(gave up)", "never asked"])
+    result = RLM(small, repl="inprocess", max_iterations=8).run("q", "abc")
+    assert result.answer == "gave up" and len(small.calls) == 3

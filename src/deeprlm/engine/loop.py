@@ -10,6 +10,7 @@ schema) and that is refused goes back to the model with the reason, and the loop
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +26,8 @@ Ask = Callable[[list[Message], str], Awaitable[str]]
 RunCell = Callable[[str, int], Awaitable[Cell]]
 # Called after each cell; raises to stop the loop (a budget ran out inside the cell).
 AfterCell = Callable[[], None]
+# A traceback names its cell ("<cell 3>"): the same error in the next cell is the same.
+_CELL_NAME = re.compile(r"<cell \d+>")
 # A final answer -> None to accept it, or what to tell the model about it; raises when it
 # has refused enough.
 Accept = Callable[[str], str | None]
@@ -108,7 +111,7 @@ class TurnLoop:
                 if refused is None:
                     return Outcome(final, iteration, forced=False)
                 notes.append(refused)
-            seen = (reply.code, [f"{c.output}{c.error}" for c in cells])
+            seen = (reply.code, [_CELL_NAME.sub("<cell>", f"{c.output}{c.error}") for c in cells])
             if cells and seen == previous:
                 if self.wording.repeat_ends_turns:
                     return await self._force_final(messages)
