@@ -8,6 +8,7 @@ from deeprlm.settings import Settings
 from deeprlm.trace.jsonl import read_jsonl
 from deeprlm_bench.methods import METHODS, Setup
 from deeprlm_bench.methods.codeact import BM25Index
+from deeprlm_bench.methods.common import WithinWindow
 from deeprlm_bench.methods.summary import chunks
 from deeprlm_bench.tasks import TASKS
 
@@ -77,7 +78,7 @@ def test_codeact_runs_code_with_search_and_returns_its_final():
     example = niah(16384, seed=2)
     key = example.info["key"]
     replies = [
-        f'```python\nhits = search("magic number {key}", k=3)\nprint(hits[:3000])\n```',
+        f'```python\nhits = bm25_search("magic number {key}", k=3)\nprint(hits[:3000])\n```',
         f"The text says it.\nFINAL(Answer: {example.gold})",
     ]
     model = ScriptedLM(replies)
@@ -127,3 +128,12 @@ def test_codeact_runs_on_the_engine_loop_budget_and_trace(tmp_path):
     outcome = METHODS["codeact"].run(example, Setup(costly, costly, Settings(max_tokens=20_000)))
     assert "token budget" in outcome.error
     assert 0 < outcome.usage.total.tokens <= 20_000
+
+
+def test_the_window_guard_keeps_what_the_engine_reads_of_its_model():
+    class InProcess(ScriptedLM):
+        in_process = True
+
+    assert WithinWindow(InProcess(["x"]), 1000).in_process
+    assert not WithinWindow(ScriptedLM(["x"]), 1000).in_process
+    assert WithinWindow(ScriptedLM(["x"], temperature=0), None).sampling == {"temperature": 0}

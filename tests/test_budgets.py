@@ -141,7 +141,7 @@ def test_a_usd_budget_for_an_unpriced_model_is_refused_at_start(chat_server, tmp
     assert server.requests == []  # refused before any call
 
     done = deeprlm(
-        *common, "--model", "openai/qwen-local", "--max-usd", "1", "--price", "qwen-local=1000,2000"
+        *common, "--model", "openai/qwen-local", "--max-usd", "5", "--price", "qwen-local=1000,2000"
     )
     assert done.returncode == 0, done.stderr
     usage = json.loads(done.stdout)["usage"]["total"]

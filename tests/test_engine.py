@@ -408,3 +408,58 @@ def test_a_model_is_checked_against_the_lm_protocol_and_its_window_reaches_the_p
 
     with pytest.raises(InputError, match=r"not a model.*for_role"):
         RLM(Bare())
+
+
+def small_root(replies) -> ScriptedLM:
+    lm = ScriptedLM(replies)
+    lm.prompt_family = "small"
+    return lm
+
+
+def test_a_small_roots_plain_reply_after_output_is_its_answer():
+    root = small_root([repl("print(len(context))"), "Answer: 3"])
+    result = RLM(root, repl="inprocess").run("How long?", "abc")
+    assert result.answer == "Answer: 3" and result.iterations == 2 and len(root.calls) == 2
+    # Before it has seen any output, a plain reply is not an answer.
+    early = small_root(["I will look.", repl("print(len(context))"), "FINAL(3)"])
+    result = RLM(early, repl="inprocess").run("How long?", "abc")
+    assert result.answer == "3" and len(early.calls) == 3
+    assert "no ```repl block" in early.calls[1][-1]["content"]
+    # A hosted model is told to write code or FINAL instead.
+    hosted = ScriptedLM([repl("print(len(context))"), "It is 3.", "FINAL(three)"])
+    assert RLM(hosted, repl="inprocess").run("How long?", "abc").answer == "three"
+
+
+def test_a_small_root_repeating_its_cell_is_asked_for_its_answer_at_once():
+    same = repl("print(len(context))")
+    root = small_root([same, same, "FINAL(3)", "never asked"])
+    result = RLM(root, repl="inprocess", max_iterations=8).run("How long?", "abc")
+    assert result.answer == "3" and len(root.calls) == 3
+    assert "Reply now with FINAL" in root.calls[2][-1]["content"]
+    assert result.status == "forced"
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("FINAL(answer): location", "location"),
+        ("FINAL(your answer) - Paris", "Paris"),
+        ("FINAL(Answer): entity\nThat is all.", "entity"),
+        ("FINAL(answer)", "answer"),  # nothing after it: taken as written
+        ("FINAL(42): the count", "42"),  # a real answer is kept
+    ],
+)
+def test_a_copied_placeholder_gives_way_to_the_answer_written_after_it(reply, answer):
+    root = ScriptedLM([reply])
+    assert RLM(root, repl="inprocess").run("q", "ctx").answer == answer
+
+
+def test_the_same_error_in_the_next_cell_counts_as_a_repeat():
+    failing = repl("rows = [1]\nprint(rows[5])")
+    hosted = ScriptedLM([failing, failing, "FINAL(x)"])
+    RLM(hosted, repl="inprocess").run("q", "abc")
+    assert "IndexError" in hosted.calls[2][-1]["content"]
+    assert "same code as your last turn" in hosted.calls[2][-1]["content"]
+    small = small_root([failing, failing, "FINAL(gave up)", "never asked"])
+    result = RLM(small, repl="inprocess", max_iterations=8).run("q", "abc")
+    assert result.answer == "gave up" and len(small.calls) == 3

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from deeprlm import RLM, LMError, TimeLimitError
+from deeprlm.lm.scripted import ScriptedLM
 from deeprlm.settings import Settings
 from deeprlm.textutil import estimate_tokens
 from deeprlm.trace.events import LMCallEnded, Note
@@ -276,6 +277,21 @@ def test_a_trickling_reply_is_stopped_at_the_call_timeout(chat_server):
 
 def test_the_default_call_timeout_suits_model_latencies():
     assert Settings().call_timeout_s == 120.0
+
+
+class SlowInProcessLM(ScriptedLM):
+    """A model in this process (like llama.cpp on a busy CPU) whose replies take a while."""
+
+    in_process = True
+
+
+def test_a_model_in_this_process_is_not_stopped_at_the_call_timeout():
+    slow = SlowInProcessLM(["FINAL(took its time)"], delay=1.0)
+    result = RLM(slow, call_timeout_s=0.3, repl="inprocess").run("q", "ctx")
+    assert result.answer == "took its time"
+    remote_like = ScriptedLM(["FINAL(took its time)"] * 2, delay=1.0)
+    with pytest.raises(LMError, match=r"no reply within the call timeout of 0\.3s"):
+        RLM(remote_like, call_timeout_s=0.3, repl="inprocess").run("q", "ctx")
 
 
 # --- 8. a long Retry-After -------------------------------------------------------------------

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from deeprlm import RLM
+from deeprlm import RLM, ScriptedLM
 from deeprlm.local.llama import LlamaCppLM
 from deeprlm.local.models import local_lm
+from deeprlm.primitives import packing
 from deeprlm.trace.events import LMCallEnded, RunEnded
 from deeprlm.trace.jsonl import read_jsonl
 from deeprlm_bench.tasks.niah import hidden_fact
@@ -102,6 +103,57 @@ def test_deeprlm_ask_uses_the_embedded_model_by_default(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr
     assert case.answer.lower() in done.stdout.lower()
+
+
+def test_a_schema_holds_the_reply_through_a_grammar(lm: LlamaCppLM):
+    sub = lm.for_role("sub")
+    labels = ["person", "place", "number"]
+    reply = sub.complete(
+        [user("What kind of answer does 'Who wrote Hamlet?' ask for?")],
+        schema={"enum": labels},
+        max_tokens=8,
+    )
+    assert json.loads(reply.text) in labels
+    keys = ["1", "2"]
+    packed = sub.complete(
+        [user("Label each question: 1. Where is Paris? 2. How many legs has a spider?")],
+        schema=packing.reply_schema(2, {"enum": labels}),
+        max_tokens=40,
+    )
+    value = json.loads(packed.text)
+    assert list(value) == keys and all(v in labels for v in value.values())
+
+
+def test_the_embedded_model_answers_a_count_through_a_packed_classification(lm: LlamaCppLM):
+    questions = [
+        "Who wrote the novel Hamlet?",
+        "Where is the Eiffel Tower?",
+        "How many legs does a spider have?",
+        "Who painted the Mona Lisa?",
+        "Where is the river Nile?",
+        "Who discovered penicillin?",
+        "How many days are in a week?",
+        "Where is Mount Everest?",
+        "Who was the first person on the Moon?",
+        "How many strings does a violin have?",
+    ]
+    context = "\n".join(
+        f"Date: Mar {day:02d}, 2024 || User: {100 + day % 3} || Instance: {q}"
+        for day, q in enumerate(questions, 1)
+    )
+    code = (
+        "rows = records(context)\n"
+        "labels = llm_classify([r['Instance'] for r in rows], "
+        "['human being', 'location', 'numeric value'])\n"
+        "n = labels.count('human being')\n"
+        "print(n)"
+    )
+    root = ScriptedLM([f"```repl\n{code}\n```", "FINAL_VAR('n')"])
+    result = RLM(root, lm.for_role("sub"), repl="inprocess").run(
+        "How many records ask about a person?", context
+    )
+    assert result.answer == "4"
+    assert result.sub_calls == 2  # ten short items in two packed calls
 
 
 def test_a_schema_holds_the_reply_to_it_with_a_grammar(lm: LlamaCppLM):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from deeprlm import RLM
+from deeprlm.cache import request_key
 from deeprlm.errors import InputError
 from deeprlm.lm.specs import resolve_lm
 from deeprlm.local.hub import HubFile, parse_hub_spec
@@ -134,3 +135,33 @@ def test_hf_spec_not_in_the_cache_offline_is_one_clear_error(tmp_path: Path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "cannot get acme/tiny-GGUF/other.gguf" in lines[0]
+
+
+def test_a_sub_model_from_another_file_has_its_own_cache_and_window(tmp_path: Path):
+    root = LlamaCppLM(fake_gguf(tmp_path / "root.gguf"))
+    rlm = RLM(root, f"gguf:{fake_gguf(tmp_path / 'helper.gguf')}")
+    sub = rlm.sub_model
+    assert isinstance(sub, LlamaCppLM) and sub.path.name == "helper.gguf"
+    assert sub.name == "helper"
+    # Nothing is shared with the root's model: not the contexts (KV caches), not the lock.
+    assert sub._shared is not root._shared
+    assert sub.context_window == root.context_window
+
+
+def test_models_named_alike_from_different_files_never_share_cache_entries(tmp_path: Path):
+    first = fake_gguf(tmp_path / "a" / "model.gguf")
+    second = tmp_path / "b" / "model.gguf"
+    second.parent.mkdir()
+    second.write_bytes(first.read_bytes() + b"\x01")  # other weights, the same name
+    copy = tmp_path / "c" / "model.gguf"
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())  # the same weights elsewhere
+    messages = [{"role": "user", "content": "hi"}]
+
+    def key(path: Path) -> str:
+        lm = LlamaCppLM(path).for_role("sub")
+        return request_key(lm, messages, tools=None, max_tokens=None, schema=None)
+
+    assert LlamaCppLM(first).name == LlamaCppLM(second).name == "model"
+    assert key(first) != key(second)
+    assert key(first) == key(copy)

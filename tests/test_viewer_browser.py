@@ -313,3 +313,34 @@ def test_nodes_open_from_the_keyboard(browser, run_page):
     assert not kids(batch, "lm").first.is_visible()
     opened.assert_self_contained()
     opened.page.close()
+
+
+def test_a_packed_classification_shows_its_items_packs_and_calls(browser, tmp_path):
+    trace = tmp_path / "map.jsonl"
+    questions = ["Who is it?", "Where is it?"] * 13
+
+    def labeller(messages: list[dict[str, Any]]) -> str:
+        prompt = messages[-1]["content"]
+        numbers = [line.split(".", 1)[0] for line in prompt.splitlines() if line[:1].isdigit()]
+        return json.dumps({n: "person" for n in numbers})
+
+    code = f"labels = llm_classify({questions!r} + ['Why?'], ['person', 'place'])\nprint(labels)"
+    RLM(
+        ScriptedLM([repl(code), "FINAL(done)"], name="root"),
+        ScriptedLM(labeller, name="sub-model"),
+        trace_path=trace,
+    ).run("q", "ctx")
+    opened = OpenPage(browser, build_page(trace))
+    page = opened.page
+    batch = page.locator(".node.k-batch").first
+    assert head(batch).locator(".what").inner_text() == "llm_classify × 27 items"
+    assert "1 pack of ≤ 3 · 3 distinct" in head(batch).locator(".preview").inner_text()
+    head(batch).click()
+    details = batch.locator(":scope > .body > .muted").all_inner_texts()
+    assert "labels: person · place" in details
+    assert any("packs of 3" in d and "1 call made" in d for d in details)
+    (call,) = kids(batch, "lm").all()
+    head(call).click()
+    assert "Who is it?" in call.locator(".block pre").first.inner_text()
+    opened.assert_self_contained()
+    opened.screenshot("packed-classification.png")

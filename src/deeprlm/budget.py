@@ -133,11 +133,14 @@ class Budget:
             return self.usage.prices.require(lm)
         return self.usage.prices.for_lm(lm)
 
-    def reply_cap(self, lm: Any, prompt: int = 0) -> int | None:
+    def reply_cap(self, lm: Any, prompt: int = 0, wanted: int | None = None) -> int | None:
         """The most a call to `lm` with a prompt of `prompt` tokens may reply, before the
         budget has its say: the setting, else under a budget the model's own cap (else
-        DEFAULT_REPLY_TOKENS); never more than the model's window leaves, where known."""
+        DEFAULT_REPLY_TOKENS), narrowed to `wanted` when the call asks for less (a packed
+        map's reply); never more than the model's window leaves, where known."""
         cap = self.settings.max_reply_tokens
+        if wanted is not None:
+            cap = wanted if cap is None else min(cap, wanted)
         if cap is None and self.metered:
             cap = getattr(lm, "default_max_tokens", None) or DEFAULT_REPLY_TOKENS
         window = self.windows.get(lm.name) or getattr(lm, "context_window", None)
@@ -153,13 +156,18 @@ class Budget:
         return True
 
     async def reserve(
-        self, lm: Any, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None
+        self,
+        lm: Any,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None = None,
+        wanted: int | None = None,
     ) -> Reservation:
         """Holds a call's worst case, waiting for calls in flight to settle if it does not
-        fit yet. Raises the budget's LimitError (and trips it) if it cannot fit at all."""
+        fit yet. Raises the budget's LimitError (and trips it) if it cannot fit at all.
+        `wanted` narrows the reply cap for this call (see `reply_cap`)."""
         self.check()
         prompt = self.counter.prompt(lm, messages, tools)
-        cap = self.reply_cap(lm, prompt)
+        cap = self.reply_cap(lm, prompt, wanted)
         if not self.metered:
             self._in_flight += 1
             return Reservation(prompt, cap)

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from deeprlm.errors import InputError
 from deeprlm.repl.base import ContextValue
+from deeprlm.shape import folder_tree, item_format, line_format
 
 PREVIEW_CHARS = 300
 # Folders that hold tooling state, never the text a user means to ask about.
@@ -39,6 +40,9 @@ class ContextInfo:
     preview: str = ""
     sha256: str = ""
     skipped: tuple[str, ...] = field(default=())  # files left out of a folder (binary)
+    # The shape of the data (see `deeprlm.shape`): a dict's folder tree, the format of a
+    # text's lines, how a list's items look. Empty when nothing regular shows.
+    structure: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +110,12 @@ def describe(value: ContextValue, skipped: Sequence[str] = ()) -> ContextInfo:
         preview = f"{first[0]}: {first[1][:PREVIEW_CHARS]}"
     else:
         preview = texts[0][:PREVIEW_CHARS] if texts else ""
+    if isinstance(value, str):
+        structure = line_format(value)
+    elif isinstance(value, dict):
+        structure = folder_tree(value)
+    else:
+        structure = item_format(value)
     return ContextInfo(
         kind="str" if isinstance(value, str) else type(value).__name__,
         chars=sum(sizes),
@@ -115,6 +125,7 @@ def describe(value: ContextValue, skipped: Sequence[str] = ()) -> ContextInfo:
         preview=preview,
         sha256=digest.hexdigest(),
         skipped=tuple(skipped),
+        structure=structure,
     )
 
 

@@ -42,7 +42,8 @@ class LMError(DeepRLMError):
     5xx, a dropped connection, no reply in time) and how long the provider asked to wait
     (`retry_after_s`, from its Retry-After header); the engine's retry loop decides. A
     request refused because prompt and reply cap overflow the model's window says how large
-    the window is (`window_tokens`), so the next attempt can ask for less.
+    the window is (`window_tokens`), so the next attempt can ask for less. `status` is the
+    HTTP status of the provider's answer, when there was one.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class LMError(DeepRLMError):
         retry_after_s: float | None = None,
         timed_out: bool = False,
         window_tokens: int | None = None,
+        status: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -60,6 +62,7 @@ class LMError(DeepRLMError):
         self.retry_after_s = retry_after_s
         self.timed_out = timed_out
         self.window_tokens = window_tokens
+        self.status = status
 
 
 class OutputError(LMError):

@@ -21,6 +21,8 @@ _ANY_FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _TAG = re.compile(r"^[ \t>*]*(FINAL_VAR|FINAL)\((.*)$", re.MULTILINE | re.DOTALL)
 _TAG_ANYWHERE = re.compile(r"\b(FINAL_VAR|FINAL)\((.*)$", re.DOTALL)
 _CODE_TAG_LINE = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\((.*)\)[ \t;]*$")
+# What the prompts write inside FINAL(...) as a placeholder, and small models copy.
+_PLACEHOLDER = re.compile(r"^(your |the )?(final |best )?answer$|^\.\.\.$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ def _find_tag(text: str, pattern: re.Pattern[str]) -> FinalTag | None:
     kind, rest = match.group(1), match.group(2)
     close = _matching_paren(rest)
     argument = rest[:close] if close is not None else rest.rstrip().removesuffix(")")
+    if kind == "FINAL" and close is not None and _PLACEHOLDER.match(argument.strip()):
+        # `FINAL(answer): Paris`: the instruction's placeholder copied, the answer after it.
+        after = rest[close + 1 :].split("\n", 1)[0].strip().lstrip(":=-").strip()
+        if after:
+            return FinalTag(kind, _unquote(after))
     return FinalTag(kind, _unquote(argument.strip()))
 
 

@@ -144,7 +144,8 @@ class Settings:
     )
     call_timeout_s: float | None = setting(
         120.0,
-        help="one request to a model; a timed-out one is tried once more",
+        help="one request to a model; a timed-out one is tried once more (not for the "
+        "embedded model, which runs in this process)",
         section=CALLS,
         check="positive",
     )

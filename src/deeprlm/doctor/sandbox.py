@@ -58,6 +58,16 @@ class _NoHost:
     async def llm_batch(self, prompts: Sequence[str], model: str | None = None) -> list[str]:
         raise RuntimeError("no sub-calls in the doctor's probe")
 
+    async def llm_map(
+        self, instruction: Any, items: Any, model: str | None = None
+    ) -> list[str] | dict[str, str]:
+        raise RuntimeError("no sub-calls in the doctor's probe")
+
+    async def llm_classify(
+        self, items: Any, labels: Any, instruction: Any = "", model: str | None = None
+    ) -> list[str] | dict[str, str]:
+        raise RuntimeError("no sub-calls in the doctor's probe")
+
     async def rlm_query(self, query: str, context: Any = None) -> str:
         raise RuntimeError("no sub-calls in the doctor's probe")
 

@@ -16,6 +16,7 @@ happened.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ Ask = Callable[[list[Message], str], Awaitable[str]]
 RunCell = Callable[[str, int], Awaitable[Cell]]
 # Called after each cell; raises to stop the loop (a budget ran out inside the cell).
 AfterCell = Callable[[], None]
+# A traceback names its cell ("<cell 3>"): the same error in the next cell is the same.
+_CELL_NAME = re.compile(r"<cell \d+>")
 # A final answer -> None to accept it, or what to tell the model about it; raises when it
 # has refused enough.
 Accept = Callable[[str], str | None]
@@ -81,6 +84,13 @@ class Wording(Protocol):
         on the last reply instead."""
         ...
 
+    # How the loop treats a model that does not say FINAL when it has its answer (a small
+    # one): a reply with neither code nor FINAL, after it has seen output, is its answer
+    # (`bare_reply_answers`); the same code again with the same output ends the turns
+    # and asks for the answer at once (`repeat_ends_turns`), as running out of turns does.
+    bare_reply_answers: bool
+    repeat_ends_turns: bool
+
 
 class TurnLoop:
     def __init__(
@@ -117,17 +127,24 @@ class TurnLoop:
         messages = self.wording.opening()
         self._opening = [dict(m) for m in messages]
         previous: tuple[tuple[str, ...], list[str]] | None = None
+        seen_output = False
         for iteration in range(1, self.max_iterations + 1):
             self.iterations = iteration
             reply = parse_reply(await self._ask(messages, "root"))
             final, cells, notes = await self._act(reply, iteration)
+            bare = not reply.code and reply.final is None and self.last_reply.strip()
+            if bare and seen_output and self.wording.bare_reply_answers:
+                final = self.last_reply.strip()
+            seen_output = seen_output or bool(cells)
             if final is not None:
                 refused = self._refusal(final)
                 if refused is None:
                     return Outcome(final, iteration, forced=False)
                 notes.append(refused)
-            seen = (reply.code, [f"{c.output}{c.error}" for c in cells])
+            seen = (reply.code, [_CELL_NAME.sub("<cell>", f"{c.output}{c.error}") for c in cells])
             if cells and seen == previous:
+                if self.wording.repeat_ends_turns:
+                    return await self._force_final(messages)
                 notes.append(prompts.REPEATED_NOTE)
             previous = seen
             if not cells and not notes:

@@ -3,7 +3,8 @@
 A `Run` starts its REPL with the context and its host (`RunHost`), drives the turn loop
 (`TurnLoop`) with the root-model prompts, runs each cell with the time the budget leaves,
 and records how it ended: answered, forced, a limit, an error or cancelled. A child run is
-the same thing one level deeper, sharing the `SharedState`.
+the same thing one level deeper, sharing the `SharedState`. A small root model is taught
+one kind of question only, picked from the context's structure (see `deeprlm.guides`).
 
 A root run may instead be given a REPL that is already going (`AttachedREPL`: a session's,
 kept across questions with its variables): it then neither starts nor closes it, and
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deeprlm import prompts
+from deeprlm import guides, prompts
 from deeprlm.context import ContextInfo, describe
 from deeprlm.engine.host import HostRelay, RunHost, sub_call_deadline
 from deeprlm.engine.loop import Compaction, Outcome, TurnLoop, Wording
@@ -92,6 +93,9 @@ class Run:
             shared, run_id=self.id, depth=depth, context=context, spawn=self._spawn_child
         )
         self.recap = recap
+        self.host.query = query
+        # The root-model prompts of a small model wait for the kind of question.
+        self._routed = wording is None and self.family == "small"
         self.loop = TurnLoop(
             self._ask,
             self._run_cell,
@@ -170,6 +174,8 @@ class Run:
                 for message in repl.notes:
                     recorder.note(run_id=self.id, parent_id=self.id, message=message)
             self._repl = repl
+            if self._routed:
+                self.loop.wording = self._root_wording(self._pick_kind())
             outcome = await self.loop.run()
             if self._checked is not None:
                 outcome = dataclasses.replace(
@@ -209,7 +215,16 @@ class Run:
                 limit=limit,
             )
 
-    def _root_wording(self) -> prompts.RootWording:
+    def _pick_kind(self) -> str:
+        """The kind of question a small root is taught for (see `deeprlm.guides`), said in
+        the trace."""
+        pick = guides.pick_kind(self.query, self.info)
+        self.shared.recorder.note(
+            run_id=self.id, parent_id=self.id, message=f"kind of question: {pick.kind} ({pick.why})"
+        )
+        return pick.kind
+
+    def _root_wording(self, kind: str | None = None) -> prompts.RootWording:
         shared = self.shared
         settings = shared.settings
         window = shared.sub_lm.context_window
@@ -223,6 +238,7 @@ class Run:
             tools={name: _first_line(fn) for name, fn in shared.tools.items()},
             family=self.family,
             models=shared.declared_models,
+            kind=kind,
         )
         answer_format = self.output.instruction() if self.output is not None else None
         more_turns = settings.max_iterations

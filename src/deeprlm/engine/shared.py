@@ -124,6 +124,9 @@ class SharedState:
         self._models = dict(models or {})
         self.declared_models = tuple(self._models)
         self._named_lms: dict[str, LM] = {}
+        # Answers of llm_map / llm_classify items, by model, instruction, labels and item:
+        # code run again (small models do that) does not ask again.
+        self.item_answers: dict[Any, str] = {}
 
     def root_lm_at(self, depth: int) -> LM:
         """The model driving runs at `depth`: a role of its own per depth (see
@@ -172,14 +175,18 @@ class SharedState:
         tools: Sequence[ToolSpec] | None = None,
         until: Deadline | None = None,
         schema: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> Completion:
         """One model call: from the cache if the run has one and it holds the reply, else
         metered (`_metered_call`) and then stored. `schema` is a JSON Schema the reply must
-        follow (see `LM.acomplete`)."""
+        follow (see `LM.acomplete`); `max_tokens` narrows the run's reply limit for this
+        call, never widens it."""
+        limits = [t for t in (self.settings.max_reply_tokens, max_tokens) if t is not None]
+        wanted = min(limits) if limits else None
 
         async def make() -> Completion:
             return await self._metered_call(
-                lm, messages, purpose, run_id, parent_id, prompt, tools, until, schema
+                lm, messages, purpose, run_id, parent_id, prompt, tools, until, schema, wanted
             )
 
         if self.cache is None:
@@ -219,7 +226,7 @@ class SharedState:
             lm,
             messages,
             tools=tools,
-            max_tokens=self.settings.max_reply_tokens,
+            max_tokens=wanted,
             schema=schema,
             make=make,
             served=served,
@@ -237,11 +244,13 @@ class SharedState:
         tools: Sequence[ToolSpec] | None,
         until: Deadline | None,
         schema: Mapping[str, Any] | None,
+        wanted: int | None = None,
     ) -> Completion:
         """One metered model call: its attempts, each holding a concurrency slot and then
         a budget reservation while in flight, retried outside the slot; usage and a trace
         pair per attempt. It ends by the run's deadline, `until` (a sub-call's cell's) and,
-        for a sub-call, its own timeout from when it is first sent."""
+        for a sub-call, its own timeout from when it is first sent. `wanted` is the reply
+        cap this call asks for (see `Budget.reply_cap`)."""
         self.budget.check()
         settings = self.settings
         started_once: Deadline | None = None  # a sub-call's own deadline, from its first send
@@ -260,7 +269,7 @@ class SharedState:
                     permit.enter_async_context(self.permits.hold(lm.name)), lm.name, deadline()
                 )
                 reservation = await within(
-                    self.budget.reserve(lm, messages, tools), lm.name, deadline()
+                    self.budget.reserve(lm, messages, tools, wanted), lm.name, deadline()
                 )
                 tab = Tab()
                 try:
@@ -311,7 +320,7 @@ class SharedState:
                 policy=RetryPolicy(max_retries=settings.max_retries),
                 deadline=deadline,
                 on_retry=note,
-                max_tokens=lambda: self.budget.reply_cap(lm),
+                max_tokens=lambda: self.budget.reply_cap(lm, wanted=wanted),
             )
         except DeadlineError as err:
             if err.deadline.kind == "run":
@@ -349,7 +358,10 @@ class SharedState:
         usd = 0.0
         error: str | None = "cancelled"
         abandoned = True  # until the provider answers, or says why it will not
-        limit = self.settings.call_timeout_s
+        # The call timeout is for a server that stopped answering. A model in this process
+        # (llama.cpp) cannot hang that way, and on a busy CPU one long reply may rightly
+        # take minutes: it is bounded by the run's and the cell's deadlines only.
+        limit = None if getattr(lm, "in_process", False) else self.settings.call_timeout_s
         timeout = None
         if limit is not None:
             what = f"the call timeout of {limit:g}s (call_timeout_s)"

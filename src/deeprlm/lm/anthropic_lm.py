@@ -68,11 +68,8 @@ class AnthropicLM(ProviderLM):
         max_tokens: int | None,
         schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        # No native schema: `ProviderLM` puts it in the prompt and checks the reply.
         system, converted = convert_messages(messages)
-        if schema is not None:
-            # The Messages API has no structured output: the schema is asked for in words.
-            wanted = "Reply with JSON only, following this JSON Schema: " + json.dumps(schema)
-            system = f"{system}\n\n{wanted}" if system else wanted
         request: dict[str, Any] = {
             "model": self.name,
             "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,

@@ -99,8 +99,8 @@ class LM(Protocol):
         schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         """One reply. `schema`, when given, is a JSON Schema the reply's text must follow:
-        the adapter holds the model to it where the model or server can (a grammar,
-        `response_format`)."""
+        adapters enforce it where the model or server can (a grammar, `response_format`),
+        and otherwise check the reply and ask again (see `deeprlm.lm.schema`)."""
         ...
 
 

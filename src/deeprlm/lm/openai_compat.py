@@ -24,6 +24,8 @@ from deeprlm.tokens import count_prompt, count_text, reported
 class OpenAICompatibleLM(ProviderLM):
     sdk = openai
     async_client = "AsyncOpenAI"
+    # `response_format` with a JSON Schema; a server that refuses it is asked without.
+    native_schema = True
 
     def __init__(
         self,

@@ -30,12 +30,16 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from deeprlm.errors import LMError
+from deeprlm.lm import schema as schemas
 from deeprlm.lm.base import Completion, LMDefaults, Message, ToolSpec
 from deeprlm.textutil import clip
 
 # The SDK's own bound on one request: a backstop for direct use of an adapter. Runs bound
 # each attempt by `Settings.call_timeout_s` first.
 DEFAULT_TIMEOUT_S = 600.0
+# HTTP statuses with which a server refuses a request it cannot serve as asked (here: a
+# `response_format` it does not support); the request is sent again without it.
+_REFUSED = frozenset({400, 422})
 # Statuses worth another attempt: timeouts, conflicts, rate limits, server trouble.
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 
@@ -89,6 +93,7 @@ def provider_errors(sdk: ModuleType, where: str) -> Iterator[None]:
             transient=status in TRANSIENT_STATUSES,
             retry_after_s=wait,
             window_tokens=int(window.group(1)) if window else None,
+            status=status,
         ) from None
     except sdk.APITimeoutError:
         raise LMError(
@@ -291,6 +296,10 @@ class ProviderLM(LMDefaults):
         http_client = self.sdk.DefaultAsyncHttpxClient(verify=shared_ssl_context())
         return getattr(self.sdk, self.async_client)(**self._options, http_client=http_client)
 
+    # True when the provider can be held to a JSON Schema itself (see `_request`); else the
+    # schema goes into the prompt and the reply is checked and asked for again.
+    native_schema = False
+
     def _request(
         self,
         messages: Sequence[Message],
@@ -298,6 +307,7 @@ class ProviderLM(LMDefaults):
         max_tokens: int | None,
         schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """The SDK request; `schema` is only ever passed when `native_schema` is true."""
         raise NotImplementedError
 
     def _send(self, client: Any, request: dict[str, Any]) -> Any:
@@ -322,6 +332,44 @@ class ProviderLM(LMDefaults):
         if client is None:
             client = self._make_client()
             self._async_clients[loop] = client
-        request = self._request(messages, tools, max_tokens, schema)
-        with provider_errors(self.sdk, self._where):
-            return self._parse(await self._send(client, request), messages)
+
+        async def send(sent: Sequence[Message], held: Mapping[str, Any] | None) -> Completion:
+            request = self._request(sent, tools, max_tokens, held)
+            with provider_errors(self.sdk, self._where):
+                return self._parse(await self._send(client, request), sent)
+
+        if schema is None:
+            return await send(messages, None)
+        return await self._constrained(send, messages, schema)
+
+    async def _constrained(
+        self,
+        send: Callable[[Sequence[Message], Mapping[str, Any] | None], Awaitable[Completion]],
+        messages: Sequence[Message],
+        schema: Mapping[str, Any],
+    ) -> Completion:
+        """A reply held to `schema`: natively where the provider can be (a refusal drops
+        that for good: the server will not change its mind), else by the prompt; a reply
+        that does not follow the schema is asked for again, with the problem spelled out."""
+        sent: list[Message] = list(messages)
+        reply: Completion | None = None
+        if self.native_schema:
+            try:
+                reply = await send(sent, schema)
+            except LMError as err:
+                # A prompt too long for the window is a 400 too, and no refusal.
+                if err.status not in _REFUSED or err.window_tokens is not None:
+                    raise
+                self.native_schema = False
+        if reply is None:
+            sent = schemas.with_instruction(messages, schema)
+            reply = await send(sent, None)
+        native = self.native_schema
+        total = reply
+        for _ in range(schemas.RETRIES):
+            again = schemas.follow_up(sent, reply, schema)
+            if again is None:
+                break
+            reply = await send(again, schema if native else None)
+            total = schemas.merged(total, reply)
+        return total

@@ -16,6 +16,7 @@ interleaving them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import threading
@@ -35,6 +36,8 @@ DEFAULT_MAX_TOKENS = 1_024
 # GGUF files below this size hold models of a few billion parameters at most; they follow
 # a worked example better than instructions (see `deeprlm.prompts`).
 SMALL_MODEL_BYTES = 5_000_000_000
+# How much of a model file identifies it for the sub-call cache (see `_Shared.fingerprint`).
+FINGERPRINT_BYTES = 1 << 20
 _GGUF_MAGIC = b"GGUF"
 
 
@@ -87,6 +90,18 @@ class _Shared:
         self.name = name
         self.lock = threading.Lock()
         self.process: ModelProcess | None = None
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """Which weights these are, whatever the file is called: its size and a hash of
+        its first MiB (the GGUF header: architecture, metadata, tensor table). Two models
+        named alike (`model.gguf` in two folders) then never share sub-call cache entries."""
+        if self._fingerprint is None:
+            with self.path.open("rb") as handle:
+                head = handle.read(FINGERPRINT_BYTES)
+            size = self.path.stat().st_size
+            self._fingerprint = f"{size}:{hashlib.sha256(head).hexdigest()[:32]}"
+        return self._fingerprint
 
     def request(
         self, message: dict[str, Any], during: str, cancel: threading.Event
@@ -120,6 +135,9 @@ class LlamaCppLM:
 
     supports_tools = False
     price = Price(0.0, 0.0)  # runs on this machine: a USD budget has nothing to count
+    # No server to hang (a crash of its process is an error at once), and on a busy CPU one
+    # long reply may rightly take minutes: `call_timeout_s` does not apply to it.
+    in_process = True
 
     def __init__(
         self,
@@ -168,6 +186,7 @@ class LlamaCppLM:
             "seed": s.seed,
             "repeat_penalty": s.repeat_penalty,
             "context_window": s.context_window,
+            "weights": self._shared.fingerprint(),
         }
 
     @property

@@ -270,7 +270,9 @@ class Runtime:
         sampler.add_penalties(
             n_vocab=self.n_vocab,
             penalty_last_n=PENALTY_WINDOW,
-            penalty_repeat=settings.repeat_penalty,
+            # The penalty stops free text from looping; under a grammar the reply's shape is
+            # fixed and repeating a label is right, not a loop.
+            penalty_repeat=1.0 if grammar is not None else settings.repeat_penalty,
             penalty_freq=0.0,
             penalty_present=0.0,
         )

@@ -1,4 +1,6 @@
-"""The REPL's functions, in one table: `llm_query`, `llm_batch`, `rlm_query`, `rlm_batch`.
+"""The REPL's functions, in one table: `llm_query`, `llm_batch`, `llm_map`, `llm_classify`,
+`rlm_query`, `rlm_batch`, and the helpers that run inside the REPL (`search`, `chunk_text`,
+`records`, `run_code`, `parse_date`).
 
 Each entry says what a function is called (and its aliases), its parameters, one line for
 the model's prompt, how its arguments cross the sandbox's channel, and what serves it: a
@@ -44,6 +46,14 @@ class Host(Protocol):
     async def llm_query(self, prompt: Any, model: str | None = None) -> str: ...
 
     async def llm_batch(self, prompts: list[Any], model: str | None = None) -> list[str]: ...
+
+    async def llm_map(
+        self, instruction: Any, items: Any, model: str | None = None
+    ) -> list[str] | dict[str, str]: ...
+
+    async def llm_classify(
+        self, items: Any, labels: Any, instruction: Any = "", model: str | None = None
+    ) -> list[str] | dict[str, str]: ...
 
     async def rlm_query(self, query: Any, context: Any = None) -> str: ...
 
@@ -170,6 +180,28 @@ REPL_FUNCTIONS: tuple[REPLFunction, ...] = (
         host_method="llm_batch",
     ),
     REPLFunction(
+        "llm_map",
+        (Param("instruction"), Param("items"), Param("model", None, shown="")),
+        returns="list[str]",
+        doc="one instruction applied to every item (a list; a dict gives a dict back). Short "
+        "items are packed many to a sub-call, equal items asked once, answers come back in "
+        "input order; an item that could not be answered is a string starting with 'Error:'.",
+        host_method="llm_map",
+    ),
+    REPLFunction(
+        "llm_classify",
+        (
+            Param("items"),
+            Param("labels"),
+            Param("instruction", "", shown='instruction=""'),
+            Param("model", None, shown=""),
+        ),
+        returns="list[str]",
+        doc="one label per item, held to `labels`, packed like llm_map. Use it to label "
+        "records by meaning, then count in code.",
+        host_method="llm_classify",
+    ),
+    REPLFunction(
         "rlm_query",
         (Param("query"), Param("context", None, shown="context")),
         returns="str",
@@ -182,6 +214,57 @@ REPL_FUNCTIONS: tuple[REPLFunction, ...] = (
         returns="list[str]",
         doc="several rlm_query calls at once, run concurrently, answers in order.",
         host_method="rlm_batch",
+    ),
+    REPLFunction(
+        "search",
+        (Param("query"), Param("where", None, shown="where=context")),
+        returns="hits",
+        doc="words (any case, all on one line; else the lines with most of them) or a regex, "
+        "in a str, list or dict alike. Each hit has .key (dict key or list index), .line, "
+        ".offset, .text (the lines around it) and, in code, .scope (the function it is in); "
+        "print(hits) shows them compactly.",
+        local="deeprlm.primitives.search:for_repl",
+        sub_call=False,
+    ),
+    REPLFunction(
+        "chunk_text",
+        (
+            Param("text"),
+            Param("size", 8_000, shown="size=8000"),
+            Param("overlap", 0, shown="overlap=0"),
+            Param("by", "chars", shown="by='chars' or 'lines'"),
+        ),
+        returns="list[str]",
+        doc="pieces that never cut a record (a line, or a block between blank lines; a list "
+        "item or dict entry).",
+        local="deeprlm.primitives.chunking:for_repl",
+        sub_call=False,
+    ),
+    REPLFunction(
+        "records",
+        (Param("text", None, shown="context"),),
+        returns="rows",
+        doc="one dict per line of a text of 'Name: value || Name: value' records (or tab, "
+        "'|' or ';' separated), keyed by field name.",
+        local="deeprlm.primitives.records:records_for_repl",
+        sub_call=False,
+    ),
+    REPLFunction(
+        "run_code",
+        (Param("files", shown="context"), Param("expression")),
+        returns="value",
+        doc="evaluates a Python expression such as 'pkg.mod.f(2)' with the .py files of a dict "
+        "context importable by their paths (in memory; nothing stays loaded afterwards).",
+        local="deeprlm.primitives.pycode:for_repl",
+        sub_call=False,
+    ),
+    REPLFunction(
+        "parse_date",
+        (Param("text"),),
+        returns="date",
+        doc="a date you can compare, from the usual forms ('Mar 04, 2023', '2023-03-04', ...).",
+        local="deeprlm.primitives.records:parse_date_for_repl",
+        sub_call=False,
     ),
 )
 

@@ -78,7 +78,11 @@ class Session:
         }
         self.globals.update(tools or {})
         self.globals.update(context=context)
-        self.globals.update(repl_functions(transport, self.globals))
+        functions = repl_functions(transport, self.globals)
+        self.globals.update(functions)
+        # The REPL's own functions: a cell that defines one of them again (small models
+        # write `def search(...)` after reading that it exists) keeps the real one.
+        self._provided = frozenset(functions) | {"FINAL", "FINAL_VAR", "SHOW_VARS"}
         self.globals.update(
             FINAL=self._final,
             FINAL_VAR=self._final_var,
@@ -139,7 +143,18 @@ class Session:
         final: str | None = None
         with capturing(capture):
             try:
-                body, last = self._compile(code, filename)
+                body, last, dropped = self._compile(code, filename, self._provided)
+                for name in dropped:
+                    if name == "context":
+                        print(
+                            "(Note: `context` holds the data you are asked about; this "
+                            "cell's assignment to it was left out.)"
+                        )
+                    else:
+                        print(
+                            f"(Note: {name}() is already defined in the REPL; this cell's own "
+                            f"definition of it was left out and the REPL's is used.)"
+                        )
                 exec(body, self.globals)
                 if last is not None:
                     value = eval(last, self.globals)
@@ -165,16 +180,46 @@ class Session:
         )
 
     @staticmethod
-    def _compile(code: str, filename: str) -> tuple[types.CodeType, types.CodeType | None]:
+    def _compile(
+        code: str, filename: str, provided: frozenset[str] = frozenset()
+    ) -> tuple[types.CodeType, types.CodeType | None, list[str]]:
+        """The cell's body and its trailing expression, compiled, and the names of the
+        REPL's own functions whose definitions the cell repeated (left out of it)."""
         # Registered so tracebacks can quote the model's own lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename=filename, mode="exec")
+        kept: list[ast.stmt] = []
+        dropped: list[str] = []
+        for node in tree.body:
+            name = _redefined(node, provided)
+            if name is None:
+                kept.append(node)
+            elif name not in dropped:
+                dropped.append(name)
+        if dropped:
+            tree.body = kept or [ast.Pass()]
+            ast.fix_missing_locations(tree)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body[-1].value)
             tree.body.pop()
         body = compile(tree, filename, "exec")
-        return body, (compile(last, filename, "eval") if last is not None else None)
+        return body, (compile(last, filename, "eval") if last is not None else None), dropped
+
+
+def _redefined(node: ast.stmt, provided: frozenset[str]) -> str | None:
+    """What a top-level statement would clobber: one of the REPL's functions (by `def`), or
+    `context` replaced by made-up data (a literal: small models write an "example" context
+    over the real one); None for anything else, `context = context.lower()` included."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in provided:
+        return node.name
+    if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(
+        node.value, ast.List | ast.Tuple | ast.Dict | ast.Constant
+    ):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if any(isinstance(t, ast.Name) and t.id == "context" for t in targets):
+            return "context"
+    return None
 
 
 def format_error(exc: BaseException) -> str:

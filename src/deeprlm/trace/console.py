@@ -66,6 +66,10 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+# Batch kinds that pack many items into each sub-call (llm_map, llm_classify).
+PACKED = frozenset({"map", "classify"})
+
+
 class LiveConsole:
     """A live `rich` view of a run tree. Call it with events; `close()` leaves the last frame.
 
@@ -219,8 +223,9 @@ class LiveConsole:
             return Text.assemble(f"cell {a.iteration} running", elapsed)
         if a.kind == "batch":
             noun = "child runs" if a.batch_kind == "rlm" else "sub-calls"
+            what = f"llm_{a.batch_kind}" if a.batch_kind in PACKED else "batch"
             label = Text.assemble(
-                f"batch: {a.done} of {a.size} {noun} done",
+                f"{what}: {a.done} of {a.size} {noun} done",
                 elapsed,
             )
             if a.errors:
@@ -314,8 +319,18 @@ class LogLines:
         elif isinstance(e, BatchStarted):
             noun = "child runs" if e.kind == "rlm" else "sub-calls"
             text = f"batch of {e.size} {noun} started"
+            if e.kind in PACKED:
+                text = (
+                    f"llm_{e.kind} of {e.items:,} items ({e.unique:,} distinct, {e.cached:,} "
+                    f"cached) in {e.size} sub-calls started"
+                )
         elif isinstance(e, BatchEnded):
             text = f"batch of {e.size} done in {short_seconds(e.duration_s)}"
+            if e.kind in PACKED:
+                text = (
+                    f"llm_{e.kind} of {e.items:,} items done in {short_seconds(e.duration_s)}"
+                    f" · {e.calls} sub-calls · {e.reasked} asked again"
+                )
             if e.errors:
                 text += f" · {e.errors} failed"
         elif isinstance(e, Note):

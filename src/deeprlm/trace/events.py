@@ -126,9 +126,19 @@ class CellEnded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class BatchStarted(Event):
+    """Concurrent sub-calls: `llm_batch` / `rlm_batch` (kind llm | rlm, one call per item),
+    or a packed `llm_map` / `llm_classify` (kind map | classify), whose `size` is the calls
+    planned for its `items`: `packs` holds how many items each call carries."""
+
     type: ClassVar[str] = "batch_started"
-    kind: str = "llm"  # llm | rlm
+    kind: str = "llm"  # llm | rlm | map | classify
     size: int = 0
+    items: int = 0  # map | classify: items given (size: the calls planned)
+    unique: int = 0  # distinct items among them
+    cached: int = 0  # distinct items answered before, not asked again
+    packs: tuple[int, ...] = ()  # items per planned call
+    instruction: str = ""  # map | classify: what was asked of each item (clipped)
+    labels: tuple[str, ...] = ()  # classify: the label set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +148,10 @@ class BatchEnded(Event):
     size: int = 0
     start: float = 0.0
     duration_s: float = 0.0
-    errors: int = 0
+    errors: int = 0  # items whose answer is an error value
+    items: int = 0
+    calls: int = 0  # map | classify: the calls made, asking again included
+    reasked: int = 0  # map | classify: distinct items asked again (missing from a reply)
 
 
 @dataclass(frozen=True, kw_only=True)

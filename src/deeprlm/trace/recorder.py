@@ -271,13 +271,55 @@ class Recorder:
 
     # --- batches and notes ---------------------------------------------------------------
 
-    def batch_started(self, *, run_id: str, parent_id: str, kind: str, size: int) -> Span:
+    def batch_started(
+        self,
+        *,
+        run_id: str,
+        parent_id: str,
+        kind: str,
+        size: int,
+        items: int = 0,
+        unique: int = 0,
+        cached: int = 0,
+        packs: tuple[int, ...] = (),
+        instruction: str = "",
+        labels: tuple[str, ...] = (),
+    ) -> Span:
+        """A batch of sub-calls; the rest describe a packed map (see `BatchStarted`)."""
         return self._start(
-            BatchStarted, self._span("batch", run_id, parent_id), kind=kind, size=size
+            BatchStarted,
+            self._span("batch", run_id, parent_id),
+            kind=kind,
+            size=size,
+            items=items,
+            unique=unique,
+            cached=cached,
+            packs=packs,
+            instruction=clip(instruction, self.limits.query),
+            labels=labels,
         )
 
-    def batch_ended(self, span: Span, *, kind: str, size: int, errors: int) -> None:
-        self._end(BatchEnded, span, kind=kind, size=size, errors=errors)
+    def batch_ended(
+        self,
+        span: Span,
+        *,
+        kind: str,
+        size: int,
+        errors: int,
+        items: int = 0,
+        calls: int = 0,
+        reasked: int = 0,
+    ) -> None:
+        self._end(
+            BatchEnded,
+            span,
+            kind=kind,
+            size=size,
+            errors=errors,
+            items=items,
+            calls=calls,
+            reasked=reasked,
+        )
 
     def compacted(
         self,

@@ -147,12 +147,16 @@ class _Builder(Fold):
         n = self.node("batch", e, e.t)
         n["kind"] = e.kind
         n["size"] = e.size
+        for key in ("items", "unique", "cached", "packs", "instruction", "labels"):
+            _set(n, key, getattr(e, key))
 
     def on_batch_ended(self, e: BatchEnded) -> None:
         n = self.ended("batch", e, e.start or e.t - e.duration_s)
         n["kind"] = e.kind
         n["size"] = e.size
         _set(n, "errors", e.errors)
+        for key in ("items", "calls", "reasked"):
+            _set(n, key, getattr(e, key))
 
     def on_note(self, e: Note) -> None:
         n = self.node("note", e, e.t)
@@ -305,6 +309,10 @@ def _flaw(e: Event) -> str | None:
             ok = isinstance(value, dict)
         elif kind == "number":
             ok = isinstance(value, int | float) and math.isfinite(value)
+        elif kind == "list":
+            ok = isinstance(value, list | tuple) and all(
+                isinstance(v, str | int | float) for v in value
+            )
         else:
             ok = isinstance(value, str) or (kind == "str?" and value is None)
         if not ok:
@@ -322,6 +330,8 @@ def _field_kinds(cls: type[Event]) -> tuple[tuple[str, str], ...]:
             continue  # t and the ids, checked on their own
         elif isinstance(f.default, int | float):
             kinds.append((f.name, "number"))
+        elif isinstance(f.default, tuple):
+            kinds.append((f.name, "list"))
         else:
             kinds.append((f.name, "str?" if f.default is None else "str"))
     return tuple(kinds)

@@ -3,10 +3,11 @@ prompt, with a BM25 retriever over chunks of the input as a tool.
 
 Unlike an RLM it does not offload the input: the text is in the prompt. When the text is
 too long for the window, the prompt keeps as much of its beginning as fits (half the
-window, leaving the rest for the turns) and says so; `search` still reaches all of it.
+window, leaving the rest for the turns) and says so; `bm25_search` still reaches all of it.
 
 It is the engine with other words: the same turn loop, metered calls and budget, and the
-same in-process REPL, with `search` as its one tool and no sub-calls. Only what the model
+same in-process REPL, with `bm25_search` as its one tool (not the REPL's own `search`: a
+baseline keeps to what it brings) and no sub-calls. Only what the model
 is told differs (`CodeActWording`), and the loop ends on the last reply, without a forced
 final turn, when the turns run out.
 """
@@ -36,7 +37,7 @@ TURN_ROOM = 4_096
 SYSTEM = """You answer a question about a text. You can run Python: put code in ```python \
 blocks and you will see what it prints (at most {output_chars:,} characters). Variables \
 persist between blocks. One function is ready to use:
-- search(query, k=5) -> str: BM25 keyword search over the text, which is cut into {chunks:,} \
+- bm25_search(query, k=5) -> str: BM25 keyword search over the text, which is cut into {chunks:,} \
 chunks; returns the k best chunks with their numbers.
 {shown}
 When you know the answer, reply with FINAL(your answer) on its own line, outside code."""
@@ -44,12 +45,12 @@ When you know the answer, reply with FINAL(your answer) on its own line, outside
 _SHOWN_ALL = "The whole text is in the user's message."
 _SHOWN_HEAD = (
     "The text is too long to show: the user's message holds only its first {shown:,} of "
-    "{total:,} characters. Use search to reach the rest."
+    "{total:,} characters. Use bm25_search to reach the rest."
 )
 
 
 class BM25Index:
-    """BM25 over the chunks of a text (the `bm25s` library), as the agent's `search`."""
+    """BM25 over the chunks of a text (the `bm25s` library), as the agent's `bm25_search`."""
 
     def __init__(self, pieces: Sequence[str]) -> None:
         import bm25s
@@ -97,6 +98,10 @@ class CodeActWording:
     def forced_final(self) -> None:
         return None
 
+    # The baseline keeps the plain loop: FINAL ends it, the turns bound it.
+    bare_reply_answers = False
+    repeat_ends_turns = False
+
 
 class CodeAct:
     name = "codeact"
@@ -128,7 +133,7 @@ class CodeAct:
             max_output_chars=AGENT_OUTPUT_CHARS,
         )
         trace = JsonlSink(setup.trace_path) if setup.trace_path is not None else None
-        shared = shared_state(setup, settings, trace, tools={"search": index.search})
+        shared = shared_state(setup, settings, trace, tools={"bm25_search": index.search})
         wording = CodeActWording(self._messages(example, text, setup, len(pieces)))
         # The text is in the prompt, not in the REPL: `context` there is empty.
         run = Run(shared, example.query, "", wording=wording)

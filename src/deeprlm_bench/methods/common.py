@@ -33,7 +33,16 @@ from deeprlm_bench.example import Example
 # Tokens kept free in a model's window for its reply, when deciding whether a prompt fits.
 REPLY_RESERVE = 1024
 # The settings that make up one example's budget: what a results folder holds fixed.
-BUDGET = ("max_iterations", "max_tokens", "max_usd", "timeout_s", "max_reply_tokens")
+# A cell's wall clock is part of it: a map over hundreds of items with a model on a CPU may
+# need longer than the library's default, and its sub-calls end with the cell.
+BUDGET = (
+    "max_iterations",
+    "max_tokens",
+    "max_usd",
+    "timeout_s",
+    "cell_timeout_s",
+    "max_reply_tokens",
+)
 
 
 def budget_of(settings: Settings) -> dict[str, Any]:
@@ -128,6 +137,10 @@ class WithinWindow:
     @property
     def sampling(self) -> dict[str, Any]:
         return sampling_of(self.lm)
+
+    @property
+    def in_process(self) -> bool:
+        return bool(getattr(self.lm, "in_process", False))
 
     async def acomplete(
         self,

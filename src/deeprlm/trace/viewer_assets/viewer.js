@@ -127,6 +127,7 @@
       case "cell":
         return "Code cell";
       case "batch":
+        if (n.kind === "map" || n.kind === "classify") return "llm_" + n.kind + " × " + plural(n.items || 0, "item");
         return (n.kind === "rlm" ? "rlm_batch" : "llm_batch") + " × " + (n.size || 0);
       case "note":
         return "Note";
@@ -151,11 +152,25 @@
         if (n.error) return oneLine(lastLine(n.error), PREVIEW);
         return oneLine(n.code, PREVIEW);
       case "batch":
+        if (n.kind === "map" || n.kind === "classify") return packing(n);
         return n.errors ? plural(n.errors, "error") : "";
       case "note":
         return oneLine(n.message, PREVIEW);
     }
     return "";
+  }
+
+  // How a packed map went: calls for how many distinct items, asked again, cached, errors.
+  function packing(n) {
+    var parts = [];
+    var packs = n.packs || [];
+    if (packs.length) parts.push(plural(packs.length, "pack") + " of ≤ " + Math.max.apply(null, packs));
+    if (n.unique !== undefined && n.unique !== n.items) parts.push(n.unique + " distinct");
+    if (n.cached) parts.push(n.cached + " cached");
+    if (n.reasked) parts.push(n.reasked + " asked again");
+    if (n.errors) parts.push(plural(n.errors, "error"));
+    if (n.instruction) parts.push(oneLine(n.instruction, PREVIEW));
+    return parts.join(" · ");
   }
 
   function numbers(n) {
@@ -274,6 +289,18 @@
       if (n.final !== undefined) b.appendChild(textBlock("Final answer", n.final, "reply"));
     } else if (n.k === "note") {
       b.appendChild(textBlock("Note", n.message, ""));
+    } else if (n.k === "batch" && (n.kind === "map" || n.kind === "classify")) {
+      if (n.instruction) b.appendChild(textBlock("Instruction", n.instruction, ""));
+      if (n.labels && n.labels.length) b.appendChild(el("div", "muted", "labels: " + n.labels.join(" · ")));
+      b.appendChild(el("div", "muted", [
+        plural(n.items || 0, "item"),
+        (n.unique || 0) + " distinct",
+        (n.cached || 0) + " answered before",
+        "packs of " + (n.packs || []).join(", "),
+        plural(n.calls || 0, "call") + " made",
+        (n.reasked || 0) + " asked again",
+        plural(n.errors || 0, "error")
+      ].join(" · ")));
     }
     if (n.c && n.c.length) {
       var list = el("div", "children");

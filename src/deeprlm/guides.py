@@ -1,0 +1,367 @@
+"""How a small root model is taught: one kind of question, one worked example.
+
+A 1.5B model copies a worked example far better than it follows rules, and mixes two
+examples into one wrong program (a second example once cost it needles it had found). So
+the engine first picks the kind of question it faces (`pick_kind`), and the root then sees
+the functions, steps and example of that kind only. Each kind's example is set in a world
+unlike any benchmark's (orders, reviews, lighthouses, a mail service), so the model learns
+the pattern, not an answer.
+
+The pick reads the context's structure, not the model: a dict of source files is code; a
+text of records is a count over a field the records state, a count over a class that must
+be judged from their text, or a list of pairs; a question naming a call in source code is
+answered by running it; anything else is a look-up, which also follows a chain of
+look-ups. Asking the 1.5B model itself, in a call held to the kinds'
+names, picked the expected kind for 5 of 7 task families on three tuning seeds (and fewer
+with longer descriptions), which is why the structure decides.
+
+`KINDS` is the one table: each kind's functions, steps and example come from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deeprlm.context import ContextInfo
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    # What the router reads to recognise the kind.
+    description: str
+    # The REPL functions the prompt shows (keys of `FUNCTIONS`), in order.
+    functions: tuple[str, ...]
+    steps: str
+    example: str
+    # With sub-calls turned off, a kind that needs them gets these steps and this example.
+    steps_without_sub_calls: str = ""
+    example_without_sub_calls: str = ""
+
+
+FUNCTIONS: dict[str, str] = {
+    "search": "search(words, context) -> hits: the lines holding the words (any case), each "
+    "with where it is (key, line) and the lines around it. print(hits) to read them.",
+    "records": "records(context) -> rows: one dict per line, keyed by field name.",
+    "parse_date": "parse_date(text) -> a date you can compare; it reads 'Mar 04, 2023', "
+    "'2023-03-04' and other forms.",
+    "run_code": "run_code(context, expression) -> the value of a Python expression such as "
+    "'pkg.mod.f(2)', run with the files of `context` importable as modules.",
+    "llm_classify": "llm_classify(texts, labels) -> one label per text, in order: a helper "
+    "model reads each text and picks its label.",
+    "llm_map": "llm_map(instruction, texts) -> one answer per text, in order: a helper "
+    "model follows the instruction for each text.",
+    "llm_query": "llm_query(prompt) -> str: asks a helper model. It cannot see `context`, so "
+    "put the text it should read into the prompt.",
+}
+SUB_CALL_FUNCTIONS = frozenset({"llm_classify", "llm_map", "llm_query"})
+
+_LOOKUP_EXAMPLE = """Question: In which year did the keeper of the Ferro lighthouse retire?
+```repl
+hits = search("Ferro lighthouse keeper retire", context)
+print(hits)
+```
+Output:
+1 hit for 'Ferro lighthouse keeper retire' (every word on one line)
+[line 4120]
+The Ferro lighthouse was painted white in 1951. Ines Brandt, keeper of the Ferro \
+lighthouse, retired in 1987 and moved inland.
+Reply:
+FINAL(1987)"""
+
+_COUNT_EXAMPLE = """Question: How many orders dated from Feb 03, 2022 to Mar 10, 2022 (both \
+inclusive) were paid by card? Give your final answer in the form 'Answer: <number>'.
+```repl
+from collections import Counter
+rows = records(context)
+start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
+picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
+print(len(rows), len(picked))
+print(Counter(r["Payment"] for r in picked))
+```
+Output:
+2210 96
+Counter({'card': 57, 'cash': 31, 'voucher': 8})
+Reply:
+FINAL(Answer: 57)"""
+
+_REVIEWS = """Each line is a review: a day, a shop and the review's text. Each review can be \
+labelled with one of: delivery, price, quality. The labels are not given: judge each review \
+by its text."""
+
+_JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to Mar 10, \
+2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
+'Answer: <number>'.
+```repl
+from collections import Counter
+rows = records(context)
+# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
+start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
+print(Counter(label for r, label in zip(rows, labels) if start <= parse_date(r["Day"]) <= end))
+```
+Output:
+Counter({{'delivery': 41, 'quality': 33, 'price': 22}})
+Reply:
+FINAL(Answer: 41)"""
+
+_JUDGE_EXAMPLE_NO_SUB = _JUDGE_EXAMPLE.replace(
+    """# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
+    """# No field states the label: judge each review by its words.
+def label(text):
+    text = text.lower()
+    if any(w in text for w in ("late", "parcel", "arrived", "courier")):
+        return "delivery"
+    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
+        return "price"
+    return "quality"
+labels = [label(r["Review"]) for r in rows]""",
+)
+
+_PAIRS_EXAMPLE = f"""Question: {_REVIEWS} List all pairs of shops where both shops have at \
+least one review with the label 'price'. List each pair once, lower shop first, one per line \
+in the form (shop_1, shop_2).
+```repl
+rows = records(context)
+# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
+shops = sorted({{int(r["Shop"]) for r, label in zip(rows, labels) if label == "price"}})
+pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
+answer = "\\n".join(pairs)
+print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])
+```
+Output:
+9 shops, 36 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']
+Reply:
+FINAL_VAR("answer")"""
+
+_PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
+    """# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
+    """# No field states the label: judge each review by its words.
+def label(text):
+    text = text.lower()
+    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
+        return "price"
+    return "other"
+labels = [label(r["Review"]) for r in rows]""",
+)
+
+_CHAIN_EXAMPLE = """Question: In which city was the architect of the Blue Hall born?
+```repl
+print(search("Blue Hall architect", context))
+```
+Output:
+1 hit for 'Blue Hall architect' (every word on one line)
+[212, line 2]
+Blue Hall
+The Blue Hall was designed by the architect Omar Lenz (born 1921) and opened in 1960.
+Reply:
+```repl
+print(search("Omar Lenz", context))
+```
+Output:
+3 hits for 'Omar Lenz' (case-insensitive)
+[48, lines 1, 2 (2 hits)]
+Omar Lenz (born 1921)
+Omar Lenz is an architect born in 1921 in Varsel.
+[212, line 2]
+...designed by the architect Omar Lenz (born 1921) and opened in 1960.
+[301, lines 1, 2 (2 hits)]
+Omar Lenz (born 1950)
+Omar Lenz is a painter born in 1950 in Kest.
+Reply:
+The architect was born in 1921, so he is the first Omar Lenz.
+FINAL(Varsel)"""
+
+_CODE_EXAMPLE = """Question: What is the value of TIMEOUT in the mailer service?
+```repl
+print(search("TIMEOUT =", context))
+```
+Output:
+3 hits for 'TIMEOUT =' (case-insensitive)
+['shop/auth/session.py', line 5]
+TIMEOUT = 30
+['shop/mailer/send.py', line 7]
+TIMEOUT = 12
+['shop/mailer/queue.py', line 3]
+from shop.mailer.send import TIMEOUT
+Reply:
+The mailer service is the folder shop/mailer/; its send.py sets TIMEOUT.
+FINAL(12)"""
+
+_RUN_EXAMPLE = """Question: What does `shop.mailer.send.retry_delay(3)` return?
+A) 4
+B) 9
+C) 12
+D) 27
+Give your final answer in the form 'Answer: <letter>'.
+```repl
+print(run_code(context, "shop.mailer.send.retry_delay(3)"))
+```
+Output:
+12
+Reply:
+12 is option C.
+FINAL(Answer: C)"""
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "lookup",
+            "find one fact written in one place of the text (a number, a name, a date), "
+            "e.g. 'What is the code word for X?'",
+            ("search", "llm_query"),
+            "1. Search `context` for the rare words of the question (names, places, codes) "
+            "and print the hits.\n2. Read the output. If it answers the question, reply "
+            "FINAL(answer) with the exact words of the text. If not, search other words.",
+            _LOOKUP_EXAMPLE,
+        ),
+        Kind(
+            "count",
+            "count, compare or rank records by a label or category that is written in each "
+            "record, e.g. 'Each record states its label. Which label is most common?'",
+            ("records", "parse_date"),
+            "1. Make the records into rows and keep those the question is about.\n2. Count "
+            "with Counter and print the counts.\n3. Read them and reply FINAL(answer) in the "
+            "question's form.",
+            _COUNT_EXAMPLE,
+        ),
+        Kind(
+            "judge",
+            "count, compare or rank records by a class that is NOT written in them and must "
+            "be judged from the meaning of each record's text, e.g. 'The labels are not "
+            "given. How many records are about sport?'",
+            ("records", "parse_date", "llm_classify"),
+            "1. Make the records into rows and label their texts with llm_classify.\n2. "
+            "Count the labels of the rows the question is about with Counter, and print the "
+            "counts.\n3. Read them and reply FINAL(answer) in the question's form.",
+            _JUDGE_EXAMPLE,
+            "1. Make the records into rows and label their texts with code (the words they "
+            "use).\n2. Count the labels of the rows the question is about with Counter, and "
+            "print the counts.\n3. Read them and reply FINAL(answer) in the question's form.",
+            _JUDGE_EXAMPLE_NO_SUB,
+        ),
+        Kind(
+            "pairs",
+            "list all pairs of users, shops or items that meet a condition, e.g. 'List all "
+            "pairs of users who both ...'",
+            ("records", "parse_date", "llm_classify"),
+            "1. Make the records into rows; label their texts with llm_classify if the "
+            "condition needs a class they do not state.\n2. Collect the users that meet the "
+            "condition and build the pairs in code.\n3. Put the pairs in a variable and "
+            'reply FINAL_VAR("name").',
+            _PAIRS_EXAMPLE,
+            "1. Make the records into rows; decide their texts' classes with code (the words "
+            "they use) if the condition needs a class they do not state.\n2. Collect the "
+            "users that meet the condition and build the pairs in code.\n3. Put the pairs in "
+            'a variable and reply FINAL_VAR("name").',
+            _PAIRS_EXAMPLE_NO_SUB,
+        ),
+        Kind(
+            "chain",
+            "a fact about something the question does not name but describes through "
+            "another thing, so it takes two or more look-ups in a row, e.g. 'In what year was "
+            "the sponsor of the 1990 Kell Fair founded?' (find the fair's sponsor, then when "
+            "that company was founded)",
+            ("search",),
+            "1. Search for the first thing the question names and read the hit.\n2. Search "
+            "for the name it leads to, and so on. Where two documents share a name, the "
+            "details (a year, a place) tell which one is meant.\n3. Reply FINAL(answer).",
+            _CHAIN_EXAMPLE,
+        ),
+        Kind(
+            "code",
+            "a question about source code, e.g. 'Which function calls X?', 'Which module "
+            "defines Y?', 'What is the value of Z in the billing service?'",
+            ("search", "llm_query"),
+            "1. Search for the name the question asks about and print the hits; each says "
+            "its file.\n2. Keep the hits in the folder or file the question is about.\n3. "
+            "Reply FINAL(answer) in the question's form.",
+            _CODE_EXAMPLE,
+        ),
+        Kind(
+            "run",
+            "what a function of the source code returns for given arguments",
+            ("run_code", "search"),
+            "1. Run the call the question names with run_code and print its value.\n2. Reply "
+            "FINAL(answer) in the question's form.",
+            _RUN_EXAMPLE,
+        ),
+    )
+}
+DEFAULT_KIND = "lookup"
+
+
+def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
+    return [name for name in kind.functions if sub_calls or name not in SUB_CALL_FUNCTIONS]
+
+
+def steps_of(kind: Kind, sub_calls: bool) -> str:
+    if not sub_calls and kind.steps_without_sub_calls:
+        return kind.steps_without_sub_calls
+    return kind.steps
+
+
+def example_of(kind: Kind, sub_calls: bool) -> str:
+    if not sub_calls and kind.example_without_sub_calls:
+        return kind.example_without_sub_calls
+    return kind.example
+
+
+# --- picking the kind ------------------------------------------------------------------
+
+SOURCE_SUFFIXES = (
+    ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".go", ".rs", ".c", ".h", ".cc", ".cpp",
+    ".hpp", ".rb", ".php", ".cs", ".kt", ".swift", ".scala", ".sh", ".lua", ".pl", ".m",
+)  # fmt: skip
+_PAIRS = re.compile(r"\bpairs?\b", re.IGNORECASE)
+# A call written in the question, such as `pkg.mod.f(2)`: a question for running code.
+_CALL = re.compile(r"\b[A-Za-z_][\w.]*\.[A-Za-z_]\w*\([^()]*\)")
+_FIELD = re.compile(r"([A-Za-z][\w .'/-]{0,30}?): <([^>]*)>")
+_CHOICES = "one of: "
+
+
+@dataclass(frozen=True)
+class Pick:
+    kind: str
+    why: str  # for the trace
+
+
+def pick_kind(query: str, info: ContextInfo) -> Pick:
+    """The kind of question, from the context's structure and the question's words."""
+    if info.kind == "dict" and _mostly_source(info.keys):
+        if _CALL.search(query):
+            return Pick("run", "source files, and the question names a call")
+        return Pick("code", "the context is source files")
+    if info.structure.startswith("One record per line"):
+        if _PAIRS.search(query):
+            return Pick("pairs", "records, and the question asks for pairs")
+        stated = _stated_field(query, info.structure)
+        if stated:
+            return Pick("count", f"records, and the question names their field {stated!r}")
+        return Pick("judge", "records, and no field of theirs states what the question asks")
+    return Pick(DEFAULT_KIND, "text without a record format or source files")
+
+
+def _mostly_source(keys: Sequence[str]) -> bool:
+    code = sum(key.lower().endswith(SOURCE_SUFFIXES) for key in keys)
+    return bool(keys) and code * 2 >= len(keys)
+
+
+def _stated_field(query: str, structure: str) -> str | None:
+    """A field of the records that takes a few values (a label, a category) and that the
+    question names, by the field's name or by one of its values."""
+    lowered = query.lower()
+    for name, kind in _FIELD.findall(structure):
+        if not kind.startswith(_CHOICES):
+            continue
+        values = [v.strip() for v in kind[len(_CHOICES) :].split(",")]
+        named = re.search(rf"\b{re.escape(name.lower())}s?\b", lowered)
+        if named or any(len(v) > 2 and v.lower() in lowered for v in values):
+            return name
+    return None

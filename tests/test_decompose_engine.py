@@ -1,0 +1,241 @@
+"""The decomposition primitives inside a run: llm_map / llm_classify reach the sub-model as
+packed, schema-constrained calls in both REPLs; search, chunk_text, records and parse_date
+work in the REPL; the trace records the packing; sub-calls off means off."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from deeprlm import RLM, InputError, ScriptedLM
+from deeprlm.trace.events import BatchEnded, BatchStarted, LMCallEnded
+
+from conftest import repl
+
+REPLS = ["inprocess", "sandbox"]
+
+RECORDS = "\n".join(
+    f"Date: Jan {day:02d}, 2024 || User: {10 + day % 3} || Instance: {question}"
+    for day, question in enumerate(
+        ["Who painted it?", "Where is it?", "Who wrote it?", "How tall is it?"] * 10, 1
+    )
+    if day <= 28
+)
+
+
+def labeller(messages):
+    """A sub-model that labels numbered questions by their first word."""
+    prompt = messages[-1]["content"]
+    items = dict(re.findall(r"^(\d+)\. (.*)$", prompt, re.M))
+    first = {"Who": "human being", "Where": "location", "How": "numeric value"}
+    return json.dumps({n: first[text.split()[0]] for n, text in items.items()})
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_a_count_through_llm_classify_in_one_packed_call(kind):
+    code = (
+        "rows = records(context)\n"
+        "labels = llm_classify([r['Instance'] for r in rows], "
+        "['human being', 'location', 'numeric value'])\n"
+        "print(len(rows), labels.count('human being'))"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    sub = ScriptedLM(labeller, name="sub")
+    result = RLM(root, sub, repl=kind).run("how many?", RECORDS)
+    assert "28 14" in root.calls[1][-1]["content"]
+    # 28 records, 4 distinct questions: one call, with the label set as the schema's enum.
+    assert result.sub_calls == 1 and len(sub.calls) == 1
+    assert sub.schemas[0]["properties"]["1"] == {
+        "enum": ["human being", "location", "numeric value"]
+    }
+    # The run's question travels with the pack: it says what the labels mean.
+    assert "<question>\nhow many?\n</question>" in sub.calls[0][-1]["content"]
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_llm_map_over_a_dict_answers_by_key(kind):
+    def shout(messages):
+        items = dict(re.findall(r"^(\d+)\. (.*)$", messages[-1]["content"], re.M))
+        return json.dumps({n: text.upper() for n, text in items.items()})
+
+    code = "out = llm_map('Shout.', {'a.txt': 'hello', 'b.txt': 'bye'})\nprint(out)"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, ScriptedLM(shout), repl=kind).run("q", "ctx")
+    assert "{'a.txt': 'HELLO', 'b.txt': 'BYE'}" in root.calls[1][-1]["content"]
+
+
+def test_the_trace_shows_items_packs_calls_and_reasks():
+    asked: list[int] = []
+
+    def forgetful(messages):
+        items = dict(re.findall(r"^(\d+)\. (.*)$", messages[-1]["content"], re.M))
+        asked.append(len(items))
+        # The first reply leaves out its last item.
+        keep = list(items)[:-1] if len(asked) == 1 else list(items)
+        return json.dumps({n: items[n][::-1] for n in keep})
+
+    events = []
+    code = "print(llm_map('Reverse.', [f'w{i}' for i in range(25)]))"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    result = RLM(root, ScriptedLM(forgetful), on_event=events.append).run("q", "ctx")
+    started = next(e for e in events if isinstance(e, BatchStarted))
+    ended = next(e for e in events if isinstance(e, BatchEnded))
+    packs = (8, 8, 8, 1)  # the default pack size for the items' count
+    assert (started.kind, started.items, started.unique, started.packs) == ("map", 25, 25, packs)
+    assert started.size == 4 and started.instruction == "Reverse."
+    assert (ended.calls, ended.reasked, ended.errors) == (5, 1, 0)
+    subs = [e for e in events if isinstance(e, LMCallEnded) and e.purpose == "sub"]
+    assert len(subs) == 5 and all(e.parent_id == started.id for e in subs)
+    assert result.sub_calls == 5
+    output = root.calls[1][-1]["content"]
+    assert str([f"w{i}"[::-1] for i in range(25)]) in output
+    assert asked == [8, 8, 8, 1, 1]  # the item left out is asked again on its own
+
+
+def test_a_second_run_of_the_same_map_is_answered_from_the_cache():
+    code = "print(llm_map('Reverse.', ['ab', 'cd']))"
+    sub = ScriptedLM(
+        lambda m: json.dumps(
+            {n: t[::-1] for n, t in re.findall(r"^(\d+)\. (.*)$", m[-1]["content"], re.M)}
+        )
+    )
+    root = ScriptedLM([repl(code), repl(code), "FINAL(done)"])
+    result = RLM(root, sub).run("q", "ctx")
+    assert result.sub_calls == 1 and len(sub.calls) == 1
+    assert "['ba', 'dc']" in root.calls[2][-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("llm_map('Do.', 'a whole text')", "items must be a list"),
+        ("llm_map('', ['x'])", "instruction must be a non-empty str"),
+        ("llm_classify(['x'], 'yes')", "labels must be a list"),
+        ("llm_classify(['x'], ['only'])", "at least two"),
+    ],
+)
+def test_misuse_is_an_error_the_model_reads(code, message):
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, ScriptedLM(["{}"])).run("q", "ctx")
+    assert message in root.calls[1][-1]["content"]
+
+
+def test_without_sub_calls_the_map_primitives_refuse_but_the_pure_ones_work():
+    code = (
+        "print(search('Who', context).total)\n"
+        "print(len(chunk_text(context, 200)))\n"
+        "print(parse_date(records(context)[0]['Date']))\n"
+        "llm_classify(['x', 'y'], ['a', 'b'])"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    sub = ScriptedLM(["{}"])
+    RLM(root, sub, allow_sub_calls=False).run("q", RECORDS)
+    output = root.calls[1][-1]["content"]
+    assert "14" in output and "2024-01-01" in output
+    assert "sub-calls are disabled" in output
+    assert not sub.calls
+
+
+def test_user_tools_may_not_take_the_primitives_names():
+    for name in ("search", "llm_map", "llm_classify", "records"):
+        with pytest.raises(InputError, match="taken by the REPL"):
+            RLM(ScriptedLM(["FINAL(x)"]), tools={name: lambda: None})
+
+
+def test_packs_are_sized_to_the_sub_models_window():
+    class SmallWindow(ScriptedLM):
+        context_window = 100  # tokens: 200 characters of items per call
+
+    sub = SmallWindow(
+        lambda m: json.dumps(
+            {n: "ok" for n, _ in re.findall(r"^(\d+)\. (.*)$", m[-1]["content"], re.M)}
+        )
+    )
+    code = "print(llm_map('Check.', ['a' * 90, 'b' * 90, 'c' * 90, 'd' * 300]))"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    events = []
+    RLM(root, sub, on_event=events.append).run("q", "ctx")
+    started = next(e for e in events if isinstance(e, BatchStarted))
+    assert started.packs == (2, 1)  # two 90-character items fit 200, the third goes alone
+    output = root.calls[1][-1]["content"]
+    assert "['ok', 'ok', 'ok', 'Error: the item has 300 characters" in output
+
+
+@pytest.mark.parametrize(
+    ("context", "query", "kind", "shown"),
+    [
+        ({f"shop/m{i}.py": "X = 1" for i in range(4)}, "Which module defines X?", "code",
+         "search(words, context)"),
+        ({f"shop/m{i}.py": "X = 1" for i in range(4)}, "What does `shop.m1.f(2)` return?",
+         "run", "run_code(context, expression)"),
+        (RECORDS, "List all pairs of users who both asked about a person.", "pairs",
+         "llm_classify(texts, labels)"),
+        (RECORDS, "How many records are about a person? The labels are not given.", "judge",
+         "llm_classify(texts, labels)"),
+        (RECORDS.replace("?", "? || Topic: art"), "How many records have the topic art?",
+         "count", "records(context)"),
+        ("Just some prose.\\nWith lines.\\nAnd more.", "What is the code word?", "lookup",
+         "search(words, context)"),
+    ],
+)  # fmt: skip
+def test_a_small_root_is_taught_the_kind_its_context_and_question_show(context, query, kind, shown):
+    root = ScriptedLM(["FINAL(done)"])
+    root.prompt_family = "small"
+    events = []
+    RLM(root, ScriptedLM(["{}"]), on_event=events.append).run(query, context)
+    system = root.calls[0][0]["content"]
+    assert shown in system
+    notes = [e.message for e in events if getattr(e, "message", "").startswith("kind of")]
+    assert notes and notes[0].startswith(f"kind of question: {kind} (")
+    if kind in ("count", "lookup", "code"):
+        assert "llm_classify" not in system  # one kind's functions only
+
+
+def test_without_sub_calls_a_judging_root_is_shown_no_sub_call_function():
+    root = ScriptedLM(["FINAL(done)"])
+    root.prompt_family = "small"
+    RLM(root, allow_sub_calls=False).run("How many records are about a person?", RECORDS)
+    system = root.calls[0][0]["content"]
+    assert "llm_classify" not in system and "records(context)" in system
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_a_cell_that_defines_a_provided_function_again_uses_the_real_one(kind):
+    code = (
+        "def search(words, context):\n"
+        "    return 'my own search'\n"
+        "hits = search(['Who'], context)\n"
+        "print(hits.total)"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, repl=kind).run("q", RECORDS)
+    output = root.calls[1][-1]["content"]
+    assert "search() is already defined in the REPL" in output
+    assert "14" in output and "my own search" not in output
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_search_and_records_default_to_the_context(kind):
+    code = "print(search('Who').total, len(records()), search(context, 'Where').total)"
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, repl=kind).run("q", RECORDS)
+    assert "14 28 7" in root.calls[1][-1]["content"]
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_made_up_data_never_replaces_the_context_nor_a_made_up_final_the_real_one(kind):
+    code = (
+        "context = ['an example document']\n"
+        "def FINAL(answer):\n"
+        "    print('pretend', answer)\n"
+        "print(len(context))"
+    )
+    root = ScriptedLM([repl(code), repl("context = context.lower()\nprint(context[:4])"),
+                       "FINAL(done)"])  # fmt: skip
+    RLM(root, repl=kind).run("q", RECORDS)
+    first = root.calls[1][-1]["content"]
+    assert "assignment to it was left out" in first and "FINAL() is already defined" in first
+    assert str(len(RECORDS)) in first
+    assert "date" in root.calls[2][-1]["content"]  # a value made from the context is kept
