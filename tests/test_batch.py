@@ -27,6 +27,7 @@ from deeprlm.settings import Settings
 from batch_helpers import Script, mixed_batch, query, question_of, read_results
 from batch_helpers import write_questions as write
 from conftest import repl
+from fake_server import Tally
 
 INPROCESS = Settings(repl="inprocess")
 
@@ -353,16 +354,22 @@ def test_with_a_cache_a_question_run_again_replays_the_calls_it_had_made(chat_se
 
 
 def test_the_batch_budget_holds_while_questions_run_at_once(chat_server, tmp_path):
-    # About 1,100 tokens a question; a budget of 4,000 with four questions at a time. Were
-    # the budget checked only as questions finish, the first four would spend 4,500.
+    # A budget of 3.6 questions with four questions at a time: were the budget checked only
+    # as questions finish, the first four would spend 4 questions' worth.
     server = chat_server(Script(root_delay=0.05, sub_delay=0.05))
+    settings = Settings(repl="inprocess", max_reply_tokens=200)
+    one = write(tmp_path / "one.jsonl", [{"id": "q", "query": query("w", "q"), "context": "w"}])
+    asyncio.run(run_batch(config(one, tmp_path / "one", server, settings=settings)))
+    per_question = server.counted.tokens  # the same for every question below
+    server.counted = Tally()
+    server.requests.clear()
+    budget = int(3.6 * per_question)
     rows = [{"id": f"q{i}", "query": query("w", f"q{i}"), "context": "w"} for i in range(12)]
     questions = write(tmp_path / "q.jsonl", rows)
-    settings = Settings(repl="inprocess", max_reply_tokens=200)
     cfg = config(questions, tmp_path / "out", server, settings=settings, workers=4,
-                 max_tokens=4_000)  # fmt: skip
+                 max_tokens=budget)  # fmt: skip
     report = asyncio.run(run_batch(cfg))
-    assert server.counted.tokens <= 4_000
+    assert server.counted.tokens <= budget
     assert report.tally.tokens == server.counted.tokens  # the results count what was billed
     assert report.stopped == "budget" and report.not_run > 0
     results = read_results(tmp_path / "out")

@@ -240,13 +240,20 @@ class TurnLoop:
         for keep in range(min(compaction.keep_turns, len(pairs)), 0, -1):
             dropped = pairs[: len(pairs) - keep]
             if not dropped:
-                return
+                continue  # all of them kept is what is over: keep fewer
             lines = [
                 prompts.compacted_turn(done + n, pair[0]["content"], pair[1]["content"])
                 for n, pair in enumerate(dropped, 1)
             ]
-            head = self._opening_with([*self._digest, *lines], compaction.digest_chars)
-            chosen = [*head, *[m for pair in pairs[-keep:] for m in pair], *extra]
+            kept = [m for pair in pairs[-keep:] for m in pair]
+            # Whole recent turns are worth more than the digest of older ones: the digest
+            # shrinks only once a single kept turn is all that is left.
+            sizes = (compaction.digest_chars,) if keep > 1 else _shrinking(compaction.digest_chars)
+            for digest_chars in sizes:
+                head = self._opening_with([*self._digest, *lines], digest_chars)
+                chosen = [*head, *kept, *extra]
+                if _estimate(chosen) <= compaction.limit_tokens:
+                    break
             if _estimate(chosen) <= compaction.limit_tokens:
                 break
         if chosen is None:
@@ -262,7 +269,8 @@ class TurnLoop:
         shown: list[str] = []
         size = 0
         for line in reversed(digest):
-            if size + len(line) > limit and shown:
+            # The newest entry is shown even past `limit`, unless `limit` is 0: none.
+            if size + len(line) > limit and (shown or not limit):
                 break
             shown.append(line)
             size += len(line)
@@ -272,6 +280,11 @@ class TurnLoop:
         note = prompts.compacted_turns(shown, omitted=len(digest) - len(shown))
         last["content"] = f"{last['content']}\n\n{note}"
         return head
+
+
+def _shrinking(chars: int) -> tuple[int, ...]:
+    """Digest sizes to try, from `chars` down to none."""
+    return (chars, chars // 2, chars // 4, 0)
 
 
 def _estimate(messages: Sequence[Message]) -> int:
