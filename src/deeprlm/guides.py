@@ -58,16 +58,21 @@ FUNCTIONS: dict[str, str] = {
 }
 SUB_CALL_FUNCTIONS = frozenset({"llm_classify", "llm_map", "llm_query"})
 
+# Plain `re`, not `search`: shown `search(...)` among its functions, the 1.5B model wrote
+# its own `def search` (a broken one) instead of calling it, on needle questions it had
+# answered with this example before the functions existed.
 _LOOKUP_EXAMPLE = """Question: In which year did the keeper of the Ferro lighthouse retire?
 ```repl
-hits = search("Ferro lighthouse keeper retire", context)
-print(hits)
+import re
+hits = [m.start() for m in re.finditer(r"ferro", context, re.IGNORECASE)]
+print(len(hits))
+for h in hits[:5]:
+    print(context[max(0, h - 150):h + 150])
 ```
 Output:
-1 hit for 'Ferro lighthouse keeper retire' (every word on one line)
-[line 4120]
-The Ferro lighthouse was painted white in 1951. Ines Brandt, keeper of the Ferro \
-lighthouse, retired in 1987 and moved inland.
+2
+...The Ferro lighthouse was painted white in 1951...
+...Ines Brandt, keeper of the Ferro lighthouse, retired in 1987 and moved inland...
 Reply:
 FINAL(1987)"""
 
@@ -215,10 +220,11 @@ KINDS: dict[str, Kind] = {
             "lookup",
             "find one fact written in one place of the text (a number, a name, a date), "
             "e.g. 'What is the code word for X?'",
-            ("search", "llm_query"),
-            "1. Search `context` for the rare words of the question (names, places, codes) "
-            "and print the hits.\n2. Read the output. If it answers the question, reply "
-            "FINAL(answer) with the exact words of the text. If not, search other words.",
+            ("llm_query",),
+            "1. Search `context` for a rare word of the question (a name, a place, a code), "
+            "ignoring case, and print about 300 characters around each hit.\n2. Read the "
+            "output. If it answers the question, reply FINAL(answer) with the exact words of "
+            "the text. If nothing was found, search for another word of the question.",
             _LOOKUP_EXAMPLE,
         ),
         Kind(

@@ -249,12 +249,14 @@ class TurnLoop:
             # Whole recent turns are worth more than the digest of older ones: the digest
             # shrinks only once a single kept turn is all that is left.
             sizes = (compaction.digest_chars,) if keep > 1 else _shrinking(compaction.digest_chars)
+            fits = False
             for digest_chars in sizes:
                 head = self._opening_with([*self._digest, *lines], digest_chars)
                 chosen = [*head, *kept, *extra]
-                if _estimate(chosen) <= compaction.limit_tokens:
+                fits = _estimate(chosen) <= compaction.limit_tokens
+                if fits:
                     break
-            if _estimate(chosen) <= compaction.limit_tokens:
+            if fits:
                 break
         if chosen is None:
             return
