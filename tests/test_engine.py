@@ -460,6 +460,10 @@ def test_the_same_error_in_the_next_cell_counts_as_a_repeat():
     RLM(hosted, repl="inprocess").run("q", "abc")
     assert "IndexError" in hosted.calls[2][-1]["content"]
     assert "same code as your last turn" in hosted.calls[2][-1]["content"]
+    # A small root is not asked for its answer at once after a repeated failure (it would
+    # copy the worked example's): it is told to change the code.
     small = small_root([failing, failing, "FINAL(gave up)", "never asked"])
     result = RLM(small, repl="inprocess", max_iterations=8).run("q", "abc")
     assert result.answer == "gave up" and len(small.calls) == 3
+    assert "same code as your last turn" in small.calls[2][-1]["content"]
+    assert result.status == "answered"

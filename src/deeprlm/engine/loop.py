@@ -143,7 +143,11 @@ class TurnLoop:
                 notes.append(refused)
             seen = (reply.code, [_CELL_NAME.sub("<cell>", f"{c.output}{c.error}") for c in cells])
             if cells and seen == previous:
-                if self.wording.repeat_ends_turns:
+                # Rerunning a cell that printed the same is asking for the answer it already
+                # has; rerunning one that failed the same needs the code changed, and a
+                # small root asked for its answer then copies the worked example's.
+                failed = any(cell.error for cell in cells)
+                if self.wording.repeat_ends_turns and not failed:
                     return await self._force_final(messages)
                 notes.append(prompts.REPEATED_NOTE)
             previous = seen
