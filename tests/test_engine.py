@@ -462,8 +462,26 @@ def test_the_same_error_in_the_next_cell_counts_as_a_repeat():
     assert "same code as your last turn" in hosted.calls[2][-1]["content"]
     # A small root is not asked for its answer at once after a repeated failure (it would
     # copy the worked example's): it is told to change the code.
-    small = small_root([failing, failing, "FINAL(gave up)", "never asked"])
+    # (Its first answer, with nothing printed yet, is sent back once to look.)
+    small = small_root([failing, failing, "FINAL(gave up)", "FINAL(gave up)", "never asked"])
     result = RLM(small, repl="inprocess", max_iterations=8).run("q", "abc")
-    assert result.answer == "gave up" and len(small.calls) == 3
+    assert result.answer == "gave up" and len(small.calls) == 4
     assert "same code as your last turn" in small.calls[2][-1]["content"]
     assert result.status == "answered"
+
+
+def test_a_small_roots_answer_before_anything_printed_is_sent_back_once():
+    # Its search found nothing, and it answered with its worked example's answer.
+    missed = repl("import re\nfor m in re.finditer('dr\\\\.?lindqvist', context): print(m)")
+    found = repl("print(context[context.find('key'):])")
+    root = small_root([missed, "FINAL(1987)", found, "FINAL(under the owl)"])
+    context = "Dr. Lindqvist keeps the key under the owl."
+    result = RLM(root, repl="inprocess", max_iterations=8).run("Where is the key?", context)
+    assert result.answer == "under the owl" and len(root.calls) == 4
+    assert "none of your code has printed anything" in root.calls[2][-1]["content"]
+    # Sent back once only: asked again without looking, the answer stands.
+    stubborn = small_root([missed, "FINAL(1987)", "FINAL(1987)", "never asked"])
+    assert RLM(stubborn, repl="inprocess").run("Where is the key?", context).answer == "1987"
+    # A hosted root is trusted to have its reasons.
+    hosted = ScriptedLM([missed, "FINAL(1987)", "never asked"])
+    assert RLM(hosted, repl="inprocess").run("Where is the key?", context).answer == "1987"

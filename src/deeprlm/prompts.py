@@ -371,6 +371,12 @@ HELD_FINAL_NOTE = (
 )
 
 
+UNSEEN_ANSWER_NOTE = (
+    "Note: none of your code has printed anything from the context yet, so that answer "
+    "cannot come from it. Search again (fewer words, or other words, with re.IGNORECASE) "
+    "and print what you find; then give FINAL(answer)."
+)
+
 REPEATED_NOTE = (
     "Note: this is the same code as your last turn, with the same output. Running it again "
     "will not help: change the code, or give FINAL(answer) if the output already answers."
@@ -417,6 +423,7 @@ class RootWording:
         small = setup.family == "small"
         self.bare_reply_answers = small
         self.repeat_ends_turns = small
+        self.answers_need_output = small
 
     def opening(self) -> list[Message]:
         first = first_message(self.query, self.info, self.recap)

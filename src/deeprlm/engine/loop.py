@@ -90,6 +90,10 @@ class Wording(Protocol):
     # and asks for the answer at once (`repeat_ends_turns`), as running out of turns does.
     bare_reply_answers: bool
     repeat_ends_turns: bool
+    # A literal FINAL before any of its code printed a thing cannot come from the context:
+    # a small model then copies its worked example's answer. Such an answer is sent back
+    # once with a note to look (`answers_need_output`).
+    answers_need_output: bool
 
 
 class TurnLoop:
@@ -128,6 +132,7 @@ class TurnLoop:
         self._opening = [dict(m) for m in messages]
         previous: tuple[tuple[str, ...], list[str]] | None = None
         seen_output = False
+        sent_to_look = False
         for iteration in range(1, self.max_iterations + 1):
             self.iterations = iteration
             reply = parse_reply(await self._ask(messages, "root"))
@@ -135,7 +140,17 @@ class TurnLoop:
             bare = not reply.code and reply.final is None and self.last_reply.strip()
             if bare and seen_output and self.wording.bare_reply_answers:
                 final = self.last_reply.strip()
-            seen_output = seen_output or bool(cells)
+            literal = reply.final is not None and not reply.final.is_variable and not reply.code
+            if (
+                final is not None
+                and literal
+                and not seen_output
+                and not sent_to_look
+                and self.wording.answers_need_output
+            ):
+                sent_to_look, final = True, None
+                notes.append(prompts.UNSEEN_ANSWER_NOTE)
+            seen_output = seen_output or any(cell.output.strip() for cell in cells)
             if final is not None:
                 refused = self._refusal(final)
                 if refused is None:
