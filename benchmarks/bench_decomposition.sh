@@ -25,7 +25,7 @@ import sys
 
 threads = int(sys.argv[1])
 if threads:
-    import deeprlm.lm.llama as llama
+    import deeprlm.local.llama as llama
 
     llama.available_cores = lambda: threads
 from deeprlm.cli import main

@@ -485,3 +485,22 @@ def test_a_small_roots_answer_before_anything_printed_is_sent_back_once():
     # A hosted root is trusted to have its reasons.
     hosted = ScriptedLM([missed, "FINAL(1987)", "never asked"])
     assert RLM(hosted, repl="inprocess").run("Where is the key?", context).answer == "1987"
+
+
+def test_a_small_roots_answer_that_nothing_printed_shows_is_sent_back_once():
+    # Its search printed a miss, and it answered with its worked example's answer.
+    looked = repl("print(context[:20])")
+    found = repl("print(context[context.find('key'):])")
+    context = "Dr. Lindqvist keeps the key under the owl."
+    root = small_root([looked, "FINAL(1987)", found, "FINAL(under the owl)"])
+    result = RLM(root, repl="inprocess", max_iterations=8).run("Where is the key?", context)
+    assert result.answer == "under the owl" and len(root.calls) == 4
+    assert "nothing your code has printed shows '1987'" in root.calls[2][-1]["content"]
+    # An answer whose words were printed is taken at once, whatever else was printed.
+    direct = small_root([looked, found, "FINAL(Under the owl.)", "never asked"])
+    assert RLM(direct, repl="inprocess").run("Where is the key?", context).answer == (
+        "Under the owl."
+    )
+    # An answer with no telling word (a letter, a yes) cannot be checked, and is taken.
+    letter = small_root([looked, "FINAL(Answer: B)", "never asked"])
+    assert RLM(letter, repl="inprocess").run("Which?", context).answer == "Answer: B"

@@ -37,7 +37,14 @@ from deeprlm.cache import Cache, as_cache
 from deeprlm.chat import Chat
 from deeprlm.context import load_paths
 from deeprlm.errors import DeepRLMError, InputError, LimitError
-from deeprlm.flags import add_setting_flags, settings_from_flags
+from deeprlm.flags import (
+    add_model_flags,
+    add_price_flags,
+    add_setting_flags,
+    named_models,
+    prices_from_flags,
+    settings_from_flags,
+)
 from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.output import OutputSchema
 from deeprlm.rlm import RLM, RLMResult
@@ -48,7 +55,7 @@ from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
 from deeprlm.trace.jsonl import check_trace_path
 from deeprlm.trace.viewer import add_view_command
-from deeprlm.usage import Price, UsageReport, load_prices, parse_price
+from deeprlm.usage import UsageReport
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -70,63 +77,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+# The root model a command that may reopen a saved run falls back to.
+SAVED_MODEL = f"{DEFAULT_MODEL}; with --session or --resume, the saved one"
+
+
 def _fail(message: str) -> None:
     print(f"deeprlm: error: {message}", file=sys.stderr)
-
-
-def named_models(text: str) -> dict[str, str]:
-    """Parses NAME=SPEC[,NAME=SPEC] (the --sub-models flag)."""
-    models = {}
-    for item in text.split(","):
-        name, sep, spec = item.partition("=")
-        if not sep or not name.strip() or not spec.strip():
-            raise argparse.ArgumentTypeError(f"expected NAME=SPEC, got {item!r}")
-        models[name.strip()] = spec.strip()
-    return models
-
-
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    models = parser.add_argument_group("models")
-    models.add_argument(
-        "--model",
-        "-m",
-        metavar="SPEC",
-        help="root model: local, gguf:PATH, hf:REPO/FILE, openai/NAME, "
-        f"anthropic/NAME (default: {DEFAULT_MODEL}; with --session or --resume, the saved one)",
-    )
-    models.add_argument(
-        "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
-    )
-    models.add_argument(
-        "--sub-models",
-        action="append",
-        default=[],
-        type=named_models,
-        metavar="NAME=SPEC[,NAME=SPEC]",
-        help="more models the code may pick by name, as llm_query(p, model=NAME); "
-        "repeatable (the code can name only these, root and sub)",
-    )
-    models.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="OpenAI-compatible server for openai/NAME (or OPENAI_BASE_URL)",
-    )
-
-
-def _add_price_flags(parser: argparse.ArgumentParser) -> None:
-    prices = parser.add_argument_group("prices (USD per million tokens; a USD budget needs one)")
-    prices.add_argument(
-        "--price",
-        action="append",
-        default=[],
-        metavar="MODEL=IN,OUT",
-        help="a model's input and output price, e.g. my-model=0.5,1.5 (repeatable)",
-    )
-    prices.add_argument(
-        "--prices",
-        metavar="FILE.toml",
-        help='a prices file: a table per model, e.g. ["my-model"] input = 0.5 output = 1.5',
-    )
 
 
 def _add_session_flags(parser: argparse.ArgumentParser, what: str) -> None:
@@ -150,12 +106,12 @@ def _add_ask(subparsers: Any) -> None:
         metavar="PATH",
         help="a file, a folder (its text files) or - for stdin; repeatable",
     )
-    _add_model_flags(ask)
+    add_model_flags(ask, default_said=SAVED_MODEL)
     _add_session_flags(
         ask, "ask a saved session (see deeprlm chat) one more question, and save it again"
     )
     add_setting_flags(ask, [row.name for row in table() if row.metadata["section"] != SESSION])
-    _add_price_flags(ask)
+    add_price_flags(ask)
     cache = ask.add_argument_group("cache and resume")
     cache.add_argument(
         "--cache",
@@ -206,10 +162,10 @@ def _add_chat(subparsers: Any) -> None:
         metavar="PATH",
         help="a file or a folder (its text files); repeatable",
     )
-    _add_model_flags(chat)
+    add_model_flags(chat, default_said=SAVED_MODEL)
     _add_session_flags(chat, "go on with a saved session")
     add_setting_flags(chat)
-    _add_price_flags(chat)
+    add_price_flags(chat)
     cache = chat.add_argument_group("cache")
     cache.add_argument(
         "--cache",
@@ -239,13 +195,6 @@ def _print_failure(message: str, status: str = "error") -> None:
     print(json.dumps(data, ensure_ascii=False))
 
 
-def _prices(args: argparse.Namespace) -> dict[str, Price]:
-    """--prices FILE, then each --price (which wins for its model)."""
-    prices = load_prices(args.prices) if args.prices else {}
-    prices.update(parse_price(spec) for spec in args.price)
-    return prices
-
-
 def _ask(args: argparse.Namespace) -> int:
     _check_session_flags(args)
     if args.session:
@@ -254,7 +203,7 @@ def _ask(args: argparse.Namespace) -> int:
     cache = as_cache(args.cache)
     if cache is not None and args.cache_sampled:
         cache = Cache(cache.path, sampled=True)
-    models = {name: spec for group in args.sub_models for name, spec in group.items()}
+    models = named_models(args)
     settings = settings_from_flags(args)
     sources = args.context
     recorded = None
@@ -282,7 +231,7 @@ def _ask(args: argparse.Namespace) -> int:
     # trace path or price costs nothing, not the reading of a large context.
     if args.trace:
         check_trace_path(args.trace)
-    prices = _prices(args)
+    prices = prices_from_flags(args)
     notes: list[str] = []
     context, skipped = load_paths(sources, notes=notes)
     for note in notes if not args.quiet else ():
@@ -352,7 +301,7 @@ def _open_session(args: argparse.Namespace) -> Session:
         sub_model=args.sub_model,
         base_url=args.base_url,
         trace_path=args.trace,
-        prices=_prices(args),
+        prices=prices_from_flags(args),
         output=OutputSchema.from_file(schema) if schema else None,
     )
     session = Session.open(saved.id, rlm, rebind=args.rebind)
@@ -423,9 +372,9 @@ def _chat(args: argparse.Namespace) -> int:
             rlm = RLM(
                 args.model or DEFAULT_MODEL,
                 args.sub_model,
-                models={name: spec for group in args.sub_models for name, spec in group.items()},
+                models=named_models(args),
                 base_url=args.base_url,
-                prices=_prices(args),
+                prices=prices_from_flags(args),
                 trace_path=args.trace or folder / TRACE_FILE,
                 **settings,
             )

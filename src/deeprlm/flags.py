@@ -97,7 +97,8 @@ def settings_from_flags(args: argparse.Namespace, of: type[Any] = Settings) -> d
     return result
 
 
-def _named_models(text: str) -> dict[str, str]:
+def parse_named_models(text: str) -> dict[str, str]:
+    """Parses NAME=SPEC[,NAME=SPEC] (the --sub-models flag)."""
     models = {}
     for item in text.split(","):
         name, sep, spec = item.partition("=")
@@ -107,15 +108,17 @@ def _named_models(text: str) -> dict[str, str]:
     return models
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
+def add_model_flags(parser: argparse.ArgumentParser, *, default_said: str | None = None) -> None:
+    """The models group. `default_said`: for a command that decides the root model's
+    default itself (`--model` is then None when not given), how the help states it."""
     models = parser.add_argument_group("models")
     models.add_argument(
         "--model",
         "-m",
-        default=DEFAULT_MODEL,
+        default=DEFAULT_MODEL if default_said is None else None,
         metavar="SPEC",
         help="root model: local, gguf:PATH, hf:REPO/FILE, openai/NAME, "
-        "anthropic/NAME (default: %(default)s)",
+        f"anthropic/NAME (default: {default_said or DEFAULT_MODEL})",
     )
     models.add_argument(
         "--sub-model", metavar="SPEC", help="model for sub-calls (default: --model)"
@@ -124,7 +127,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         "--sub-models",
         action="append",
         default=[],
-        type=_named_models,
+        type=parse_named_models,
         metavar="NAME=SPEC[,NAME=SPEC]",
         help="more models the code may pick by name, as llm_query(p, model=NAME); "
         "repeatable (the code can name only these, root and sub)",

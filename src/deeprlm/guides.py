@@ -221,7 +221,7 @@ KINDS: dict[str, Kind] = {
             "find one fact written in one place of the text (a number, a name, a date), "
             "e.g. 'What is the code word for X?'",
             ("llm_query",),
-            "1. Search `context` for a rare word of the question (a name, a place, a code), "
+            "1. Search `context` for a rare word of the question (a name, a place), "
             "ignoring case, and print about 300 characters around each hit.\n2. Read the "
             "output. If it answers the question, reply FINAL(answer) with the exact words of "
             "the text. If nothing was found, search for another word of the question.",

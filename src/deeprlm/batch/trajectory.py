@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deeprlm.cache import sampling_of
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.lm.wrapped import WrappedLM
 from deeprlm.trace.events import (
     BatchStarted,
     CellEnded,
@@ -99,36 +99,15 @@ class CallTap:
             self.calls[current[1]] = Seen([dict(m) for m in messages], completion.text)
 
 
-class TappedLM:
+class TappedLM(WrappedLM):
     """A model whose calls a `CallTap` sees; otherwise the model itself."""
 
     def __init__(self, lm: LM, tap: CallTap) -> None:
-        self.lm = lm
+        super().__init__(lm)
         self.tap = tap
 
-    @property
-    def name(self) -> str:
-        return self.lm.name
-
-    @property
-    def supports_tools(self) -> bool:
-        return self.lm.supports_tools
-
-    @property
-    def context_window(self) -> int | None:
-        return self.lm.context_window
-
-    @property
-    def prompt_family(self) -> str:
-        return self.lm.prompt_family
-
-    @property
-    def sampling(self) -> dict[str, Any]:
-        # The cache keys a reply by it: the tapped model is cached as the model itself.
-        return sampling_of(self.lm)
-
-    def for_role(self, role: str) -> LM:
-        return TappedLM(self.lm.for_role(role), self.tap)
+    def wrap(self, lm: LM) -> LM:
+        return TappedLM(lm, self.tap)
 
     def served(self, messages: Sequence[Message], completion: Completion) -> None:
         """A reply the cache gave in place of this model's: seen all the same."""
@@ -142,10 +121,8 @@ class TappedLM:
         max_tokens: int | None = None,
         schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        # The schema only when there is one: adapters written before it lack the keyword.
-        options: dict[str, Any] = {} if schema is None else {"schema": schema}
-        completion = await self.lm.acomplete(
-            messages, tools=tools, max_tokens=max_tokens, **options
+        completion = await super().acomplete(
+            messages, tools=tools, max_tokens=max_tokens, schema=schema
         )
         self.tap.record(messages, completion)
         return completion

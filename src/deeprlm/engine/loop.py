@@ -17,7 +17,7 @@ happened.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,10 +90,49 @@ class Wording(Protocol):
     # and asks for the answer at once (`repeat_ends_turns`), as running out of turns does.
     bare_reply_answers: bool
     repeat_ends_turns: bool
-    # A literal FINAL before any of its code printed a thing cannot come from the context:
-    # a small model then copies its worked example's answer. Such an answer is sent back
-    # once with a note to look (`answers_need_output`).
+    # A literal FINAL none of whose words its code has printed does not come from the
+    # context: a small model whose search found nothing copies its worked example's answer.
+    # Such an answer is sent back once with a note to look (`answers_need_output`).
     answers_need_output: bool
+
+
+# Words that say nothing about where an answer came from.
+_PLAIN_WORDS = frozenset(
+    {"answer", "the", "and", "for", "not", "none", "yes", "true", "false", "with", "from"}
+)
+_WORD = re.compile(r"\w{3,}")
+# What a cell printed is kept this far for the check; a small root's outputs are clipped
+# to a few thousand characters a turn long before this.
+_PRINTED_CHARS = 1_000_000
+
+
+class _Printed:
+    """What a run's cells have printed so far, to tell an answer read from it from one
+    made up."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._chars = 0
+
+    @property
+    def anything(self) -> bool:
+        return self._chars > 0
+
+    def add(self, outputs: Iterable[str]) -> None:
+        for output in outputs:
+            text = output.strip().lower()[: max(0, _PRINTED_CHARS - self._chars)]
+            if text:
+                self._text.append(text)
+                self._chars += len(text)
+
+    def shows(self, answer: str) -> bool:
+        """Whether any telling word of `answer` was printed (an answer without such words,
+        a letter or a yes, is given the benefit of the doubt)."""
+        words = {w for w in _WORD.findall(answer.lower()) if w not in _PLAIN_WORDS}
+        if not words:
+            return True
+        text = "\n".join(self._text)
+        return any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text) for w in words)
 
 
 class TurnLoop:
@@ -131,26 +170,27 @@ class TurnLoop:
         messages = self.wording.opening()
         self._opening = [dict(m) for m in messages]
         previous: tuple[tuple[str, ...], list[str]] | None = None
-        seen_output = False
+        printed = _Printed()
         sent_to_look = False
         for iteration in range(1, self.max_iterations + 1):
             self.iterations = iteration
             reply = parse_reply(await self._ask(messages, "root"))
             final, cells, notes = await self._act(reply, iteration)
             bare = not reply.code and reply.final is None and self.last_reply.strip()
-            if bare and seen_output and self.wording.bare_reply_answers:
+            if bare and printed.anything and self.wording.bare_reply_answers:
                 final = self.last_reply.strip()
             literal = reply.final is not None and not reply.final.is_variable and not reply.code
             if (
                 final is not None
                 and literal
-                and not seen_output
                 and not sent_to_look
                 and self.wording.answers_need_output
+                and not printed.shows(final)
             ):
-                sent_to_look, final = True, None
-                notes.append(prompts.UNSEEN_ANSWER_NOTE)
-            seen_output = seen_output or any(cell.output.strip() for cell in cells)
+                sent_to_look = True
+                notes.append(prompts.unseen_answer_note(final, printed.anything))
+                final = None
+            printed.add(cell.output for cell in cells)
             if final is not None:
                 refused = self._refusal(final)
                 if refused is None:

@@ -10,9 +10,13 @@ import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
-from deeprlm.cli import named_models
 from deeprlm.errors import InputError
-from deeprlm.flags import add_setting_flags, settings_from_flags
+from deeprlm.flags import (
+    add_setting_flags,
+    named_models,
+    parse_named_models,
+    settings_from_flags,
+)
 from deeprlm.serve.config import DEFAULT_SETUP, ServeConfig, ServerSettings, build_config, load_file
 from deeprlm.settings import table
 
@@ -41,7 +45,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, exclude: Iterable[str]
         "--sub-models",
         action="append",
         default=[],
-        type=named_models,
+        type=parse_named_models,
         metavar="NAME=SPEC[,NAME=SPEC]",
         help="more models the code may pick by name (repeatable)",
     )
@@ -85,7 +89,7 @@ def config_from_args(
             "name": args.name,
             "model": args.model,
             "sub_model": args.sub_model,
-            "sub_models": {k: v for group in args.sub_models for k, v in group.items()},
+            "sub_models": named_models(args),
             "base_url": args.base_url,
             "prices": args.prices,
         }

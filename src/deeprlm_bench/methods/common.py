@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deeprlm.batch.trajectory import CallTap
-from deeprlm.cache import sampling_of
 from deeprlm.engine import SharedState
 from deeprlm.engine.shared import Permits
 from deeprlm.errors import LMError
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.lm.wrapped import WrappedLM
 from deeprlm.settings import Settings
 from deeprlm.textutil import estimate_tokens
 from deeprlm.trace.events import Event
@@ -107,40 +107,16 @@ def too_long_message(tokens: int, window: int | None) -> str:
     )
 
 
-class WithinWindow:
+class WithinWindow(WrappedLM):
     """A model that refuses, before sending it, a prompt that cannot fit `window`; the
     model's own refusal (its count is the real one) becomes `TooLong` too."""
 
     def __init__(self, lm: LM, window: int | None) -> None:
-        self.lm = lm
+        super().__init__(lm)
         self.window = window
 
-    @property
-    def name(self) -> str:
-        return self.lm.name
-
-    @property
-    def supports_tools(self) -> bool:
-        return self.lm.supports_tools
-
-    @property
-    def context_window(self) -> int | None:
-        return self.lm.context_window
-
-    @property
-    def prompt_family(self) -> str:
-        return self.lm.prompt_family
-
-    def for_role(self, role: str) -> LM:
-        return WithinWindow(self.lm.for_role(role), self.window)
-
-    @property
-    def sampling(self) -> dict[str, Any]:
-        return sampling_of(self.lm)
-
-    @property
-    def in_process(self) -> bool:
-        return bool(getattr(self.lm, "in_process", False))
+    def wrap(self, lm: LM) -> LM:
+        return WithinWindow(lm, self.window)
 
     async def acomplete(
         self,
@@ -154,8 +130,9 @@ class WithinWindow:
         if not fits(tokens, self.window):
             raise TooLong(too_long_message(tokens, self.window))
         try:
-            options: dict[str, Any] = {} if schema is None else {"schema": schema}
-            return await self.lm.acomplete(messages, tools=tools, max_tokens=max_tokens, **options)
+            return await super().acomplete(
+                messages, tools=tools, max_tokens=max_tokens, schema=schema
+            )
         except LMError as err:
             if "does not fit" in str(err):
                 raise TooLong(str(err)) from err
