@@ -178,6 +178,9 @@ def test_packs_are_sized_to_the_sub_models_window():
          "count", "records(context)"),
         ("Just some prose.\\nWith lines.\\nAnd more.", "What is the code word?", "lookup",
          "re.finditer(r\"ferro\", context, re.IGNORECASE)"),
+        (["Kell Fair\\nIts sponsor was Orm Foods.", "Orm Foods\\nFounded in 1950."],
+         "In what year was the sponsor of the 1990 Kell Fair founded?", "chain",
+         "search(words, context)"),
     ],
 )  # fmt: skip
 def test_a_small_root_is_taught_the_kind_its_context_and_question_show(context, query, kind, shown):

@@ -10,10 +10,11 @@ the pattern, not an answer.
 The pick reads the context's structure, not the model: a dict of source files is code; a
 text of records is a count over a field the records state, a count over a class that must
 be judged from their text, or a list of pairs; a question naming a call in source code is
-answered by running it; anything else is a look-up, which also follows a chain of
-look-ups. Asking the 1.5B model itself, in a call held to the kinds'
-names, picked the expected kind for 5 of 7 task families on three tuning seeds (and fewer
-with longer descriptions), which is why the structure decides.
+answered by running it; a question that describes what it asks through another thing ("the
+founder of the sponsor of ...") follows a chain of look-ups, one search a turn; anything
+else is a look-up. Asking the 1.5B model itself, in a call held to the kinds' names,
+picked the expected kind for 5 of 7 task families on three tuning seeds (and fewer with
+longer descriptions), which is why the structure decides.
 
 `KINDS` is the one table: each kind's functions, steps and example come from it.
 """
@@ -93,8 +94,8 @@ Reply:
 FINAL(Answer: 57)"""
 
 _REVIEWS = """Each line is a review: a day, a shop and the review's text. Each review can be \
-labelled with one of: delivery, price, quality. The labels are not given: judge each review \
-by its text."""
+labelled with one of: delivery, price and value, quality. The labels are not given: judge \
+each review by its text."""
 
 _JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to Mar 10, \
 2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
@@ -103,37 +104,37 @@ _JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 20
 from collections import Counter
 rows = records(context)
 # No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
 start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
 print(Counter(label for r, label in zip(rows, labels) if start <= parse_date(r["Day"]) <= end))
 ```
 Output:
-Counter({{'delivery': 41, 'quality': 33, 'price': 22}})
+Counter({{'delivery': 41, 'quality': 33, 'price and value': 22}})
 Reply:
 FINAL(Answer: 41)"""
 
 _JUDGE_EXAMPLE_NO_SUB = _JUDGE_EXAMPLE.replace(
     """# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])""",
     """# No field states the label: judge each review by its words.
 def label(text):
     text = text.lower()
     if any(w in text for w in ("late", "parcel", "arrived", "courier")):
         return "delivery"
     if any(w in text for w in ("price", "cheap", "expensive", "cost")):
-        return "price"
+        return "price and value"
     return "quality"
 labels = [label(r["Review"]) for r in rows]""",
 )
 
 _PAIRS_EXAMPLE = f"""Question: {_REVIEWS} List all pairs of shops where both shops have at \
-least one review with the label 'price'. List each pair once, lower shop first, one per line \
-in the form (shop_1, shop_2).
+least one review with the label 'price and value'. List each pair once, lower shop first, \
+one per line in the form (shop_1, shop_2).
 ```repl
 rows = records(context)
 # No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])
-shops = sorted({{int(r["Shop"]) for r, label in zip(rows, labels) if label == "price"}})
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
+shops = sorted({{int(r["Shop"]) for r, label in zip(rows, labels) if label == "price and value"}})
 pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
 answer = "\\n".join(pairs)
 print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])
@@ -145,42 +146,57 @@ FINAL_VAR("answer")"""
 
 _PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
     """# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])""",
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])""",
     """# No field states the label: judge each review by its words.
 def label(text):
     text = text.lower()
     if any(w in text for w in ("price", "cheap", "expensive", "cost")):
-        return "price"
+        return "price and value"
     return "other"
 labels = [label(r["Review"]) for r in rows]""",
 )
 
-_CHAIN_EXAMPLE = """Question: In which city was the architect of the Blue Hall born?
+_CHAIN_EXAMPLE = """Question: In which country is the birthplace of the architect of the Blue Hall?
 ```repl
-print(search("Blue Hall architect", context))
+print(search("Blue Hall", context))
 ```
 Output:
-1 hit for 'Blue Hall architect' (every word on one line)
-[212, line 2]
+2 hits for 'Blue Hall' (every word on one line)
+[212, lines 1, 2 (2 hits)]
 Blue Hall
 The Blue Hall was designed by the architect Omar Lenz (born 1921) and opened in 1960.
 Reply:
+The architect is Omar Lenz (born 1921). Next: his birthplace.
 ```repl
 print(search("Omar Lenz", context))
 ```
 Output:
-3 hits for 'Omar Lenz' (case-insensitive)
+5 hits for 'Omar Lenz' (every word on one line)
 [48, lines 1, 2 (2 hits)]
-Omar Lenz (born 1921)
-Omar Lenz is an architect born in 1921 in Varsel.
-[212, line 2]
-...designed by the architect Omar Lenz (born 1921) and opened in 1960.
-[301, lines 1, 2 (2 hits)]
 Omar Lenz (born 1950)
 Omar Lenz is a painter born in 1950 in Kest.
+[212, line 2]
+Blue Hall
+The Blue Hall was designed by the architect Omar Lenz (born 1921) and opened in 1960.
+[301, lines 1, 2 (2 hits)]
+Omar Lenz (born 1921)
+Omar Lenz is an architect born in 1921 in Varsel.
 Reply:
-The architect was born in 1921, so he is the first Omar Lenz.
-FINAL(Varsel)"""
+The architect was born in 1921, so he is the second Omar Lenz, born in Varsel. Next: the \
+country of Varsel.
+```repl
+print(search("Varsel", context))
+```
+Output:
+3 hits for 'Varsel' (case-insensitive)
+[94, lines 1, 2 (2 hits)]
+Varsel
+Varsel is a town in Norland, on the river Ost. It was founded in 1388.
+[301, line 2]
+Omar Lenz (born 1921)
+Omar Lenz is an architect born in 1921 in Varsel.
+Reply:
+FINAL(Norland)"""
 
 _CODE_EXAMPLE = """Question: What is the value of TIMEOUT in the mailer service?
 ```repl
@@ -275,9 +291,11 @@ KINDS: dict[str, Kind] = {
             "the sponsor of the 1990 Kell Fair founded?' (find the fair's sponsor, then when "
             "that company was founded)",
             ("search",),
-            "1. Search for the first thing the question names and read the hit.\n2. Search "
-            "for the name it leads to, and so on. Where two documents share a name, the "
-            "details (a year, a place) tell which one is meant.\n3. Reply FINAL(answer).",
+            "1. Search for the thing the question names (usually its last words) and print "
+            "the hits.\n2. The hit names the next thing to find: search for that name, and "
+            "so on, one search per turn, until a hit states what the question asks. Where two "
+            "documents share a name, the details (a year, a place) tell which one is meant."
+            "\n3. Reply FINAL(answer) with the exact words of the text.",
             _CHAIN_EXAMPLE,
         ),
         Kind(
@@ -330,6 +348,9 @@ _PAIRS = re.compile(r"\bpairs?\b", re.IGNORECASE)
 _CALL = re.compile(r"\b[A-Za-z_][\w.]*\.[A-Za-z_]\w*\([^()]*\)")
 _FIELD = re.compile(r"([A-Za-z][\w .'/-]{0,30}?): <([^>]*)>")
 _CHOICES = "one of: "
+# "the founder of the sponsor of ...": a thing described through another, which may take
+# more than one look-up. A question without it ("Where is the spare key?") is a look-up.
+_RELATION = re.compile(r"\bof (?:the|its|their|his|her)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -351,6 +372,8 @@ def pick_kind(query: str, info: ContextInfo) -> Pick:
         if stated:
             return Pick("count", f"records, and the question names their field {stated!r}")
         return Pick("judge", "records, and no field of theirs states what the question asks")
+    if _RELATION.search(query):
+        return Pick("chain", "the question describes what it asks through another thing")
     return Pick(DEFAULT_KIND, "text without a record format or source files")
 
 
