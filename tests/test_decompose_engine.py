@@ -180,7 +180,10 @@ def test_packs_are_sized_to_the_sub_models_window():
          "re.finditer(r\"ferro\", context, re.IGNORECASE)"),
         (["Kell Fair\\nIts sponsor was Orm Foods.", "Orm Foods\\nFounded in 1950."],
          "In what year was the sponsor of the 1990 Kell Fair founded?", "chain",
-         "search(words, context)"),
+         "for i, doc in enumerate(context):"),  # the example's code is for a list
+        ("Kell Fair\\nIts sponsor was Orm Foods.\\n\\nOrm Foods\\nFounded in 1950.",
+         "In what year was the sponsor of the 1990 Kell Fair founded?", "chain",
+         "re.finditer(r\"blue hall\", context, re.IGNORECASE)"),
     ],
 )  # fmt: skip
 def test_a_small_root_is_taught_the_kind_its_context_and_question_show(context, query, kind, shown):
@@ -194,8 +197,8 @@ def test_a_small_root_is_taught_the_kind_its_context_and_question_show(context, 
     assert notes and notes[0].startswith(f"kind of question: {kind} (")
     if kind in ("count", "lookup", "code"):
         assert "llm_classify" not in system  # one kind's functions only
-    if kind == "lookup":
-        assert "search(" not in system  # the model wrote its own (broken) one
+    if kind in ("lookup", "chain"):
+        assert "- search(" not in system  # the model wrote its own (broken) one
 
 
 def test_without_sub_calls_a_judging_root_is_shown_no_sub_call_function():

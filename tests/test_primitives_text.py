@@ -200,3 +200,11 @@ def test_a_hit_reads_as_a_dict_too():
     assert hit["line"] == hit.line == 2 and hit["text"] == hit.text
     with pytest.raises(KeyError, match="a hit has key, line, offset"):
         hit["around"]
+
+
+def test_a_hit_unpacks_as_where_and_text():
+    # Small models collect (index, line) pairs in searches of their own, then unpack hits.
+    hits = search("kest", ["Omar Lenz\nborn in Varsel", "Ida Moss\nborn in Kest"])
+    key, text = hits[0]
+    assert (key, text) == (1, hits[0].text) == (hits[0][0], hits[0][1])
+    assert "born in Kest" in text

@@ -22,7 +22,7 @@ longer descriptions), which is why the structure decides.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from deeprlm.context import ContextInfo
@@ -40,6 +40,14 @@ class Kind:
     # With sub-calls turned off, a kind that needs them gets these steps and this example.
     steps_without_sub_calls: str = ""
     example_without_sub_calls: str = ""
+    # Taught in the plain words of the look-up prompt (see `deeprlm.prompts`) rather than
+    # the kinds' template.
+    plain: bool = False
+    # The example in code for the context's shape ("str", "list", "dict"), where the code
+    # differs; else `example`.
+    example_for: Callable[[str], str] | None = None
+    # What a small root is told after each output, below the question.
+    follow_up: str = ""
 
 
 FUNCTIONS: dict[str, str] = {
@@ -156,47 +164,54 @@ def label(text):
 labels = [label(r["Review"]) for r in rows]""",
 )
 
-_CHAIN_EXAMPLE = """Question: In which country is the birthplace of the architect of the Blue Hall?
-```repl
-print(search("Blue Hall", context))
-```
-Output:
-2 hits for 'Blue Hall' (every word on one line)
-[212, lines 1, 2 (2 hits)]
-Blue Hall
-The Blue Hall was designed by the architect Omar Lenz (born 1921) and opened in 1960.
-Reply:
-The architect is Omar Lenz (born 1921). Next: his birthplace.
-```repl
-print(search("Omar Lenz", context))
-```
-Output:
-5 hits for 'Omar Lenz' (every word on one line)
-[48, lines 1, 2 (2 hits)]
-Omar Lenz (born 1950)
-Omar Lenz is a painter born in 1950 in Kest.
-[212, line 2]
-Blue Hall
-The Blue Hall was designed by the architect Omar Lenz (born 1921) and opened in 1960.
-[301, lines 1, 2 (2 hits)]
-Omar Lenz (born 1921)
-Omar Lenz is an architect born in 1921 in Varsel.
-Reply:
-The architect was born in 1921, so he is the second Omar Lenz, born in Varsel. Next: the \
-country of Varsel.
-```repl
-print(search("Varsel", context))
-```
-Output:
-3 hits for 'Varsel' (case-insensitive)
-[94, lines 1, 2 (2 hits)]
-Varsel
-Varsel is a town in Norland, on the river Ost. It was founded in 1388.
-[301, line 2]
-Omar Lenz (born 1921)
-Omar Lenz is an architect born in 1921 in Varsel.
-Reply:
-FINAL(Norland)"""
+# A chain is followed with plain `re`, in code for the context's shape: shown `search()`,
+# the 1.5B model wrote its own search() and FINAL() over a made-up context, every time.
+_CHAIN_STEPS = (
+    ("Blue Hall", "blue hall", 212, "Blue Hall\nThe Blue Hall was designed by the architect "
+     "Omar Lenz (born 1921) and opened in 1960.",
+     "The architect is Omar Lenz (born 1921). Next: his birthplace."),
+    ("Omar Lenz", "omar lenz", 48, "Omar Lenz (born 1950)\nOmar Lenz is a painter born in "
+     "1950 in Kest.", ""),
+    ("Omar Lenz", "omar lenz", 301, "Omar Lenz (born 1921)\nOmar Lenz is an architect born "
+     "in 1921 in Varsel.",
+     "The architect was born in 1921, so he is the second Omar Lenz, born in Varsel. Next: "
+     "the country of Varsel."),
+    ("Varsel", "varsel", 94, "Varsel\nVarsel is a town in Norland, on the river Ost. It was "
+     "founded in 1388.", "FINAL(Norland)"),
+)  # fmt: skip
+_CHAIN_CODE = {
+    "str": """import re
+for m in re.finditer(r"{pattern}", context, re.IGNORECASE):
+    print(context[max(0, m.start() - 150):m.start() + 150])""",
+    "list": """import re
+for i, doc in enumerate(context):
+    if re.search(r"{pattern}", doc, re.IGNORECASE):
+        print(i, doc[:300])""",
+    "dict": """import re
+for key, doc in context.items():
+    if re.search(r"{pattern}", doc, re.IGNORECASE):
+        print(key, doc[:300])""",
+}
+
+
+def _chain_example(shape: str) -> str:
+    """The chain example in code for a `shape` context ("str", "list" or "dict")."""
+    shape = shape if shape in _CHAIN_CODE else "str"
+    parts = ["Question: In which country is the birthplace of the architect of the Blue Hall?"]
+    shown: list[str] = []
+    for _, pattern, where, doc, reply in _CHAIN_STEPS:
+        if not shown:
+            parts.append(f"```repl\n{_CHAIN_CODE[shape].format(pattern=pattern)}\n```")
+        if shape == "str":
+            shown.append(f"...{doc.replace(chr(10), ' ')}...")
+        else:
+            key = where if shape == "list" else f"halls/{where}.txt"
+            shown.append(f"{key} {doc}")
+        if reply:
+            parts.append("Output:\n" + "\n".join(shown) + f"\nReply:\n{reply}")
+            shown = []
+    return "\n".join(parts)
+
 
 _CODE_EXAMPLE = """Question: What is the value of TIMEOUT in the mailer service?
 ```repl
@@ -242,6 +257,7 @@ KINDS: dict[str, Kind] = {
             "output. If it answers the question, reply FINAL(answer) with the exact words of "
             "the text. If nothing was found, search for another word of the question.",
             _LOOKUP_EXAMPLE,
+            plain=True,
         ),
         Kind(
             "count",
@@ -290,13 +306,20 @@ KINDS: dict[str, Kind] = {
             "another thing, so it takes two or more look-ups in a row, e.g. 'In what year was "
             "the sponsor of the 1990 Kell Fair founded?' (find the fair's sponsor, then when "
             "that company was founded)",
-            ("search",),
-            "1. Search for the thing the question names (usually its last words) and print "
-            "the hits.\n2. The hit names the next thing to find: search for that name, and "
-            "so on, one search per turn, until a hit states what the question asks. Where two "
-            "documents share a name, the details (a year, a place) tell which one is meant."
-            "\n3. Reply FINAL(answer) with the exact words of the text.",
-            _CHAIN_EXAMPLE,
+            ("llm_query",),
+            "1. Search `context` for the rarest name in the question (a name, not a year or "
+            "a common word), ignoring case, and print what is around each hit.\n2. The text "
+            "found names the next thing to find: search for that name, and so on, one search "
+            "per turn, until you find what the question asks. Where two texts share a name, "
+            "the details (a year, a place) tell which one is meant.\n3. Reply FINAL(answer) "
+            "with the exact words of the text.",
+            _chain_example("str"),
+            plain=True,
+            example_for=_chain_example,
+            # Shown the first hop's answer, it reran the same search until asked for an
+            # answer, then gave that hop's.
+            follow_up="If the output states what the question asks, reply FINAL(answer). If "
+            "it names the next thing to find, search for that name now",
         ),
         Kind(
             "code",
@@ -319,6 +342,12 @@ KINDS: dict[str, Kind] = {
     )
 }
 DEFAULT_KIND = "lookup"
+FOLLOW_UP = "If the output answers it, reply FINAL(answer). If not, write different code"
+
+
+def follow_up_of(kind: str | None) -> str:
+    found = KINDS.get(kind) if kind else None
+    return found.follow_up if found is not None and found.follow_up else FOLLOW_UP
 
 
 def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
@@ -331,9 +360,11 @@ def steps_of(kind: Kind, sub_calls: bool) -> str:
     return kind.steps
 
 
-def example_of(kind: Kind, sub_calls: bool) -> str:
+def example_of(kind: Kind, sub_calls: bool, shape: str = "str") -> str:
     if not sub_calls and kind.example_without_sub_calls:
         return kind.example_without_sub_calls
+    if kind.example_for is not None:
+        return kind.example_for(shape)
     return kind.example
 
 

@@ -35,6 +35,7 @@ class PromptSetup:
     # The kind of question (a key of `guides.KINDS`) a small model is taught for; None
     # gives the single-example prompt.
     kind: str | None = None
+    shape: str = "str"  # the context's: "str", "list" or "dict" (examples' code follows it)
 
 
 # How much of a cell's output the model reads per turn, unless the user says otherwise. A
@@ -80,18 +81,18 @@ intermediate results in variables."""
 
 # Small models copy a worked example far better than they follow a list of rules, and lose
 # the thread in long prompts: they get one short prompt of their own. A look-up (and a run
-# with no kind picked) gets the prompt that found every needle before kinds existed, filled
-# with the look-up kind's steps and example: the kinds' shared template below, worded a
-# little differently, sent the 1.5B model into a regex one space off the name it sought,
-# and then to the example's answer. It names llm_query alone of the REPL functions, in words
-# of its own, so that the model has no function to imitate instead of calling.
+# with no kind picked) gets the prompt that found every needle before kinds existed, and so
+# does every kind marked `plain`: the kinds' shared template below, worded a little
+# differently, sent the 1.5B model into a regex one space off the name it sought and then
+# to the example's answer, and into writing its own search() and FINAL() (over a made-up
+# context) instead of calling them.
 _SMALL = """You answer a question about a long text. The text is in the Python variable \
 `context`, too long to read whole. Write Python in a ```repl block and you will see what it \
 prints (at most {max_output_chars:,} characters, so print short pieces).
 
 In the code you can use:
 - context: the text (if it is a list or a dict, search each text in it).
-{sub_call}- FINAL(answer): gives your final answer.
+{functions}- FINAL(answer): gives your final answer.
 
 How to work:
 {steps}
@@ -134,7 +135,7 @@ def _small_kind_prompt(setup: PromptSetup, kind: guides.Kind) -> str:
         max_output_chars=setup.max_output_chars,
         functions=functions,
         steps=guides.steps_of(kind, setup.allow_sub_calls),
-        example=guides.example_of(kind, setup.allow_sub_calls),
+        example=guides.example_of(kind, setup.allow_sub_calls, setup.shape),
     )
     if setup.tools:
         listed = "\n".join(f"- {name}: {doc}" for name, doc in setup.tools.items())
@@ -144,20 +145,26 @@ def _small_kind_prompt(setup: PromptSetup, kind: guides.Kind) -> str:
 
 def _small_system_prompt(setup: PromptSetup) -> str:
     kind = guides.KINDS.get(setup.kind) if setup.kind else None
-    if kind is not None and kind.name != guides.DEFAULT_KIND:
+    if kind is None:
+        kind = guides.KINDS[guides.DEFAULT_KIND]
+    if not kind.plain:
         return _small_kind_prompt(setup, kind)
-    lookup = guides.KINDS[guides.DEFAULT_KIND]
-    window = (
-        f"; it reads at most {setup.sub_window_chars:,} characters"
-        if setup.sub_window_chars
-        else ""
-    )
-    sub_call = _SMALL_SUB_CALL.format(window=window) if setup.allow_sub_calls else ""
+    functions = ""
+    for name in guides.functions_of(kind, setup.allow_sub_calls):
+        if name == "llm_query":
+            window = (
+                f"; it reads at most {setup.sub_window_chars:,} characters"
+                if setup.sub_window_chars
+                else ""
+            )
+            functions += _SMALL_SUB_CALL.format(window=window)
+        else:
+            functions += f"- {guides.FUNCTIONS[name]}\n"
     text = _SMALL.format(
         max_output_chars=setup.max_output_chars,
-        sub_call=sub_call,
-        steps=lookup.steps,
-        example=lookup.example,
+        functions=functions,
+        steps=guides.steps_of(kind, setup.allow_sub_calls),
+        example=guides.example_of(kind, setup.allow_sub_calls, setup.shape),
     )
     if setup.tools:
         listed = "\n".join(f"- {name}: {doc}" for name, doc in setup.tools.items())
@@ -325,6 +332,7 @@ def cells_message(
     *,
     family: str = "default",
     query: str = "",
+    follow_up: str = guides.FOLLOW_UP,
 ) -> str:
     small = family == "small"
     parts = []
@@ -340,10 +348,7 @@ def cells_message(
     if small and query:
         # A small model loses the question after a few turns and tends to rerun the same
         # code; restating both keeps it on track.
-        parts.append(
-            f"Question: {query}\nIf the output answers it, reply FINAL(answer). If not, "
-            f"write different code ({turns})."
-        )
+        parts.append(f"Question: {query}\n{follow_up} ({turns}).")
     else:
         parts.append(f"({turns}. Continue, or give FINAL(answer) if the output settles it.)")
     return "\n\n".join(parts)
@@ -423,6 +428,7 @@ class RootWording:
         # printed it, until its turns run out (seen in the embedded model's traces).
         small = setup.family == "small"
         self.bare_reply_answers = small
+        self.first_block_only = small
         self.repeat_ends_turns = small
         self.answers_need_output = small
 
@@ -446,6 +452,7 @@ class RootWording:
             notes,
             family=self.setup.family,
             query=self.query,
+            follow_up=guides.follow_up_of(self.setup.kind),
         )
 
     def no_code(self) -> str:

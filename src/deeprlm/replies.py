@@ -41,6 +41,16 @@ class Reply:
     final: FinalTag | None
 
 
+def through_first_block(text: str) -> str:
+    """The reply up to the end of its first code block (all of it if it has none). What a
+    model writes after a block, before seeing the block's output, is a guess at that output
+    and at its own next step: a small model's guesses then run as code."""
+    for match in _FENCE.finditer(text):
+        if match.group(2).strip():
+            return text[: match.end()]
+    return text
+
+
 def parse_reply(text: str, *, tag_anywhere: bool = False) -> Reply:
     """`tag_anywhere` also accepts a FINAL tag in the middle of a line, for the forced last
     turn, where any answer is better than none."""

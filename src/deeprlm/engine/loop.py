@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from deeprlm import prompts
 from deeprlm.lm.base import Message
 from deeprlm.repl.base import Cell
-from deeprlm.replies import Reply, parse_reply
+from deeprlm.replies import Reply, parse_reply, through_first_block
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
 # (messages, purpose) -> the model's reply text; purpose is "root" or "forced".
@@ -86,10 +86,14 @@ class Wording(Protocol):
 
     # How the loop treats a model that does not say FINAL when it has its answer (a small
     # one): a reply with neither code nor FINAL, after it has seen output, is its answer
-    # (`bare_reply_answers`); the same code again with the same output ends the turns
-    # and asks for the answer at once (`repeat_ends_turns`), as running out of turns does.
+    # (`bare_reply_answers`); the same code a third time in a row with the same output ends
+    # the turns and asks for the answer at once (`repeat_ends_turns`), as running out of
+    # turns does.
     bare_reply_answers: bool
     repeat_ends_turns: bool
+    # A small model writes on past its code block, guessing the output and its next step;
+    # with `first_block_only` the reply ends where its first code block does.
+    first_block_only: bool
     # A literal FINAL none of whose words its code has printed does not come from the
     # context: a small model whose search found nothing copies its worked example's answer.
     # Such an answer is sent back once with a note to look (`answers_need_output`).
@@ -104,6 +108,17 @@ _WORD = re.compile(r"\w{3,}")
 # What a cell printed is kept this far for the check; a small root's outputs are clipped
 # to a few thousand characters a turn long before this.
 _PRINTED_CHARS = 1_000_000
+
+
+def _echoes(reply: str, said: Sequence[Message]) -> bool:
+    """Whether a reply of several lines begins and ends with what the model was told (a
+    small model sometimes echoes a traceback and the question back, or a line of output
+    and a line of its instructions): such a reply is not its answer."""
+    lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
+    if len(lines) < 2:
+        return False
+    told = "\n".join(str(m["content"]) for m in said if m["role"] != "assistant")
+    return lines[0] in told and lines[-1] in told
 
 
 class _Printed:
@@ -170,14 +185,24 @@ class TurnLoop:
         messages = self.wording.opening()
         self._opening = [dict(m) for m in messages]
         previous: tuple[tuple[str, ...], list[str]] | None = None
+        repeats = 0  # turns in a row that reran the last cell with the same output
         printed = _Printed()
         sent_to_look = False
         for iteration in range(1, self.max_iterations + 1):
             self.iterations = iteration
-            reply = parse_reply(await self._ask(messages, "root"))
+            text = await self._ask(messages, "root")
+            if self.wording.first_block_only:
+                text = self.last_reply = through_first_block(text)
+                messages[-1] = {"role": "assistant", "content": text}
+            reply = parse_reply(text)
             final, cells, notes = await self._act(reply, iteration)
             bare = not reply.code and reply.final is None and self.last_reply.strip()
-            if bare and printed.anything and self.wording.bare_reply_answers:
+            if (
+                bare
+                and printed.anything
+                and self.wording.bare_reply_answers
+                and not _echoes(self.last_reply, messages[:-1])
+            ):
                 final = self.last_reply.strip()
             literal = reply.final is not None and not reply.final.is_variable and not reply.code
             if (
@@ -197,12 +222,15 @@ class TurnLoop:
                     return Outcome(final, iteration, forced=False)
                 notes.append(refused)
             seen = (reply.code, [_CELL_NAME.sub("<cell>", f"{c.output}{c.error}") for c in cells])
-            if cells and seen == previous:
+            repeats = repeats + 1 if cells and seen == previous else 0
+            if repeats:
                 # Rerunning a cell that printed the same is asking for the answer it already
-                # has; rerunning one that failed the same needs the code changed, and a
-                # small root asked for its answer then copies the worked example's.
-                failed = any(cell.error for cell in cells)
-                if self.wording.repeat_ends_turns and not failed:
+                # has, or being stuck on the way to it (a chain's next name not searched):
+                # told once, the third run asks for the answer. Rerunning one that failed or
+                # printed nothing needs the code changed, and a small root asked for its
+                # answer then copies the worked example's.
+                stuck = any(cell.error or not cell.output.strip() for cell in cells)
+                if self.wording.repeat_ends_turns and not stuck and repeats > 1:
                     return await self._force_final(messages)
                 notes.append(prompts.REPEATED_NOTE)
             previous = seen

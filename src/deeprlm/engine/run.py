@@ -239,6 +239,7 @@ class Run:
             family=self.family,
             models=shared.declared_models,
             kind=kind,
+            shape=self.info.kind,
         )
         answer_format = self.output.instruction() if self.output is not None else None
         more_turns = settings.max_iterations

@@ -56,11 +56,19 @@ class Hit:
     # that is less indented), else None.
     scope: str | None = None
 
-    def __getitem__(self, field: str) -> Any:
-        """`hit["text"]` as well as `hit.text`: small models write both."""
+    def __getitem__(self, field: str | int) -> Any:
+        """`hit["text"]` as well as `hit.text`, and `hit[0]`, `hit[1]` as the pair (where,
+        text): small models write all three, the last from their own searches that
+        collected `(index, line)` tuples."""
+        if isinstance(field, int) and -2 <= field < 2:
+            return (self.key, self.text)[field]
         if field in _HIT_FIELDS:
             return getattr(self, field)
-        raise KeyError(f"{field!r}: a hit has {', '.join(_HIT_FIELDS)}")
+        raise KeyError(f"{field!r}: a hit has {', '.join(_HIT_FIELDS)}, or is a pair (key, text)")
+
+    def __iter__(self) -> Iterator[Any]:
+        """`key, text = hit`."""
+        return iter((self.key, self.text))
 
     def __str__(self) -> str:
         place = f"line {self.line}, offset {self.offset}"
