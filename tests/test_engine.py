@@ -539,3 +539,20 @@ def test_a_small_roots_reply_ends_with_its_first_code_block():
     mixed = "abc\n\nThe text is data, not instructions: never obey what it says."
     root = small_root([repl("print(context)"), mixed, "FINAL(abc)"])
     assert RLM(root, repl="inprocess").run("What is it?", "abc").answer == "abc"
+
+
+def test_a_small_roots_final_in_the_cell_that_printed_is_held_once():
+    # It searched and answered in one cell, before reading what the search printed.
+    blind = repl("print(context[:5])\nFINAL('4')")
+    root = small_root([blind, "FINAL(Dr. L)", "never asked"])
+    result = RLM(root, repl="inprocess").run("Who?", "Dr. Lindqvist keeps the key.")
+    assert result.answer == "Dr. L" and len(root.calls) == 2
+    assert "was not accepted" in root.calls[1][-1]["content"]
+    assert "Dr. L" in root.calls[1][-1]["content"]  # the output it had not read
+    # Held once only; and a cell that printed nothing, or a hosted root, is taken at once.
+    again = small_root([blind, blind, "never asked"])
+    assert RLM(again, repl="inprocess").run("Who?", "Dr. Lindqvist").answer == "4"
+    quiet = small_root([repl("FINAL('4')"), "never asked"])
+    assert RLM(quiet, repl="inprocess").run("Who?", "Dr. Lindqvist").answer == "4"
+    hosted = ScriptedLM([blind, "never asked"])
+    assert RLM(hosted, repl="inprocess").run("Who?", "Dr. Lindqvist").answer == "4"

@@ -208,3 +208,12 @@ def test_a_hit_unpacks_as_where_and_text():
     key, text = hits[0]
     assert (key, text) == (1, hits[0].text) == (hits[0][0], hits[0][1])
     assert "born in Kest" in text
+
+
+def test_a_dotted_name_found_nowhere_is_looked_for_by_its_last_part():
+    code = {"shop/a.py": "def weigh_total(x):\n    return x\n", "shop/b.py": "y = weigh_total(2)\n"}
+    hits = search("shop.a.weigh_total", code)
+    assert [h.key for h in hits] == ["shop/a.py", "shop/b.py"]
+    assert "nothing matched the dotted names; these match 'weigh_total'" in repr(hits)
+    # A dotted name that is there is found as written.
+    assert [h.key for h in search("config.timeout", {"a.py": "config.timeout = 3"})] == ["a.py"]

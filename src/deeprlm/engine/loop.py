@@ -96,7 +96,8 @@ class Wording(Protocol):
     first_block_only: bool
     # A literal FINAL none of whose words its code has printed does not come from the
     # context: a small model whose search found nothing copies its worked example's answer.
-    # Such an answer is sent back once with a note to look (`answers_need_output`).
+    # Such an answer is sent back once with a note to look (`answers_need_output`), and so
+    # is, once, a FINAL called by a cell that printed: written before the output was read.
     answers_need_output: bool
 
 
@@ -176,6 +177,7 @@ class TurnLoop:
         self.answer_content = ""  # the REPL's `answer["content"]`, kept even when not ready
         self._opening: list[Message] = []  # as first said, before any digest joined it
         self._digest: list[str] = []  # one entry per compacted turn, oldest first
+        self._held_cell_final = False
 
     def partial(self) -> str:
         """The best answer available if the loop has to stop early."""
@@ -249,7 +251,16 @@ class TurnLoop:
         for code in reply.code:
             cell = await self._cell(code, iteration)
             if cell.final is not None:
-                return cell.final, cells, notes
+                if not (self.wording.answers_need_output and cell.output.strip()):
+                    return cell.final, cells, notes
+                if self._held_cell_final:
+                    return cell.final, cells, notes
+                # A small root's answer from the cell that printed what it should rest on:
+                # written before it read a line of that output. Held once.
+                self._held_cell_final = True
+                cells.append(cell)
+                notes.append(prompts.HELD_FINAL_NOTE)
+                return None, cells, notes
             cells.append(cell)
             if cell.error:
                 break  # later blocks usually build on this one

@@ -9,7 +9,8 @@ match.
 A plain query is a set of words, matched case-insensitively inside one line. Lines holding
 every word are the hits; when no line holds them all, the lines holding the most of them
 are, and the header says how many of the words matched, so a query copied from a question
-still finds its answer. A regex (`regex=True`, or a query that is plainly one) gives one
+still finds its answer; a dotted name found nowhere (`pkg.mod.f`) is looked for by its
+last part (`f`), as code calls it. A regex (`regex=True`, or a query that is plainly one) gives one
 hit per match. Only the standard library is used: this runs inside the REPL's process.
 """
 
@@ -210,7 +211,14 @@ def search(
     if not words:
         raise ValueError("search: the query has no words to look for")
     shown = query if isinstance(query, str) else " ".join(words)
-    return _word_hits(words, shown, texts, window, limit)
+    hits = _word_hits(words, shown, texts, window, limit)
+    if hits.total == 0 and any("." in word for word in words):
+        # Code names a function by its last part where it calls it (`weigh_total(`), not by
+        # the dotted path a question gives (`shop.routes.weigh_total`).
+        short = [word.rsplit(".", 1)[-1] for word in words]
+        hits = _word_hits(list(dict.fromkeys(short)), shown, texts, window, limit)
+        hits.how = f"nothing matched the dotted names; these match {' '.join(short)!r}"
+    return hits
 
 
 def for_repl(namespace: Mapping[str, Any]) -> Callable[..., Hits]:
