@@ -18,8 +18,9 @@ _FENCE = re.compile(
     r"```[ \t]*(repl|python3?|py)[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.IGNORECASE
 )
 _ANY_FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
-_TAG = re.compile(r"^[ \t>*]*(FINAL_VAR|FINAL)\((.*)$", re.MULTILINE | re.DOTALL)
-_TAG_ANYWHERE = re.compile(r"\b(FINAL_VAR|FINAL)\((.*)$", re.DOTALL)
+# `Final(...)` too, outside code: small models write it so.
+_TAG = re.compile(r"^[ \t>*]*(FINAL_VAR|FINAL|Final_var|Final)\((.*)$", re.MULTILINE | re.DOTALL)
+_TAG_ANYWHERE = re.compile(r"\b(FINAL_VAR|FINAL|Final_var|Final)\((.*)$", re.DOTALL)
 _CODE_TAG_LINE = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\((.*)\)[ \t;]*$")
 # What the prompts write inside FINAL(...) as a placeholder, and small models copy.
 _PLACEHOLDER = re.compile(r"^(your |the )?(final |best )?answer$|^\.\.\.$", re.IGNORECASE)
@@ -70,7 +71,7 @@ def _find_tag(text: str, pattern: re.Pattern[str]) -> FinalTag | None:
     match = pattern.search(text)
     if match is None:
         return None
-    kind, rest = match.group(1), match.group(2)
+    kind, rest = match.group(1).upper(), match.group(2)
     close = _matching_paren(rest)
     argument = rest[:close] if close is not None else rest.rstrip().removesuffix(")")
     if kind == "FINAL" and close is not None and _PLACEHOLDER.match(argument.strip()):

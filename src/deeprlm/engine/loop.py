@@ -85,8 +85,8 @@ class Wording(Protocol):
         ...
 
     # How the loop treats a model that does not say FINAL when it has its answer (a small
-    # one): a reply with neither code nor FINAL, after it has seen output, is its answer
-    # (`bare_reply_answers`); the same code a third time in a row with the same output ends
+    # one): a one-line reply with neither code nor FINAL, after it has seen output, is its
+    # answer (`bare_reply_answers`); the same code a third time in a row with the same output ends
     # the turns and asks for the answer at once (`repeat_ends_turns`), as running out of
     # turns does.
     bare_reply_answers: bool
@@ -111,15 +111,11 @@ _WORD = re.compile(r"\w{3,}")
 _PRINTED_CHARS = 1_000_000
 
 
-def _echoes(reply: str, said: Sequence[Message]) -> bool:
-    """Whether a reply of several lines begins and ends with what the model was told (a
-    small model sometimes echoes a traceback and the question back, or a line of output
-    and a line of its instructions): such a reply is not its answer."""
-    lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
-    if len(lines) < 2:
-        return False
-    told = "\n".join(str(m["content"]) for m in said if m["role"] != "assistant")
-    return lines[0] in told and lines[-1] in told
+def _states_an_answer(reply: str) -> bool:
+    """Whether a reply with neither code nor FINAL reads as an answer: one line. Replies of
+    several lines were echoes of what the model was told (a traceback and the question,
+    output lines and a line of its instructions) or the output it expected to see."""
+    return len([line for line in reply.splitlines() if line.strip()]) == 1
 
 
 class _Printed:
@@ -203,7 +199,7 @@ class TurnLoop:
                 bare
                 and printed.anything
                 and self.wording.bare_reply_answers
-                and not _echoes(self.last_reply, messages[:-1])
+                and _states_an_answer(self.last_reply)
             ):
                 final = self.last_reply.strip()
             literal = reply.final is not None and not reply.final.is_variable and not reply.code
