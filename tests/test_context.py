@@ -14,7 +14,6 @@ import pytest
 
 from deeprlm import InputError, load_paths
 from deeprlm.context import describe, normalize
-from deeprlm.prompts import describe_context
 
 from conftest import deeprlm
 
@@ -219,12 +218,3 @@ def test_binary_data_on_stdin_is_one_line_bad_input():
     )
     assert done.returncode == 2
     assert done.stderr.decode().strip() == "deeprlm: error: stdin holds binary data, not text"
-
-
-def test_a_dicts_preview_is_its_first_text_named_by_key():
-    info = describe({"shop/a.py": "X = 1\n", "shop/b.py": "Y = 2\n"})
-    assert info.preview == "X = 1\n"
-    told = describe_context(info)
-    # Not `shop/a.py: X = 1`, which small models copied as a dict literal.
-    assert "context['shop/a.py'] begins:\n<<<\nX = 1" in told
-    assert "shop/a.py: X" not in told

@@ -106,9 +106,8 @@ def describe(value: ContextValue, skipped: Sequence[str] = ()) -> ContextInfo:
     if isinstance(value, str):
         preview = value[:PREVIEW_CHARS]
     elif isinstance(value, dict):
-        # The first text alone; the description names its key. Shown as `key: text`, the
-        # head of a dict read as a literal to copy: small models rebuilt `context = {...}`.
-        preview = next(iter(value.values()), "")[:PREVIEW_CHARS]
+        first = next(iter(value.items()), ("", ""))
+        preview = f"{first[0]}: {first[1][:PREVIEW_CHARS]}"
     else:
         preview = texts[0][:PREVIEW_CHARS] if texts else ""
     if isinstance(value, str):

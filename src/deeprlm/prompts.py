@@ -229,8 +229,7 @@ def describe_context(info: ContextInfo) -> str:
     if info.skipped:
         text += f"\nLeft out as binary: {', '.join(info.skipped[:20])}."
     preview = info.preview.replace("```", "'''")
-    first = f"context[{info.keys[0]!r}]" if info.kind == "dict" and info.keys else "It"
-    return f"{text}\n{first} begins:\n<<<\n{preview}\n>>>"
+    return f"{text}\nIt begins:\n<<<\n{preview}\n>>>"
 
 
 def first_message(query: str, info: ContextInfo, recap: str = "") -> str:
