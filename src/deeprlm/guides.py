@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from deeprlm.context import ContextInfo
 
+FOLLOW_UP = "If the output answers it, reply FINAL(answer). If not, write different code"
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -47,7 +49,7 @@ class Kind:
     # differs; else `example`.
     example_for: Callable[[str], str] | None = None
     # What a small root is told after each output, below the question.
-    follow_up: str = ""
+    follow_up: str = FOLLOW_UP
 
 
 FUNCTIONS: dict[str, str] = {
@@ -342,12 +344,11 @@ KINDS: dict[str, Kind] = {
     )
 }
 DEFAULT_KIND = "lookup"
-FOLLOW_UP = "If the output answers it, reply FINAL(answer). If not, write different code"
 
 
 def follow_up_of(kind: str | None) -> str:
     found = KINDS.get(kind) if kind else None
-    return found.follow_up if found is not None and found.follow_up else FOLLOW_UP
+    return found.follow_up if found is not None else FOLLOW_UP
 
 
 def functions_of(kind: Kind, sub_calls: bool) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from deeprlm import prompts
 from deeprlm.lm.base import Message
+from deeprlm.primitives.search import STOP_WORDS
 from deeprlm.repl.base import Cell
 from deeprlm.replies import Reply, parse_reply, through_first_block
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
@@ -102,9 +103,7 @@ class Wording(Protocol):
 
 
 # Words that say nothing about where an answer came from.
-_PLAIN_WORDS = frozenset(
-    {"answer", "the", "and", "for", "not", "none", "yes", "true", "false", "with", "from"}
-)
+_PLAIN_WORDS = STOP_WORDS | {"answer", "not", "none", "yes", "true", "false"}
 _WORD = re.compile(r"\w{3,}")
 # What a cell printed is kept this far for the check; a small root's outputs are clipped
 # to a few thousand characters a turn long before this.
@@ -173,7 +172,7 @@ class TurnLoop:
         self.answer_content = ""  # the REPL's `answer["content"]`, kept even when not ready
         self._opening: list[Message] = []  # as first said, before any digest joined it
         self._digest: list[str] = []  # one entry per compacted turn, oldest first
-        self._held_cell_final = False
+        self._held_cell_final = False  # a FINAL from a cell that printed was held once
 
     def partial(self) -> str:
         """The best answer available if the loop has to stop early."""

@@ -25,7 +25,7 @@ from typing import Any
 DEFAULT_WINDOW = 200
 DEFAULT_LIMIT = 10
 # Words too common to say anything about where an answer is.
-_STOP_WORDS = frozenset(
+STOP_WORDS = frozenset(
     re.findall(
         r"\w+",
         "a an and are as at be by did do does for from has have how in is it its of on or "
@@ -279,7 +279,7 @@ def _query_words(query: Any) -> list[str]:
     raw = query if isinstance(query, (list, tuple)) else _WORD.findall(str(query))
     words = [str(w).strip(".").lower() for w in raw]
     words = [w for w in dict.fromkeys(words) if w]
-    kept = [w for w in words if w not in _STOP_WORDS and len(w) > 1]
+    kept = [w for w in words if w not in STOP_WORDS and len(w) > 1]
     return kept or words
 
 
