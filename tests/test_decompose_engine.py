@@ -180,10 +180,7 @@ def test_packs_are_sized_to_the_sub_models_window():
          "re.finditer(r\"ferro\", context, re.IGNORECASE)"),
         (["Kell Fair\\nIts sponsor was Orm Foods.", "Orm Foods\\nFounded in 1950."],
          "In what year was the sponsor of the 1990 Kell Fair founded?", "chain",
-         "for i, doc in enumerate(context):"),  # the example's code is for a list
-        ("Kell Fair\\nIts sponsor was Orm Foods.\\n\\nOrm Foods\\nFounded in 1950.",
-         "In what year was the sponsor of the 1990 Kell Fair founded?", "chain",
-         "re.finditer(r\"blue hall\", context, re.IGNORECASE)"),
+         "print(follow_chain("),
     ],
 )  # fmt: skip
 def test_a_small_root_is_taught_the_kind_its_context_and_question_show(context, query, kind, shown):
@@ -199,6 +196,82 @@ def test_a_small_root_is_taught_the_kind_its_context_and_question_show(context, 
         assert "llm_classify" not in system  # one kind's functions only
     if kind in ("lookup", "chain"):
         assert "- search(" not in system  # the model wrote its own (broken) one
+
+
+@pytest.mark.parametrize(
+    ("context", "shown"),
+    [
+        (["Kell Fair\\nIts sponsor was Orm Foods.", "Orm Foods\\nFounded in 1950."],
+         "for i, doc in enumerate(context):"),  # the example's code is for a list
+        ("Kell Fair\\nIts sponsor was Orm Foods.\\n\\nOrm Foods\\nFounded in 1950.",
+         "re.finditer(r\"blue hall\", context, re.IGNORECASE)"),
+    ],
+)  # fmt: skip
+def test_without_sub_calls_a_chain_is_walked_with_re_one_search_a_turn(context, shown):
+    root = ScriptedLM([repl("print(1)"), "FINAL(done)"])
+    root.prompt_family = "small"
+    query = "In what year was the sponsor of the 1990 Kell Fair founded?"
+    RLM(root, allow_sub_calls=False).run(query, context)
+    system = root.calls[0][0]["content"]
+    assert shown in system and "follow_chain" not in system
+    assert "search for that name now" in root.calls[1][-1]["content"]
+
+
+HALLS = [
+    "Blue Hall\nThe Blue Hall was designed by the architect Omar Lenz (born 1921).",
+    "Omar Lenz (born 1950)\nOmar Lenz is a painter born in 1950 in Kest.",
+    "Omar Lenz (born 1921)\nOmar Lenz is an architect born in 1921 in Varsel.",
+    "Varsel\nVarsel is a town in Norland, on the river Ost.",
+]
+
+
+def hall_reader(messages):
+    """A helper model that answers follow_chain's links about the halls."""
+    question = messages[-1]["content"].split("\nQuestion: ", 1)[1].split("\n", 1)[0]
+    answers = {
+        "What is the architect of Blue Hall?": "Omar Lenz",
+        "In which country was Omar Lenz (born 1921) born?": "Norland",
+    }
+    return json.dumps({"answer": answers[question]})
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_follow_chain_answers_link_by_link_in_traced_constrained_sub_calls(kind):
+    code = 'print(follow_chain("In which country was the architect of the Blue Hall born?"))'
+    root = ScriptedLM([repl(code), "FINAL(Norland)"])
+    sub = ScriptedLM(hall_reader)
+    events = []
+    result = RLM(root, sub, repl=kind, on_event=events.append).run("q", HALLS)
+    assert result.answer == "Norland"
+    assert "Norland" in root.calls[1][-1]["content"]
+    assert len(sub.calls) == 2
+    enums = [schema["properties"]["answer"]["enum"] for schema in sub.schemas]
+    assert "Omar Lenz" in enums[0] and "Norland" in enums[1]
+    started = next(e for e in events if isinstance(e, BatchStarted))
+    ended = next(e for e in events if isinstance(e, BatchEnded))
+    assert started.kind == "chain" and "architect of the Blue Hall" in started.instruction
+    assert (ended.calls, ended.errors) == (2, 0)
+    calls = [e for e in events if isinstance(e, LMCallEnded) and e.parent_id == started.id]
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_follow_chain_errors_reach_the_code_and_sub_calls_off_means_off(kind):
+    code = (
+        "try:\n"
+        "    follow_chain('Who was the architect of the Zorbu Tower?')\n"
+        "except LookupError as err:\n"
+        "    print('lookup:', err)\n"
+        "print(follow_chain('Who was the architect of the Blue Hall?'))"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    RLM(root, ScriptedLM(['{"answer": "Frank"}']), repl=kind).run("q", HALLS)
+    output = root.calls[1][-1]["content"]
+    assert "lookup: follow_chain: nothing in the context matches 'Zorbu Tower'" in output
+    assert "'Frank' is not written in the documents found" in output
+    root = ScriptedLM([repl("follow_chain('Who was the architect of the Blue Hall?')"), "FINAL(x)"])
+    RLM(root, repl=kind, allow_sub_calls=False).run("q", HALLS)
+    assert "sub-calls are disabled" in root.calls[1][-1]["content"]
 
 
 def test_without_sub_calls_a_judging_root_is_shown_no_sub_call_function():

@@ -39,9 +39,6 @@ class Kind:
     functions: tuple[str, ...]
     steps: str
     example: str
-    # With sub-calls turned off, a kind that needs them gets these steps and this example.
-    steps_without_sub_calls: str = ""
-    example_without_sub_calls: str = ""
     # Taught in the plain words of the look-up prompt (see `deeprlm.prompts`) rather than
     # the kinds' template.
     plain: bool = False
@@ -50,6 +47,14 @@ class Kind:
     example_for: Callable[[str], str] | None = None
     # What a small root is told after each output, below the question.
     follow_up: str = FOLLOW_UP
+    # How the kind is taught when a run allows no sub-calls, if not as above minus the
+    # functions that make them.
+    without_sub_calls: Kind | None = None
+
+
+def taught(kind: Kind, sub_calls: bool) -> Kind:
+    """The kind as a run with (or without) sub-calls teaches it."""
+    return kind if sub_calls or kind.without_sub_calls is None else kind.without_sub_calls
 
 
 FUNCTIONS: dict[str, str] = {
@@ -66,8 +71,11 @@ FUNCTIONS: dict[str, str] = {
     "model follows the instruction for each text.",
     "llm_query": "llm_query(prompt) -> str: asks a helper model. It cannot see `context`, so "
     "put the text it should read into the prompt.",
+    "follow_chain": "follow_chain(question) -> str: the answer to a question that goes "
+    "through other things ('the birthplace of the architect of X'): it searches `context` for "
+    "each link in turn and a helper model reads what it finds.",
 }
-SUB_CALL_FUNCTIONS = frozenset({"llm_classify", "llm_map", "llm_query"})
+SUB_CALL_FUNCTIONS = frozenset({"llm_classify", "llm_map", "llm_query", "follow_chain"})
 
 # Plain `re`, not `search`: shown `search(...)` among its functions, the 1.5B model wrote
 # its own `def search` (a broken one) instead of calling it, on needle questions it had
@@ -215,6 +223,25 @@ def _chain_example(shape: str) -> str:
     return "\n".join(parts)
 
 
+_CHAIN_DESCRIPTION = (
+    "a fact about something the question does not name but describes through another "
+    "thing, so it takes two or more look-ups in a row, e.g. 'In what year was the sponsor of "
+    "the 1990 Kell Fair founded?' (find the fair's sponsor, then when that company was "
+    "founded)"
+)
+
+# With sub-calls, follow_chain walks the links: the 1.5B root, shown how to walk them
+# itself with `re`, stopped at the first link's answer in every variant tried.
+_FOLLOW_EXAMPLE = """Question: In which country is the birthplace of the architect of the Blue \
+Hall? Give your final answer in the form 'Answer: <answer>'.
+```repl
+print(follow_chain("In which country is the birthplace of the architect of the Blue Hall?"))
+```
+Output:
+Norland
+Reply:
+FINAL(Answer: Norland)"""
+
 _CODE_EXAMPLE = """Question: What is the value of TIMEOUT in the mailer service?
 ```repl
 print(search("TIMEOUT =", context))
@@ -281,10 +308,16 @@ KINDS: dict[str, Kind] = {
             "Count the labels of the rows the question is about with Counter, and print the "
             "counts.\n3. Read them and reply FINAL(answer) in the question's form.",
             _JUDGE_EXAMPLE,
-            "1. Make the records into rows and label their texts with code (the words they "
-            "use).\n2. Count the labels of the rows the question is about with Counter, and "
-            "print the counts.\n3. Read them and reply FINAL(answer) in the question's form.",
-            _JUDGE_EXAMPLE_NO_SUB,
+            without_sub_calls=Kind(
+                "judge",
+                "",
+                ("records", "parse_date"),
+                "1. Make the records into rows and label their texts with code (the words they "
+                "use).\n2. Count the labels of the rows the question is about with Counter, "
+                "and print the counts.\n3. Read them and reply FINAL(answer) in the question's "
+                "form.",
+                _JUDGE_EXAMPLE_NO_SUB,
+            ),
         ),
         Kind(
             "pairs",
@@ -296,32 +329,43 @@ KINDS: dict[str, Kind] = {
             "condition and build the pairs in code.\n3. Put the pairs in a variable and "
             'reply FINAL_VAR("name").',
             _PAIRS_EXAMPLE,
-            "1. Make the records into rows; decide their texts' classes with code (the words "
-            "they use) if the condition needs a class they do not state.\n2. Collect the "
-            "users that meet the condition and build the pairs in code.\n3. Put the pairs in "
-            'a variable and reply FINAL_VAR("name").',
-            _PAIRS_EXAMPLE_NO_SUB,
+            without_sub_calls=Kind(
+                "pairs",
+                "",
+                ("records", "parse_date"),
+                "1. Make the records into rows; decide their texts' classes with code (the "
+                "words they use) if the condition needs a class they do not state.\n2. Collect "
+                "the users that meet the condition and build the pairs in code.\n3. Put the "
+                'pairs in a variable and reply FINAL_VAR("name").',
+                _PAIRS_EXAMPLE_NO_SUB,
+            ),
         ),
         Kind(
             "chain",
-            "a fact about something the question does not name but describes through "
-            "another thing, so it takes two or more look-ups in a row, e.g. 'In what year was "
-            "the sponsor of the 1990 Kell Fair founded?' (find the fair's sponsor, then when "
-            "that company was founded)",
-            ("llm_query",),
-            "1. Search `context` for the rarest name in the question (a name, not a year or "
-            "a common word), ignoring case, and print what is around each hit.\n2. The text "
-            "found names the next thing to find: search for that name, and so on, one search "
-            "per turn, until you find what the question asks. Where two texts share a name, "
-            "the details (a year, a place) tell which one is meant.\n3. Reply FINAL(answer) "
-            "with the exact words of the text.",
-            _chain_example("str"),
+            _CHAIN_DESCRIPTION,
+            ("follow_chain",),
+            "1. Call follow_chain with the question and print what it returns.\n2. Reply "
+            "FINAL(answer) in the question's form.",
+            _FOLLOW_EXAMPLE,
             plain=True,
-            example_for=_chain_example,
-            # Shown the first hop's answer, it reran the same search until asked for an
-            # answer, then gave that hop's.
-            follow_up="If the output states what the question asks, reply FINAL(answer). If "
-            "it names the next thing to find, search for that name now",
+            without_sub_calls=Kind(
+                "chain",
+                _CHAIN_DESCRIPTION,
+                (),
+                "1. Search `context` for the rarest name in the question (a name, not a year "
+                "or a common word), ignoring case, and print what is around each hit.\n2. The "
+                "text found names the next thing to find: search for that name, and so on, one "
+                "search per turn, until you find what the question asks. Where two texts share "
+                "a name, the details (a year, a place) tell which one is meant.\n3. Reply "
+                "FINAL(answer) with the exact words of the text.",
+                _chain_example("str"),
+                plain=True,
+                example_for=_chain_example,
+                # Shown the first hop's answer, it reran the same search until asked for an
+                # answer, then gave that hop's.
+                follow_up="If the output states what the question asks, reply FINAL(answer). "
+                "If it names the next thing to find, search for that name now",
+            ),
         ),
         Kind(
             "code",
@@ -346,27 +390,23 @@ KINDS: dict[str, Kind] = {
 DEFAULT_KIND = "lookup"
 
 
-def follow_up_of(kind: str | None) -> str:
+def follow_up_of(kind: str | None, sub_calls: bool = True) -> str:
     found = KINDS.get(kind) if kind else None
-    return found.follow_up if found is not None else FOLLOW_UP
+    return taught(found, sub_calls).follow_up if found is not None else FOLLOW_UP
 
 
 def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
-    return [name for name in kind.functions if sub_calls or name not in SUB_CALL_FUNCTIONS]
+    names = taught(kind, sub_calls).functions
+    return [name for name in names if sub_calls or name not in SUB_CALL_FUNCTIONS]
 
 
 def steps_of(kind: Kind, sub_calls: bool) -> str:
-    if not sub_calls and kind.steps_without_sub_calls:
-        return kind.steps_without_sub_calls
-    return kind.steps
+    return taught(kind, sub_calls).steps
 
 
 def example_of(kind: Kind, sub_calls: bool, shape: str = "str") -> str:
-    if not sub_calls and kind.example_without_sub_calls:
-        return kind.example_without_sub_calls
-    if kind.example_for is not None:
-        return kind.example_for(shape)
-    return kind.example
+    kind = taught(kind, sub_calls)
+    return kind.example_for(shape) if kind.example_for is not None else kind.example
 
 
 # --- picking the kind ------------------------------------------------------------------

@@ -133,7 +133,7 @@ def _small_system_prompt(setup: PromptSetup) -> str:
     if kind is None:
         kind = guides.KINDS[guides.DEFAULT_KIND]
     names = guides.functions_of(kind, setup.allow_sub_calls)
-    if kind.plain:
+    if guides.taught(kind, setup.allow_sub_calls).plain:
         template, functions = _SMALL, "".join(_plain_function(setup, name) for name in names)
     else:
         template = _SMALL_KIND
@@ -442,7 +442,7 @@ class RootWording:
             notes,
             family=self.setup.family,
             query=self.query,
-            follow_up=guides.follow_up_of(self.setup.kind),
+            follow_up=guides.follow_up_of(self.setup.kind, self.setup.allow_sub_calls),
         )
 
     def no_code(self) -> str:

@@ -74,6 +74,9 @@ class _NoHost:
     async def rlm_batch(self, pairs: Sequence[Any]) -> list[str]:
         raise RuntimeError("no sub-calls in the doctor's probe")
 
+    async def follow_chain(self, question: Any, where: Any = None) -> str:
+        raise RuntimeError("no sub-calls in the doctor's probe")
+
 
 async def _probe() -> tuple[Any, dict[str, int] | str]:
     repl = SandboxREPL()

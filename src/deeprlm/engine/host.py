@@ -1,6 +1,6 @@
 """What the REPL's code may ask of its run: the host side of `llm_query`, `llm_batch`,
-`llm_map`, `llm_classify`, `rlm_query` and `rlm_batch` (the `Host` protocol of
-`deeprlm.repl`).
+`llm_map`, `llm_classify`, `rlm_query`, `rlm_batch` and `follow_chain` (the `Host`
+protocol of `deeprlm.repl`).
 
 Every sub-call goes through the shared metered call and counts against the tree's
 sub-call budget; a batch runs its items concurrently, answers in input order, and turns an
@@ -10,7 +10,8 @@ timeout, so the answers that made it reach the code before the cell would be sto
 or a classification packs many items into each sub-call (`deeprlm.primitives.mapping`): the
 host gives it the metered call (so budgets, the sub-call cache, retries and the cell's
 deadline apply to each pack), the pack limits (from the sub-model's window) and the tree's
-answer cache, and traces it as one batch whose sub-calls are its packs. An
+answer cache, and traces it as one batch whose sub-calls are its packs; `follow_chain`
+(`deeprlm.primitives.chain`) is traced the same way, one sub-call per link. An
 `rlm_query` starts a child run one level deeper (through `spawn`), or, at the depth limit,
 is answered by a plain model call. What the model's code passes in is accepted loosely
 (see `prompt_text` and `query_pair`): the model wrote it.
@@ -27,6 +28,7 @@ from deeprlm.context import as_text, normalize
 from deeprlm.engine.shared import SharedState
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec
 from deeprlm.lm.provider import Deadline, within
+from deeprlm.primitives.chain import follow_chain
 from deeprlm.primitives.mapping import MapReport, PackLimits, classify_items, map_items
 from deeprlm.repl.base import ContextValue
 from deeprlm.textutil import CHARS_PER_TOKEN, clip
@@ -39,6 +41,9 @@ BACKGROUND_CHARS = 2_000
 
 # (query, context, parent id) -> the child run's answer.
 Spawn = Callable[[str, ContextValue, str], Awaitable[str]]
+
+# A link of follow_chain answers with one name or number the documents write.
+CHAIN_REPLY_TOKENS = 64
 
 # Sub-calls end by this share of their cell's timeout: an llm_batch then returns the
 # answers that came back (an error string for the rest) before the cell is stopped and
@@ -155,6 +160,46 @@ class RunHost:
             return await self._child(query, context, parent)
 
         return await self._batch("rlm", [(one, pair) for pair in items])
+
+    async def follow_chain(self, question: Any, where: Any = None) -> str:
+        self._require_sub_calls()
+        if not isinstance(question, str) or not question.strip():
+            raise TypeError("follow_chain: the question must be a non-empty str")
+        where = self.context if where is None else where
+        lm = self.shared.sub_lm
+        recorder = self.shared.recorder
+        span = recorder.batch_started(
+            run_id=self.run_id, parent_id=self._parent, kind="chain", size=0,
+            instruction=question,
+        )  # fmt: skip
+        calls = 0
+
+        async def ask(prompt: str, schema: dict[str, Any]) -> str:
+            nonlocal calls
+            self._take_sub_call()
+            calls += 1
+            completion = await self.shared.call_lm(
+                lm,
+                [{"role": "user", "content": prompt}],
+                purpose="sub",
+                run_id=self.run_id,
+                parent_id=span.id,
+                prompt=prompt,
+                until=self.cell_deadline,
+                schema=schema,
+                max_tokens=CHAIN_REPLY_TOKENS,
+            )
+            return completion.text
+
+        failed = 1
+        try:
+            result = await within(
+                follow_chain(question, where, ask), "follow_chain", self.cell_deadline
+            )
+            failed = 0
+        finally:
+            recorder.batch_ended(span, kind="chain", size=calls, errors=failed, calls=calls)
+        return result.answer
 
     # --- how they are served -----------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The REPL's functions, in one table: `llm_query`, `llm_batch`, `llm_map`, `llm_classify`,
-`rlm_query`, `rlm_batch`, and the helpers that run inside the REPL (`search`, `chunk_text`,
-`records`, `run_code`, `parse_date`).
+`rlm_query`, `rlm_batch`, `follow_chain`, and the helpers that run inside the REPL
+(`search`, `chunk_text`, `records`, `run_code`, `parse_date`).
 
 Each entry says what a function is called (and its aliases), its parameters, one line for
 the model's prompt, how its arguments cross the sandbox's channel, and what serves it: a
@@ -58,6 +58,8 @@ class Host(Protocol):
     async def rlm_query(self, query: Any, context: Any = None) -> str: ...
 
     async def rlm_batch(self, pairs: list[Any]) -> list[str]: ...
+
+    async def follow_chain(self, question: Any, where: Any = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,15 @@ REPL_FUNCTIONS: tuple[REPLFunction, ...] = (
         returns="list[str]",
         doc="several rlm_query calls at once, run concurrently, answers in order.",
         host_method="rlm_batch",
+    ),
+    REPLFunction(
+        "follow_chain",
+        (Param("question"), Param("where", None, shown="")),
+        returns="str",
+        doc="answers a question that reaches its subject through other things ('the founder "
+        "of the sponsor of X'): link by link, a search of `context` and a helper model's "
+        "answer held to the names the documents found write.",
+        host_method="follow_chain",
     ),
     REPLFunction(
         "search",
