@@ -144,6 +144,19 @@ def test_live_panel_shows_turn_running_work_usage_and_child_runs():
     assert usage["small"][1:5] == ["2", "(1", "failed)", "200"]
 
 
+def test_live_panel_counts_a_chains_links_as_they_are_read():
+    now = [1000.0]
+    sink, _ = live_console(clock=lambda: now[0])
+    script = Script().opening()
+    script.add(BatchStarted, 1.3, "b7", "r0", "c2", kind="chain", size=0)
+    script.add(LMCallStarted, 1.4, "s8", "r0", "b7", purpose="sub", model="small")
+    script.add(LMCallEnded, 1.5, "s8", "r0", "b7", purpose="sub", model="small")
+    for event in script.events:
+        sink(event)
+    now[0] += 3.0
+    assert "follow_chain: 1 link read" in frame(sink)
+
+
 def test_live_panel_stops_by_itself_when_the_root_run_ends():
     sink, screen = live_console()
     script = Script().opening(batch_size=2).sub_call(0, 1.4).sub_call(1, 1.5)

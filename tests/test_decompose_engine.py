@@ -255,6 +255,37 @@ def test_follow_chain_answers_link_by_link_in_traced_constrained_sub_calls(kind)
     assert len(calls) == 2
 
 
+def test_a_small_roots_chain_opens_with_follow_chain_run_for_it():
+    root = ScriptedLM(["FINAL(Answer: Norland)"])
+    root.prompt_family = "small"
+    events = []
+    query = "In which country was the architect of the Blue Hall born? Answer as 'Answer: X'."
+    result = RLM(root, ScriptedLM(hall_reader), on_event=events.append).run(query, HALLS)
+    assert result.answer == "Answer: Norland" and result.iterations == 2
+    (first_call,) = root.calls  # the model's first reply follows the step's output
+    assert first_call[-2] == {
+        "role": "assistant",
+        "content": f"```repl\nprint(follow_chain({query!r}))\n```",
+    }
+    assert "Norland" in first_call[-1]["content"]
+    notes = [e.message for e in events if getattr(e, "message", "")]
+    assert any(m.startswith("the first turn runs the kind's first step: print(") for m in notes)
+
+
+@pytest.mark.parametrize(
+    ("query", "allow_sub_calls"),
+    [
+        ("Where was the architect of the Blue Hall born?", False),  # a chain, walked by hand
+        ("Where does Omar Lenz live?", True),  # a look-up
+    ],
+)
+def test_other_small_roots_write_their_first_turn_themselves(query, allow_sub_calls):
+    root = ScriptedLM(["FINAL(x)"])
+    root.prompt_family = "small"
+    RLM(root, allow_sub_calls=allow_sub_calls).run(query, HALLS)
+    assert [m["role"] for m in root.calls[0]] == ["system", "user"]
+
+
 @pytest.mark.parametrize("kind", REPLS)
 def test_follow_chain_errors_reach_the_code_and_sub_calls_off_means_off(kind):
     code = (

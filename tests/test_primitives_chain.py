@@ -38,7 +38,8 @@ def test_the_links_are_read_from_the_question_innermost_first():
     assert steps.relations == ("architect",)
     assert steps.outer == "In which country was {} born?"
     nested = plan(
-        "On which river lies the birthplace of the founder of the main sponsor of the 1994 Kell Fair?"
+        "On which river lies the birthplace of the founder of the main sponsor of the "
+        "1994 Kell Fair?"
     )
     assert nested.start == "1994 Kell Fair"
     assert nested.relations == ("main sponsor", "founder", "birthplace")

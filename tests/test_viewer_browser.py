@@ -344,3 +344,29 @@ def test_a_packed_classification_shows_its_items_packs_and_calls(browser, tmp_pa
     assert "Who is it?" in call.locator(".block pre").first.inner_text()
     opened.assert_self_contained()
     opened.screenshot("packed-classification.png")
+
+
+def test_a_followed_chain_shows_its_question_and_one_call_per_link(browser, tmp_path):
+    trace = tmp_path / "chain.jsonl"
+    halls = [
+        "Blue Hall\nThe Blue Hall was designed by the architect Omar Lenz.",
+        "Omar Lenz\nOmar Lenz is an architect born in Varsel.",
+    ]
+
+    def reader(messages: list[dict[str, Any]]) -> str:
+        question = messages[-1]["content"].split("\nQuestion: ", 1)[1]
+        return json.dumps({"answer": "Omar Lenz" if "architect of" in question else "Varsel"})
+
+    code = 'print(follow_chain("Where was the architect of the Blue Hall born?"))'
+    RLM(
+        ScriptedLM([repl(code), "FINAL(Varsel)"], name="root"),
+        ScriptedLM(reader, name="sub-model"),
+        trace_path=trace,
+    ).run("q", halls)
+    opened = OpenPage(browser, build_page(trace))
+    batch = opened.page.locator(".node.k-batch").first
+    assert head(batch).locator(".what").inner_text() == "follow_chain × 2 links"
+    assert "architect of the Blue Hall" in head(batch).locator(".preview").inner_text()
+    head(batch).click()
+    assert kids(batch, "lm").count() == 2
+    opened.assert_self_contained()

@@ -50,6 +50,9 @@ class Kind:
     # How the kind is taught when a run allows no sub-calls, if not as above minus the
     # functions that make them.
     without_sub_calls: Kind | None = None
+    # The code of the root's first turn, from the question, for a kind whose first step is
+    # always the same: it runs for the root, which reads its output and goes on from there.
+    first_step: Callable[[str], str] | None = None
 
 
 def taught(kind: Kind, sub_calls: bool) -> Kind:
@@ -348,6 +351,10 @@ KINDS: dict[str, Kind] = {
             "FINAL(answer) in the question's form.",
             _FOLLOW_EXAMPLE,
             plain=True,
+            # Taught to call it, the 1.5B root wrote its own follow_chain() or a search of
+            # its own first in 4 of 5 runs (multihop 32k, seed 3000), and once never called
+            # it at all.
+            first_step=lambda query: f"print(follow_chain({query!r}))",
             without_sub_calls=Kind(
                 "chain",
                 _CHAIN_DESCRIPTION,
@@ -398,6 +405,12 @@ def follow_up_of(kind: str | None, sub_calls: bool = True) -> str:
 def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
     names = taught(kind, sub_calls).functions
     return [name for name in names if sub_calls or name not in SUB_CALL_FUNCTIONS]
+
+
+def first_step_of(kind: str | None, sub_calls: bool, query: str) -> str | None:
+    found = KINDS.get(kind) if kind else None
+    step = taught(found, sub_calls).first_step if found is not None else None
+    return step(query) if step is not None else None
 
 
 def steps_of(kind: Kind, sub_calls: bool) -> str:

@@ -431,6 +431,11 @@ class RootWording:
             {"role": "user", "content": first},
         ]
 
+    def first_move(self) -> str | None:
+        if self.setup.family != "small":
+            return None
+        return guides.first_step_of(self.setup.kind, self.setup.allow_sub_calls, self.query)
+
     def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:
         limit = self.setup.max_iterations
         if self.more_turns is not None and iteration >= limit:

@@ -72,6 +72,10 @@ class Wording(Protocol):
         """The first messages: the system prompt and the question."""
         ...
 
+    def first_move(self) -> str | None:
+        """Code to run as the model's first reply, or None to ask the model for it."""
+        ...
+
     def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:
         """The message after a turn that ran code: its output, and notes from the loop."""
         ...
@@ -185,9 +189,14 @@ class TurnLoop:
         repeats = 0  # turns in a row that reran the last cell with the same output
         printed = _Printed()
         sent_to_look = False
+        first_move = self.wording.first_move()
         for iteration in range(1, self.max_iterations + 1):
             self.iterations = iteration
-            text = await self._ask(messages, "root")
+            if iteration == 1 and first_move:
+                text = self.last_reply = f"```repl\n{first_move}\n```"
+                messages.append({"role": "assistant", "content": text})
+            else:
+                text = await self._ask(messages, "root")
             if self.wording.first_block_only:
                 text = self.last_reply = through_first_block(text)
                 messages[-1] = {"role": "assistant", "content": text}

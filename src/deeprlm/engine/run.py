@@ -176,6 +176,13 @@ class Run:
             self._repl = repl
             if self._routed:
                 self.loop.wording = self._root_wording(self._pick_kind())
+                first_move = self.loop.wording.first_move()
+                if first_move:
+                    recorder.note(
+                        run_id=self.id,
+                        parent_id=self.id,
+                        message=f"the first turn runs the kind's first step: {first_move}",
+                    )
             outcome = await self.loop.run()
             if self._checked is not None:
                 outcome = dataclasses.replace(

@@ -221,6 +221,9 @@ class LiveConsole:
             return Text.assemble(f"{what} ", (a.model, "magenta"), elapsed)
         if a.kind == "cell":
             return Text.assemble(f"cell {a.iteration} running", elapsed)
+        if a.kind == "batch" and a.batch_kind == "chain":
+            # A chain's links are not known ahead: it counts up, with no total.
+            return Text.assemble(f"follow_chain: {_count(a.done, 'link')} read", elapsed)
         if a.kind == "batch":
             noun = "child runs" if a.batch_kind == "rlm" else "sub-calls"
             what = f"llm_{a.batch_kind}" if a.batch_kind in PACKED else "batch"

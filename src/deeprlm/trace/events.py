@@ -128,10 +128,12 @@ class CellEnded(Event):
 class BatchStarted(Event):
     """Concurrent sub-calls: `llm_batch` / `rlm_batch` (kind llm | rlm, one call per item),
     or a packed `llm_map` / `llm_classify` (kind map | classify), whose `size` is the calls
-    planned for its `items`: `packs` holds how many items each call carries."""
+    planned for its `items`: `packs` holds how many items each call carries; or the links
+    of a `follow_chain` (kind chain, its question in `instruction`), one call after another,
+    counted when it ends."""
 
     type: ClassVar[str] = "batch_started"
-    kind: str = "llm"  # llm | rlm | map | classify
+    kind: str = "llm"  # llm | rlm | map | classify | chain
     size: int = 0
     items: int = 0  # map | classify: items given (size: the calls planned)
     unique: int = 0  # distinct items among them

@@ -88,6 +88,9 @@ class CodeActWording:
     def opening(self) -> list[Message]:
         return list(self._opening)
 
+    def first_move(self) -> None:
+        return None
+
     def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:
         outputs = [f"{c.output}\n{c.error or ''}".strip() or "(nothing printed)" for c in cells]
         return "\n\n".join([*outputs, *notes])

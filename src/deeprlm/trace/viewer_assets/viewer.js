@@ -128,6 +128,7 @@
         return "Code cell";
       case "batch":
         if (n.kind === "map" || n.kind === "classify") return "llm_" + n.kind + " × " + plural(n.items || 0, "item");
+        if (n.kind === "chain") return "follow_chain × " + plural(n.calls || n.size || 0, "link");
         return (n.kind === "rlm" ? "rlm_batch" : "llm_batch") + " × " + (n.size || 0);
       case "note":
         return "Note";
@@ -153,6 +154,7 @@
         return oneLine(n.code, PREVIEW);
       case "batch":
         if (n.kind === "map" || n.kind === "classify") return packing(n);
+        if (n.kind === "chain") return oneLine(n.instruction, PREVIEW);
         return n.errors ? plural(n.errors, "error") : "";
       case "note":
         return oneLine(n.message, PREVIEW);
@@ -289,6 +291,9 @@
       if (n.final !== undefined) b.appendChild(textBlock("Final answer", n.final, "reply"));
     } else if (n.k === "note") {
       b.appendChild(textBlock("Note", n.message, ""));
+    } else if (n.k === "batch" && n.kind === "chain") {
+      b.appendChild(textBlock("Question", n.instruction, ""));
+      if (n.errors) b.appendChild(el("div", "muted", "the chain stopped with an error (see the cell's output)"));
     } else if (n.k === "batch" && (n.kind === "map" || n.kind === "classify")) {
       if (n.instruction) b.appendChild(textBlock("Instruction", n.instruction, ""));
       if (n.labels && n.labels.length) b.appendChild(el("div", "muted", "labels: " + n.labels.join(" · ")));
