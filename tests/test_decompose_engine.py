@@ -268,6 +268,7 @@ def test_a_small_roots_chain_opens_with_follow_chain_run_for_it():
         "content": f"```repl\nprint(follow_chain({query!r}))\n```",
     }
     assert "Norland" in first_call[-1]["content"]
+    assert "The output is follow_chain's answer: reply FINAL" in first_call[-1]["content"]
     notes = [e.message for e in events if getattr(e, "message", "")]
     assert any(m.startswith("the first turn runs the kind's first step: print(") for m in notes)
 

@@ -26,6 +26,7 @@ DOCS = [
     "Varsel\nVarsel is a town in Norland, on the river Ost.",
     "Kest\nKest is a town in Ostmark, on the river Pell.",
     "Red Hall\nThe Red Hall was designed by the architect Ida Moor (born 1930).",
+    "Holm\nHolm is a town in Norland, on the river Ost.",
 ]
 
 
@@ -64,7 +65,8 @@ def test_a_name_keeps_the_qualifier_the_documents_write_after_it():
 
 
 def test_documents_are_whole_items_of_a_list_or_dict_and_windows_of_a_text():
-    assert documents_for("Varsel", DOCS)[0] == DOCS[2]  # the line that names it first
+    # The document about it (its title) first, then those that mention it.
+    assert documents_for("Varsel", DOCS) == [DOCS[3], DOCS[2]]
     by_key = {f"doc{i}.txt": d for i, d in enumerate(DOCS)}
     assert DOCS[3] in documents_for("Norland", by_key)
     text = "\n".join(["filler line"] * 50 + [DOCS[3]] + ["filler line"] * 50)
@@ -102,6 +104,10 @@ def test_each_link_is_asked_of_the_documents_its_thing_finds():
     # document, where the country is, and not the namesake's town.
     assert DOCS[2] in last[0] and DOCS[3] in last[0]
     assert DOCS[1] not in last[0] and "Ostmark" not in last[1]
+    # An answer is never the link's own subject.
+    assert "Blue Hall" not in first[1] and "Omar Lenz" not in last[1]
+    # Nor other towns of that country or on that river: they only mention its names.
+    assert "Holm" not in last[0]
     assert [link.answer for link in result.links] == ["Omar Lenz (born 1921)", "Norland"]
 
 

@@ -355,6 +355,10 @@ KINDS: dict[str, Kind] = {
             # its own first in 4 of 5 runs (multihop 32k, seed 3000), and once never called
             # it at all.
             first_step=lambda query: f"print(follow_chain({query!r}))",
+            # Told the general "if the output answers it", it reran follow_chain twice over
+            # the right answer and then, asked for one, made up another (multihop 128k).
+            follow_up="The output is follow_chain's answer: reply FINAL(answer) with it, in "
+            "the question's form. If it is an error, search `context` yourself",
             without_sub_calls=Kind(
                 "chain",
                 _CHAIN_DESCRIPTION,

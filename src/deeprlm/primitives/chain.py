@@ -141,15 +141,26 @@ def qualified(answer: str, documents: Sequence[str]) -> str:
 
 
 def documents_for(query: str, where: Any, limit: int = MAX_DOCUMENTS) -> list[str]:
-    """The documents a search for `query` finds in `where`, best first, once each."""
-    hits = search(query, where, limit=limit)
+    """The documents a search for `query` finds in `where`, once each: those about it (see
+    `about`) first, then the others in the order they come."""
     found: list[str] = []
-    for hit in hits:
+    for hit in search(query, where, limit=None):
         whole = _item(where, hit.key)
         document = whole if whole is not None and len(whole) <= DOCUMENT_CHARS else hit.text
         if document not in found:
             found.append(document)
-    return found
+    found.sort(key=lambda document: not about(query, document))
+    return found[:limit]
+
+
+def about(name: str, document: str) -> bool:
+    """Whether `document` is about `name`: its first line begins with it (a title)."""
+    return document.lstrip().lower().startswith(bare(name).lower())
+
+
+def _text(where: Any) -> bool:
+    """A context of one text, with no documents that have titles of their own."""
+    return isinstance(where, str)
 
 
 def _item(where: Any, key: Any) -> str | None:
@@ -168,8 +179,11 @@ def link_prompt(question: str, documents: Sequence[str]) -> str:
     )
 
 
-def answer_schema(documents: Sequence[str]) -> dict[str, Any]:
-    choices = list(dict.fromkeys(n for text in documents for n in names_in(text)))
+def answer_schema(documents: Sequence[str], subject: str = "") -> dict[str, Any]:
+    """A reply of one name or number the documents write, other than the link's subject
+    (asked a city's country, the 1.5B model named the city)."""
+    names = dict.fromkeys(n for text in documents for n in names_in(text))
+    choices = [n for n in names if n.lower() != bare(subject).lower()] or list(names)
     return {
         "type": "object",
         "properties": {"answer": {"enum": choices[:MAX_CHOICES]}},
@@ -189,13 +203,13 @@ async def follow_chain(question: str, where: Any, ask: Ask) -> ChainResult:
     for relation in steps.relations:
         asked = f"What is the {relation} of {thing}?"
         found = await _found(thing, where)
-        answer = qualified(await _ask(ask, asked, found), found)
+        answer = qualified(await _ask(ask, asked, found, thing), found)
         links.append(Link(asked, thing, len(found), answer))
         thing = answer
     asked = steps.outer.format(thing) if steps.start else steps.outer
     found = await _found(thing or asked, where)
-    await _widen(found, where, seen={bare(thing).lower()})
-    answer = bare(await _ask(ask, asked, found))
+    await _widen(found, thing or asked, where)
+    answer = bare(await _ask(ask, asked, found, thing))
     links.append(Link(asked, thing or asked, len(found), answer))
     return ChainResult(answer, tuple(links))
 
@@ -208,22 +222,26 @@ async def _found(query: str, where: Any) -> list[str]:
     return found
 
 
-async def _widen(found: list[str], where: Any, seen: set[str]) -> None:
-    """Adds the documents of the names `found` mentions, two each, up to MAX_DOCUMENTS."""
-    for document in list(found):
+async def _widen(found: list[str], thing: str, where: Any) -> None:
+    """Adds, up to MAX_DOCUMENTS, the document about each name that the documents about
+    `thing` (else the first found) mention. Documents that only mention those names, and
+    the names of the others found, were noise the 1.5B model answered from: asked for a
+    city's country, it was shown every other city on the same river, and named a person."""
+    own = [d for d in found if about(thing, d)] or found[:1]
+    seen = {bare(thing).lower()}
+    for document in own:
         for name in names_in(document):
             if len(found) >= MAX_DOCUMENTS:
                 return
             if name.lower() in seen or not name[0].isupper():
                 continue
             seen.add(name.lower())
-            more = await asyncio.to_thread(documents_for, name, where, 2)
-            found += [d for d in more if d not in found]
-    del found[MAX_DOCUMENTS:]
+            more = await asyncio.to_thread(documents_for, name, where, 1)
+            found += [d for d in more if d not in found and (about(name, d) or _text(where))]
 
 
-async def _ask(ask: Ask, question: str, documents: Sequence[str]) -> str:
-    schema = answer_schema(documents)
+async def _ask(ask: Ask, question: str, documents: Sequence[str], subject: str) -> str:
+    schema = answer_schema(documents, subject)
     if not schema["properties"]["answer"]["enum"]:
         raise LookupError("follow_chain: the documents found name nothing to answer with")
     reply = await ask(link_prompt(question, documents), schema)
