@@ -47,6 +47,15 @@ def test_the_links_are_read_from_the_question_innermost_first():
     assert nested.outer == "On which river lies {}?"
 
 
+def test_a_link_may_be_a_clause_and_a_clause_after_the_chain_stays_in_the_question():
+    clause = plan("In what year was the company that sponsored the 1994 Kell Fair founded?")
+    assert (clause.start, clause.relations) == ("1994 Kell Fair", ("company that sponsored",))
+    assert clause.outer == "In what year was {} founded?"
+    after = plan("Who is the mayor of the town where the architect of the Blue Hall was born?")
+    assert (after.start, after.relations) == ("Blue Hall", ("architect",))
+    assert after.outer == "Who is the mayor of the town where {} was born?"
+
+
 def test_a_question_without_a_chain_is_one_link():
     steps = plan("Where does Dr. Lindqvist hide the spare key?")
     assert steps.start == "" and steps.relations == ()
@@ -131,3 +140,21 @@ def test_a_reply_that_is_not_json_is_a_clear_error():
 
     with pytest.raises(ValueError, match="reply is not an answer"):
         asyncio.run(follow_chain("Who was the architect of the Blue Hall?", DOCS, rambler))
+
+
+def test_a_clause_link_is_asked_as_the_clause():
+    reader = Reader(
+        {
+            "What is the hall that hosts Grey Atlas?": "Blue Hall",
+            "Who designed Blue Hall?": "Omar Lenz",
+        }
+    )
+    docs = [*DOCS, "Grey Atlas\nThe Grey Atlas is kept in the Blue Hall."]
+    result = asyncio.run(
+        follow_chain("Who designed the hall that hosts the Grey Atlas?", docs, reader)
+    )
+    assert result.answer == "Omar Lenz"
+    assert [link.question for link in result.links] == [
+        "What is the hall that hosts Grey Atlas?",
+        "Who designed Blue Hall?",
+    ]

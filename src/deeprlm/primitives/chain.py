@@ -7,18 +7,21 @@ C" names a thing C and two relations, so the chain asks for the B of C, then the
 answer, then the question itself with the last answer in place of the phrase. The embedded
 1.5B model, asked to split such questions into one-fact questions, left "the founder of the
 main sponsor of X" whole and then answered it with the sponsor; reading one relation at a
-time from documents it answers well. A question without such a phrase is one link: the
-question itself over the documents its words find.
+time from documents it answers well. A link may be a clause ("the company that sponsored
+C"); a clause after the chain stays in the last question ("the town where {} was born"). A
+question without such a phrase is one link: the question itself over the documents its
+words find.
 
-Each link searches the context for the thing it is about and shows the documents found (a
-list item or dict entry whole, when short; else the lines around the hit) to a helper
-model whose answer is held, by a JSON Schema enum, to the names and numbers those
-documents write. Free answers made up what the documents did not say (a country for a
-city the documents place elsewhere). A name the documents qualify ("Ada Brandt (born
-1921)") is carried to the next link with its qualifier, which is what tells it from a
-namesake. The last link also sees the documents of the names the first ones mention: its
-question's own verb may need one more link ("In which country was X born?" is X's
-birthplace, then that city's country).
+Each link searches the context for the thing it is about and shows the documents found
+(a list item or dict entry whole, when short; else the lines around the hit; those whose
+title is the thing first) to a helper model whose answer is held, by a JSON Schema enum,
+to the names and numbers those documents write, other than the thing itself. Free answers
+made up what the documents did not say (a country for a city the documents place
+elsewhere). A name the documents qualify ("Ada Brandt (born 1921)") is carried to the next
+link with its qualifier, which is what tells it from a namesake. The last link also sees
+the documents about the names that its subject's own documents mention: its question's
+verb may need one more link ("In which country was X born?" is X's birthplace, then that
+city's country).
 
 Only the standard library is used; the search is `deeprlm.primitives.search`, the model
 call is the caller's (`Ask`), so budgets, caching and the trace stay the engine's.
@@ -47,11 +50,14 @@ Ask = Callable[[str, dict[str, Any]], Awaitable[str]]
 
 # A name: capitalised words or numbers, with the small words names carry inside them.
 _NAME = r"(?:(?:[A-Z0-9][\w'.-]*|of|the|and|de|da|del|van|von|la|le)\s)*[A-Z0-9][\w'.-]*"
-# "the A of the B of (the) C": relations of one to four lower-case words, then a name.
-_CHAIN = re.compile(
-    r"\bthe ((?:[a-z][\w-]*(?: [a-z][\w-]*){0,3} of (?:the |an? )?)+)(" + _NAME + r")"
-)
-_LINK = re.compile(r" of (?:the |an? )?")
+# A link: a relation of one to four lower-case words (not the words that start a clause)
+# and what ties it to the next thing, "of" or a clause ("that sponsored", "who founded").
+_WORD = r"(?!(?:the|an?|of|where|when|which|who|whose|that)\b)[a-z][\w-]*"
+_RELATION = rf"{_WORD}(?: {_WORD}){{0,3}}"
+_TIE = r"(?:of|(?:that|which|who) [a-z]+)"
+# "the A of the B that sponsored (the) C": links, then a name.
+_CHAIN = re.compile(rf"\bthe ((?:{_RELATION} {_TIE} (?:the |an? )?)+)({_NAME})")
+_LINK = re.compile(rf"({_RELATION}) ({_TIE}) (?:the |an? )?")
 _CAPITALISED = re.compile(r"[A-Z][\w'-]+(?: (?:of |the |de |van |von )?[A-Z][\w'-]+)*")
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,.]*\d(?![\w])|(?<![\w.])\d(?![\w.])")
 # A sentence ends after a word, a number or a question, not after "Dr." or "St.".
@@ -107,7 +113,10 @@ def plan(question: str) -> Plan:
     match = _CHAIN.search(asked)
     if match is None:
         return Plan("", (), asked)
-    relations = [r.strip() for r in _LINK.split(match.group(1)) if r.strip()]
+    relations = [
+        relation if tie == "of" else f"{relation} {tie}"
+        for relation, tie in _LINK.findall(match.group(1))
+    ]
     outer = asked[: match.start()] + "{}" + asked[match.end() :]
     return Plan(match.group(2).strip(), tuple(reversed(relations)), outer)
 
@@ -201,7 +210,8 @@ async def follow_chain(question: str, where: Any, ask: Ask) -> ChainResult:
     links: list[Link] = []
     thing = steps.start
     for relation in steps.relations:
-        asked = f"What is the {relation} of {thing}?"
+        tie = "" if relation.split()[-2:-1] in (["that"], ["which"], ["who"]) else " of"
+        asked = f"What is the {relation}{tie} {thing}?"
         found = await _found(thing, where)
         answer = qualified(await _ask(ask, asked, found, thing), found)
         links.append(Link(asked, thing, len(found), answer))
