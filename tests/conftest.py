@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,12 @@ _OUTPUT = re.compile(
     r"^Output(?: of block \d+)?:\n(.*?)(?=\n\nOutput|\n\nNote: |\n\n\(\d+ turns? left|\Z)",
     re.DOTALL | re.MULTILINE,
 )
+
+
+def ctrl_c_works() -> None:
+    """For a child process that a test stops with Ctrl-C (SIGINT): a suite started in the
+    background of a script has SIGINT ignored, and a child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def outputs(message: str) -> list[str]:

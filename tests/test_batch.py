@@ -26,7 +26,7 @@ from deeprlm.settings import Settings
 
 from batch_helpers import Script, mixed_batch, query, question_of, read_results
 from batch_helpers import write_questions as write
-from conftest import repl
+from conftest import ctrl_c_works, repl
 from fake_server import Tally
 
 INPROCESS = Settings(repl="inprocess")
@@ -52,6 +52,7 @@ def start_deeprlm(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=ctrl_c_works,
     )
 
 

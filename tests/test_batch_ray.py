@@ -23,6 +23,7 @@ from deeprlm_bench.runner import RunConfig, read_results, run
 from batch_helpers import Script, mixed_batch, query, question_of
 from batch_helpers import read_results as batch_results
 from batch_helpers import write_questions as write
+from conftest import ctrl_c_works
 
 INPROCESS = Settings(repl="inprocess")
 
@@ -300,7 +301,7 @@ def test_ctrl_c_on_ray_cancels_the_running_tasks_and_keeps_what_they_spent(
             "--model", "openai/m", "--base-url", server.url, "--repl", "inprocess", "--executor",
             "ray", "--ray-address", ray_cluster, "--workers", "2", "--json"]  # fmt: skip
     driver = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)  # fmt: skip
+                              text=True, preexec_fn=ctrl_c_works)  # fmt: skip
     results = out / "results.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

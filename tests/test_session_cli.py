@@ -17,7 +17,7 @@ import pytest
 
 from deeprlm import RLM
 
-from conftest import outputs, repl
+from conftest import ctrl_c_works, outputs, repl
 from fake_server import last_user_text
 from session_script import QuestionScript, deeprlm
 
@@ -170,6 +170,7 @@ class Terminal:
         env.pop("NO_COLOR", None)
         pid, fd = pty.fork()
         if pid == 0:  # the child: the pty is its terminal
+            ctrl_c_works()
             os.execve(sys.executable, [sys.executable, "-m", "deeprlm", *args], env)
         self.pid, self.fd = pid, fd
         self.screen = ""
