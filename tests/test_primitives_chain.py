@@ -81,6 +81,9 @@ def test_documents_are_whole_items_of_a_list_or_dict_and_windows_of_a_text():
     text = "\n".join(["filler line"] * 50 + [DOCS[3]] + ["filler line"] * 50)
     (window,) = documents_for("Norland", text)
     assert "Norland" in window and len(window) < len(text)
+    # A corpus in one text, its documents between blank lines: each is read whole.
+    corpus = "\n\n".join(DOCS * 20)
+    assert documents_for("Varsel", corpus) == [DOCS[3], DOCS[2]]
 
 
 class Reader:

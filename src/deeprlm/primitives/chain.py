@@ -154,12 +154,24 @@ def documents_for(query: str, where: Any, limit: int = MAX_DOCUMENTS) -> list[st
     `about`) first, then the others in the order they come."""
     found: list[str] = []
     for hit in search(query, where, limit=None):
-        whole = _item(where, hit.key)
-        document = whole if whole is not None and len(whole) <= DOCUMENT_CHARS else hit.text
+        text = where if hit.key is None and isinstance(where, str) else _item(where, hit.key)
+        document = (_document(text, hit.offset) if text is not None else None) or hit.text
         if document not in found:
             found.append(document)
     found.sort(key=lambda document: not about(query, document))
     return found[:limit]
+
+
+def _document(text: str, offset: int) -> str | None:
+    """The document around `offset`: all of `text` when it is short, else the block between
+    blank lines that holds it (a corpus of documents in one text), if that is short."""
+    if len(text) <= DOCUMENT_CHARS:
+        return text
+    start = text.rfind("\n\n", 0, offset)
+    start = 0 if start < 0 else start + 2
+    end = text.find("\n\n", offset)
+    block = text[start : len(text) if end < 0 else end].strip()
+    return block if len(block) <= DOCUMENT_CHARS else None
 
 
 def about(name: str, document: str) -> bool:
