@@ -86,6 +86,9 @@ class Plan:
 
 @dataclass(frozen=True)
 class Link:
+    """One link followed: the question asked, what was searched for, how many documents
+    were read, and the answer."""
+
     question: str
     looked_up: str
     documents: int
@@ -119,6 +122,13 @@ def plan(question: str) -> Plan:
     ]
     outer = asked[: match.start()] + "{}" + asked[match.end() :]
     return Plan(match.group(2).strip(), tuple(reversed(relations)), outer)
+
+
+def link_question(relation: str, thing: str) -> str:
+    """The question one link asks: "What is the founder of X?", or, for a clause, "What is
+    the company that sponsored X?"."""
+    clause = re.search(r"\b(?:that|which|who) [a-z]+$", relation)
+    return f"What is the {relation}{'' if clause else ' of'} {thing}?"
 
 
 def names_in(text: str) -> list[str]:
@@ -222,8 +232,7 @@ async def follow_chain(question: str, where: Any, ask: Ask) -> ChainResult:
     links: list[Link] = []
     thing = steps.start
     for relation in steps.relations:
-        tie = "" if relation.split()[-2:-1] in (["that"], ["which"], ["who"]) else " of"
-        asked = f"What is the {relation}{tie} {thing}?"
+        asked = link_question(relation, thing)
         found = await _found(thing, where)
         answer = qualified(await _ask(ask, asked, found, thing), found)
         links.append(Link(asked, thing, len(found), answer))
