@@ -73,6 +73,21 @@ def test_final_var_tag_outside_code_reads_a_variable_set_earlier():
     assert RLM(root).run("q", "ctx").answer == "10"
 
 
+@pytest.mark.parametrize("family", ["default", "small"])
+def test_final_of_a_name_the_code_assigned_is_that_variable(family):
+    code = 'pairs = ["(1, 2)", "(1, 3)"]\nanswer = "\\n".join(pairs)\nprint(len(pairs))'
+    root = ScriptedLM([repl(code), "FINAL(answer)"])
+    root.prompt_family = family
+    assert RLM(root).run("q", "ctx").answer == "(1, 2)\n(1, 3)"
+    # A word the code never assigned is the answer itself, and so is one in the forced
+    # answer whose variable is gone.
+    root = ScriptedLM([repl("print(2)"), "FINAL(total)"])
+    assert RLM(root).run("q", "ctx").answer == "total"
+    root = ScriptedLM([repl("x = 1 / 0"), "FINAL(x)"])
+    result = RLM(root, max_iterations=1).run("q", "ctx")
+    assert result.forced and result.answer == "x"
+
+
 def test_final_var_on_a_missing_variable_is_an_error_the_model_sees():
     root = ScriptedLM(['FINAL_VAR("nothing")', "FINAL(fallback)"])
     result = RLM(root).run("q", "ctx")

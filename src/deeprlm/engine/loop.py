@@ -16,6 +16,7 @@ happened.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from deeprlm import prompts
 from deeprlm.lm.base import Message
 from deeprlm.primitives.search import STOP_WORDS
 from deeprlm.repl.base import Cell
-from deeprlm.replies import Reply, parse_reply, through_first_block
+from deeprlm.replies import FinalTag, Reply, parse_reply, through_first_block
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
 # (messages, purpose) -> the model's reply text; purpose is "root" or "forced".
@@ -114,6 +115,19 @@ _WORD = re.compile(r"\w{3,}")
 _PRINTED_CHARS = 1_000_000
 
 
+def assigned_names(code: str) -> set[str]:
+    """The names `code` assigns (`x = ...`, `for x in ...`, `with ... as x`, ...)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    return {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
+
+
 def _states_an_answer(reply: str) -> bool:
     """Whether a reply with neither code nor FINAL reads as an answer: one line. Replies of
     several lines were echoes of what the model was told (a traceback and the question,
@@ -177,6 +191,7 @@ class TurnLoop:
         self._opening: list[Message] = []  # as first said, before any digest joined it
         self._digest: list[str] = []  # one entry per compacted turn, oldest first
         self._held_cell_final = False  # a FINAL from a cell that printed was held once
+        self._assigned: set[str] = set()  # the variable names the model's code assigned
 
     def partial(self) -> str:
         """The best answer available if the loop has to stop early."""
@@ -210,7 +225,9 @@ class TurnLoop:
                 and _states_an_answer(self.last_reply)
             ):
                 final = self.last_reply.strip()
-            literal = reply.final is not None and not reply.final.is_variable and not reply.code
+            literal = (
+                reply.final is not None and not reply.code and not self._names_variable(reply.final)
+            )
             if (
                 final is not None
                 and literal
@@ -271,8 +288,8 @@ class TurnLoop:
         tag = reply.final
         if tag is None:
             return None, cells, notes
-        if tag.is_variable:
-            cell = await self._cell(f"FINAL_VAR({tag.argument!r})", iteration)
+        if self._names_variable(tag) and (tag.is_variable or not reply.code):
+            cell = await self._cell(f"FINAL_VAR({tag.argument.strip()!r})", iteration)
             if cell.final is not None:
                 return cell.final, cells, notes
             cells.append(cell)
@@ -291,11 +308,12 @@ class TurnLoop:
             reply = await self._ask(messages, "forced")
             parsed = parse_reply(reply, tag_anywhere=True)
             answer = None
-            if parsed.final is not None and parsed.final.is_variable:
-                cell = await self._cell(f"FINAL_VAR({parsed.final.argument!r})", self.iterations)
-                answer = cell.final
-            elif parsed.final is not None:
-                answer = parsed.final.argument
+            if parsed.final is not None:
+                answer = None if parsed.final.is_variable else parsed.final.argument
+                if self._names_variable(parsed.final):
+                    name = parsed.final.argument.strip()
+                    cell = await self._cell(f"FINAL_VAR({name!r})", self.iterations)
+                    answer = cell.final if cell.final is not None else answer
             if answer is None:
                 answer = self.answer_content or reply.strip()
             refused = self._refusal(answer)
@@ -303,6 +321,12 @@ class TurnLoop:
                 return Outcome(answer, self.iterations, forced=True)
             # Bounded by `accept`, which raises once it has refused enough.
             request = f"{refused}\n\n{self.wording.forced_final()}"
+
+    def _names_variable(self, tag: FinalTag) -> bool:
+        """FINAL_VAR(name), or FINAL(name) after code that assigned `name`: the 1.5B root
+        wrote `answer = "\\n".join(pairs)` then FINAL(answer), and the run answered with
+        the word "answer"."""
+        return tag.is_variable or tag.argument.strip() in self._assigned
 
     def _refusal(self, answer: str) -> str | None:
         return None if self._accept is None else self._accept(answer)
@@ -316,6 +340,7 @@ class TurnLoop:
         return text
 
     async def _cell(self, code: str, iteration: int) -> Cell:
+        self._assigned |= assigned_names(code)
         cell = await self._run_cell(code, iteration)
         if cell.answer_content:
             self.answer_content = cell.answer_content
