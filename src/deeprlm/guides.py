@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from deeprlm.context import ContextInfo
+from deeprlm.repl.functions import REPL_FUNCTIONS
 
 FOLLOW_UP = "If the output answers it, reply FINAL(answer). If not, write different code"
 
@@ -78,7 +79,8 @@ FUNCTIONS: dict[str, str] = {
     "through other things ('the birthplace of the architect of X'): it searches `context` for "
     "each link in turn and a helper model reads what it finds.",
 }
-SUB_CALL_FUNCTIONS = frozenset({"llm_classify", "llm_map", "llm_query", "follow_chain"})
+# The functions that make sub-calls, as the REPL-function table marks them.
+SUB_CALL_FUNCTIONS = frozenset(f.name for f in REPL_FUNCTIONS if f.sub_call)
 
 # Plain `re`, not `search`: shown `search(...)` among its functions, the 1.5B model wrote
 # its own `def search` (a broken one) instead of calling it, on needle questions it had

@@ -176,20 +176,8 @@ class RunHost:
 
         async def ask(prompt: str, schema: dict[str, Any]) -> str:
             nonlocal calls
-            self._take_sub_call()
             calls += 1
-            completion = await self.shared.call_lm(
-                lm,
-                [{"role": "user", "content": prompt}],
-                purpose="sub",
-                run_id=self.run_id,
-                parent_id=span.id,
-                prompt=prompt,
-                until=self.cell_deadline,
-                schema=schema,
-                max_tokens=CHAIN_REPLY_TOKENS,
-            )
-            return completion.text
+            return await self._held_call(lm, prompt, span.id, schema, CHAIN_REPLY_TOKENS)
 
         failed = 1
         try:
@@ -280,19 +268,7 @@ class RunHost:
             )
 
         async def call(prompt: str, schema: Mapping[str, Any] | None, tokens: int | None) -> str:
-            self._take_sub_call()
-            completion = await self.shared.call_lm(
-                lm,
-                [{"role": "user", "content": prompt}],
-                purpose="sub",
-                run_id=self.run_id,
-                parent_id=spans[0].id,
-                prompt=prompt,
-                until=self.cell_deadline,
-                schema=schema,
-                max_tokens=tokens,
-            )
-            return completion.text
+            return await self._held_call(lm, prompt, spans[0].id, schema, tokens)
 
         window = lm.context_window
         limits = PackLimits(
@@ -331,6 +307,30 @@ class RunHost:
                 )
         answers = report.answers
         return dict(zip(keys, answers, strict=True)) if keys is not None else answers
+
+    async def _held_call(
+        self,
+        lm: LM,
+        prompt: str,
+        parent: str,
+        schema: Mapping[str, Any] | None,
+        max_tokens: int | None,
+    ) -> str:
+        """One counted sub-call whose reply may be held to a JSON Schema (a map's pack, a
+        chain's link)."""
+        self._take_sub_call()
+        completion = await self.shared.call_lm(
+            lm,
+            [{"role": "user", "content": prompt}],
+            purpose="sub",
+            run_id=self.run_id,
+            parent_id=parent,
+            prompt=prompt,
+            until=self.cell_deadline,
+            schema=schema,
+            max_tokens=max_tokens,
+        )
+        return completion.text
 
     async def _sub_call(self, prompt: str, lm: LM, parent: str) -> str:
         shared = self.shared
