@@ -352,3 +352,67 @@ def test_made_up_data_never_replaces_the_context_nor_a_made_up_final_the_real_on
     assert "assignment to it was left out" in first and "FINAL() is already defined" in first
     assert str(len(RECORDS)) in first
     assert "date" in root.calls[2][-1]["content"]  # a value made from the context is kept
+
+
+REVIEWS = "\n".join(
+    f"Day: Jan {d:02d}, 2024 || Shop: {d % 5} || Review: {text}"
+    for d, text in enumerate(
+        [
+            "The parcel came two weeks after the promised date.",
+            "Far too expensive for what you get in the box.",
+            "The handle broke on the second day of use.",
+            "Courier left the parcel in the rain at the gate.",
+        ]
+        * 6,
+        1,
+    )
+)
+
+
+def review_labeller(messages):
+    items = dict(re.findall(r"^(\d+)\. (.*)$", messages[-1]["content"], re.M))
+    return json.dumps(
+        {
+            n: "delivery" if "parcel" in text else "price" if "expensive" in text else "quality"
+            for n, text in items.items()
+        }
+    )
+
+
+@pytest.mark.parametrize("kind", REPLS)
+def test_a_small_roots_judged_count_opens_with_the_rows_labelled_for_it(kind):
+    query = (
+        "Each review is one of: delivery, price, quality. The labels are not given. "
+        "How many reviews have the label 'delivery'?"
+    )
+    root = ScriptedLM(["FINAL(Answer: 12)"])
+    root.prompt_family = "small"
+    sub = ScriptedLM(review_labeller)
+    result = RLM(root, sub, repl=kind).run(query, REVIEWS)
+    assert result.answer == "Answer: 12" and result.iterations == 2
+    (first_call,) = root.calls
+    step = first_call[-2]["content"]
+    assert 'llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])' in step
+    output = first_call[-1]["content"]
+    assert "24 rows, each with its 'label':" in output
+    assert "Counter({'delivery': 12, 'price': 6, 'quality': 6})" in output
+    assert "The rows are labelled" in output
+    assert sub.schemas[0]["properties"]["1"] == {"enum": ["delivery", "price", "quality"]}
+
+
+def test_a_small_roots_pairs_go_on_from_the_labelled_rows():
+    query = (
+        "Each review is one of: delivery, price, quality. List all pairs of shops where both "
+        "shops have a review with the label 'price'."
+    )
+    code = (
+        "shops = sorted({int(r['Shop']) for r in rows if r['label'] == 'price'})\n"
+        "listed = '\\n'.join(f'({a}, {b})' for i, a in enumerate(shops) for b in shops[i + 1:])\n"
+        "print(listed)"
+    )
+    root = ScriptedLM([repl(code), 'FINAL_VAR("listed")'])
+    root.prompt_family = "small"
+    result = RLM(root, ScriptedLM(review_labeller)).run(query, REVIEWS)
+    # The 'price' reviews are days 2, 6, 10, 14, 18 and 22: shops 2, 1, 0, 4, 3 and 2.
+    assert result.answer.splitlines() == [f"({a}, {b})" for a in range(5) for b in range(a + 1, 5)]
+    assert result.iterations == 3

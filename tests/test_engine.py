@@ -573,3 +573,28 @@ def test_a_small_roots_final_in_the_cell_that_printed_is_held_once():
     assert RLM(quiet, repl="inprocess").run("Who?", "Dr. Lindqvist").answer == "4"
     hosted = ScriptedLM([blind, "never asked"])
     assert RLM(hosted, repl="inprocess").run("Who?", "Dr. Lindqvist").answer == "4"
+
+
+@pytest.mark.parametrize("family", ["small", "large"])
+def test_a_final_that_names_an_answer_instead_of_giving_one_is_sent_back(family):
+    lm = ScriptedLM([repl("total = 6 * 7\nprint(total)"), "FINAL(answer)", "FINAL(42)"])
+    lm.prompt_family = family
+    result = RLM(lm).run("What is six times seven?", "numbers")
+    assert result.answer == "42" and result.iterations == 3
+    assert "FINAL(answer) answers with the word 'answer' itself" in lm.calls[2][-1]["content"]
+
+
+@pytest.mark.parametrize("kind", ["inprocess", "sandbox"])
+def test_the_repls_own_answer_dict_is_never_the_answer_text(kind):
+    lm = ScriptedLM(
+        [
+            repl('FINAL_VAR("answer")'),
+            repl("FINAL(answer)"),
+            repl('answer["content"] = "Lisbon"\nFINAL_VAR("answer")'),
+        ]
+    )
+    result = RLM(lm, repl=kind).run("Which city?", "Lisbon is a city.")
+    assert result.answer == "Lisbon"
+    for turn in (1, 2):
+        assert "'answer' holds no answer yet" in lm.calls[turn][-1]["content"]
+        assert "ready" not in lm.calls[turn][-1]["content"]

@@ -21,6 +21,7 @@ longer descriptions), which is why the structure decides.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,9 +52,10 @@ class Kind:
     # How the kind is taught when a run allows no sub-calls, if not as above minus the
     # functions that make them.
     without_sub_calls: Kind | None = None
-    # The code of the root's first turn, from the question, for a kind whose first step is
-    # always the same: it runs for the root, which reads its output and goes on from there.
-    first_step: Callable[[str], str] | None = None
+    # The code of the root's first turn, from the question and the context's description,
+    # for a kind whose first step is always the same (None where the question does not say
+    # enough to write it): it runs for the root, which reads its output and goes on.
+    first_step: Callable[[str, ContextInfo], str | None] | None = None
 
 
 def taught(kind: Kind, sub_calls: bool) -> Kind:
@@ -120,14 +122,53 @@ _REVIEWS = """Each line is a review: a day, a shop and the review's text. Each r
 labelled with one of: delivery, price and value, quality. The labels are not given: judge \
 each review by its text."""
 
+# The first cell of the judge and pairs examples is the kinds' first step (see
+# `label_rows_step`), which a run writes for the root: the root's own code starts after it.
+_LABEL_ROWS = """from collections import Counter
+rows = records(context)
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
+for r, label in zip(rows, labels):
+    r["label"] = label
+print(len(rows), "rows, each with its 'label':", rows[0])
+print(Counter(labels))"""
+_LABELLED_OUTPUT = """2210 rows, each with its 'label': {'Day': 'Jan 02, 2021', 'Shop': '17', \
+'Review': 'Arrived two weeks after the date promised.', 'label': 'delivery'}
+Counter({'quality': 901, 'delivery': 788, 'price and value': 521})""".replace("\\\n", "")
+
 _JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to Mar 10, \
 2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
 'Answer: <number>'.
 ```repl
+{_LABEL_ROWS}
+```
+Output:
+{_LABELLED_OUTPUT}
+Reply:
+The question asks about some dates only: count the labels of those rows.
+```repl
+start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
+print(Counter(r["label"] for r in rows if start <= parse_date(r["Day"]) <= end))
+```
+Output:
+Counter({{'delivery': 41, 'quality': 33, 'price and value': 22}})
+Reply:
+FINAL(Answer: 41)"""
+
+_JUDGE_EXAMPLE_NO_SUB = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to \
+Mar 10, 2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
+'Answer: <number>'.
+```repl
 from collections import Counter
 rows = records(context)
-# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
+# No field states the label: judge each review by its words.
+def label(text):
+    text = text.lower()
+    if any(w in text for w in ("late", "parcel", "arrived", "courier")):
+        return "delivery"
+    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
+        return "price and value"
+    return "quality"
+labels = [label(r["Review"]) for r in rows]
 start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
 print(Counter(label for r, label in zip(rows, labels) if start <= parse_date(r["Day"]) <= end))
 ```
@@ -136,27 +177,40 @@ Counter({{'delivery': 41, 'quality': 33, 'price and value': 22}})
 Reply:
 FINAL(Answer: 41)"""
 
-_JUDGE_EXAMPLE_NO_SUB = _JUDGE_EXAMPLE.replace(
-    """# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])""",
-    """# No field states the label: judge each review by its words.
-def label(text):
-    text = text.lower()
-    if any(w in text for w in ("late", "parcel", "arrived", "courier")):
-        return "delivery"
-    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
-        return "price and value"
-    return "quality"
-labels = [label(r["Review"]) for r in rows]""",
-)
-
 _PAIRS_EXAMPLE = f"""Question: {_REVIEWS} List all pairs of shops where both shops have at \
 least one review with the label 'price and value'. List each pair once, lower shop first, \
 one per line in the form (shop_1, shop_2).
 ```repl
+{_LABEL_ROWS}
+```
+Output:
+{_LABELLED_OUTPUT}
+Reply:
+Count each shop's 'price and value' reviews, keep the shops with at least one, pair them.
+```repl
+count = Counter(int(r["Shop"]) for r in rows if r["label"] == "price and value")
+shops = sorted(shop for shop, n in count.items() if n >= 1)
+pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
+listed = "\\n".join(pairs)
+print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])
+```
+Output:
+9 shops, 36 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']
+Reply:
+FINAL_VAR("listed")"""
+
+_PAIRS_EXAMPLE_NO_SUB = f"""Question: {_REVIEWS} List all pairs of shops where both shops have \
+at least one review with the label 'price and value'. List each pair once, lower shop first, \
+one per line in the form (shop_1, shop_2).
+```repl
 rows = records(context)
-# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
+# No field states the label: judge each review by its words.
+def label(text):
+    text = text.lower()
+    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
+        return "price and value"
+    return "other"
+labels = [label(r["Review"]) for r in rows]
 shops = sorted({{int(r["Shop"]) for r, label in zip(rows, labels) if label == "price and value"}})
 pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
 answer = "\\n".join(pairs)
@@ -166,18 +220,6 @@ Output:
 9 shops, 36 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']
 Reply:
 FINAL_VAR("answer")"""
-
-_PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
-    """# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])""",
-    """# No field states the label: judge each review by its words.
-def label(text):
-    text = text.lower()
-    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
-        return "price and value"
-    return "other"
-labels = [label(r["Review"]) for r in rows]""",
-)
 
 # A chain is followed with plain `re`, in code for the context's shape: shown `search()`,
 # the 1.5B model wrote its own search() and FINAL() over a made-up context, every time.
@@ -278,6 +320,97 @@ Reply:
 12 is option C.
 FINAL(Answer: C)"""
 
+# --- the first step of a question over judged labels ----------------------------------
+
+# "... labelled with exactly one of these classes, by the kind of answer it asks for: a, b,
+# c." The label set a question gives: after "one of" and a colon, to the sentence's end.
+_LABEL_LIST = re.compile(r"\bone of\b[^:.\n]{0,120}?:\s*([^\n]+?)(?:\.(?:\s|$)|\n|$)", re.I)
+# A label the question asks about: "the label 'location'".
+_NAMED_LABEL = re.compile(r"\b(?:label|class|category)\s+['\"‘“]([^'\"’”\n]{1,60})['\"’”]", re.I)
+
+
+def question_labels(query: str) -> tuple[str, ...] | None:
+    """The labels a question lists as the ones to choose from, or None when it lists none
+    (or lists some that the labels it asks about are not among)."""
+    for match in _LABEL_LIST.finditer(query):
+        parts = [part.strip() for part in re.split(r"[,;]", match.group(1))]
+        if len(parts) > 1 and re.search(r"\s+or\s+", parts[-1]):
+            parts[-1:] = re.split(r"\s+or\s+", parts[-1])  # "a, b or c"
+        labels = [_bare_label(part) for part in parts]
+        labels = [label for label in labels if label]
+        if not 2 <= len(labels) <= 30 or any(len(label) > 60 for label in labels):
+            continue
+        known = {label.lower() for label in labels}
+        if len(known) != len(labels):
+            continue
+        if all(named.lower() in known for named in _NAMED_LABEL.findall(query)):
+            return tuple(labels)
+    return None
+
+
+def _bare_label(part: str) -> str:
+    return re.sub(r"^(?:and|or)\s+", "", part, flags=re.I).strip(" '\"‘’“”")
+
+
+def text_field(info: ContextInfo) -> str | None:
+    """The one field of the records that holds free text (what a label is judged from), by
+    the name the records give it; None when there is no such field or more than one."""
+    if not info.structure.startswith("One record per line"):
+        return None
+    texts = [name for name, kind in _FIELD.findall(info.structure) if _free_text(kind)]
+    return texts[0] if len(texts) == 1 else None
+
+
+def _free_text(kind: str) -> bool:
+    # A short sample of varied texts reads as a few choices: "<one of: ...>" is text when
+    # its values are sentences rather than words.
+    if kind == "text":
+        return True
+    if not kind.startswith(_CHOICES):
+        return False
+    values = kind[len(_CHOICES) :].split(", ")
+    return sum(len(value.split()) >= 4 for value in values) * 2 > len(values)
+
+
+def _literal(value: object) -> str:
+    """`value` as Python source, strings in double quotes as the examples write them."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def label_rows_step(query: str, info: ContextInfo) -> str | None:
+    """The first step of a question over labels the records do not state: every record
+    made a row and labelled by the helper model with the question's own labels. Writing it
+    for the small root keeps the labels whole ("description and abstract concept" was
+    split into two) and the field right; the root's code starts from the labelled rows."""
+    labels = question_labels(query)
+    field = text_field(info)
+    if labels is None or field is None:
+        return None
+    return (
+        "from collections import Counter\n"
+        "rows = records(context)\n"
+        f"labels = llm_classify([r[{_literal(field)}] for r in rows], {_literal(list(labels))})\n"
+        "for r, label in zip(rows, labels):\n"
+        '    r["label"] = label\n'
+        """print(len(rows), "rows, each with its 'label':", rows[0])\n"""
+        "print(Counter(labels))"
+    )
+
+
+# After the labelled rows, what a small root is told: the labels are done, the rest is the
+# question's own conditions.
+_LABELLED = "The rows are labelled: each row's 'label' is set; do not label them again."
+_JUDGED_FOLLOW_UP = (
+    f"{_LABELLED} If the question is about some of the rows (dates, users), or asks which "
+    "user, count those rows with Counter; when the output answers the question, reply "
+    "FINAL(answer) in its form"
+)
+_PAIRED_FOLLOW_UP = (
+    f"{_LABELLED} Count each user's records that meet each condition (labels, dates), keep "
+    "the users whose counts meet it (exactly, at least, none) and build the pairs; then reply "
+    'FINAL_VAR("name") with the variable that holds them'
+)
+
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
@@ -309,10 +442,13 @@ KINDS: dict[str, Kind] = {
             "be judged from the meaning of each record's text, e.g. 'The labels are not "
             "given. How many records are about sport?'",
             ("records", "parse_date", "llm_classify"),
-            "1. Make the records into rows and label their texts with llm_classify.\n2. "
-            "Count the labels of the rows the question is about with Counter, and print the "
+            "1. Make the records into rows and label their texts with llm_classify, using "
+            "the question's labels exactly as it writes them.\n2. Count the labels of the "
+            "rows the question is about (its dates, its users) with Counter, and print the "
             "counts.\n3. Read them and reply FINAL(answer) in the question's form.",
             _JUDGE_EXAMPLE,
+            first_step=label_rows_step,
+            follow_up=_JUDGED_FOLLOW_UP,
             without_sub_calls=Kind(
                 "judge",
                 "",
@@ -331,9 +467,13 @@ KINDS: dict[str, Kind] = {
             ("records", "parse_date", "llm_classify"),
             "1. Make the records into rows; label their texts with llm_classify if the "
             "condition needs a class they do not state.\n2. Collect the users that meet the "
-            "condition and build the pairs in code.\n3. Put the pairs in a variable and "
-            'reply FINAL_VAR("name").',
+            "condition, every part of it (exactly or at least how many, none of, dates), "
+            "and build the pairs in code: for ordered pairs (first, second) with different "
+            "conditions, one set for each.\n3. Put the pairs in a variable and reply "
+            'FINAL_VAR("name").',
             _PAIRS_EXAMPLE,
+            first_step=label_rows_step,
+            follow_up=_PAIRED_FOLLOW_UP,
             without_sub_calls=Kind(
                 "pairs",
                 "",
@@ -356,7 +496,7 @@ KINDS: dict[str, Kind] = {
             # Taught to call it, the 1.5B root wrote its own follow_chain() or a search of
             # its own first in 4 of 5 runs (multihop 32k, seed 3000), and once never called
             # it at all.
-            first_step=lambda query: f"print(follow_chain({query!r}))",
+            first_step=lambda query, info: f"print(follow_chain({query!r}))",
             # Told the general "if the output answers it", it reran follow_chain twice over
             # the right answer and then, asked for one, made up another (multihop 128k).
             follow_up="The output is follow_chain's answer: reply FINAL(answer) with it, in "
@@ -413,10 +553,10 @@ def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
     return [name for name in names if sub_calls or name not in SUB_CALL_FUNCTIONS]
 
 
-def first_step_of(kind: str | None, sub_calls: bool, query: str) -> str | None:
+def first_step_of(kind: str | None, sub_calls: bool, query: str, info: ContextInfo) -> str | None:
     found = KINDS.get(kind) if kind else None
     step = taught(found, sub_calls).first_step if found is not None else None
-    return step(query) if step is not None else None
+    return step(query, info) if step is not None else None
 
 
 def steps_of(kind: Kind, sub_calls: bool) -> str:
@@ -478,7 +618,7 @@ def _stated_field(query: str, structure: str) -> str | None:
     question names, by the field's name or by one of its values."""
     lowered = query.lower()
     for name, kind in _FIELD.findall(structure):
-        if not kind.startswith(_CHOICES):
+        if not kind.startswith(_CHOICES) or _free_text(kind):
             continue
         values = [v.strip() for v in kind[len(_CHOICES) :].split(",")]
         named = re.search(rf"\b{re.escape(name.lower())}s?\b", lowered)

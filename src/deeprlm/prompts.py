@@ -357,6 +357,15 @@ HELD_FINAL_NOTE = (
 )
 
 
+def placeholder_note(answer: str) -> str:
+    """Sent back with a FINAL whose text is a name for an answer, not one."""
+    return (
+        f"Note: FINAL({answer}) answers with the word {answer!r} itself: no variable of that "
+        'name holds your answer. Put the answer in a variable and reply FINAL_VAR("name"), '
+        "or write the answer itself inside FINAL(...)."
+    )
+
+
 def unseen_answer_note(answer: str, printed_anything: bool) -> str:
     """Sent back with a small root's answer that nothing its code printed shows."""
     clipped = answer if len(answer) <= 80 else f"{answer[:77]}..."
@@ -434,7 +443,9 @@ class RootWording:
     def first_move(self) -> str | None:
         if self.setup.family != "small":
             return None
-        return guides.first_step_of(self.setup.kind, self.setup.allow_sub_calls, self.query)
+        return guides.first_step_of(
+            self.setup.kind, self.setup.allow_sub_calls, self.query, self.info
+        )
 
     def after_cells(self, cells: Sequence[Cell], notes: Sequence[str], iteration: int) -> str:
         limit = self.setup.max_iterations

@@ -128,6 +128,17 @@ def assigned_names(code: str) -> set[str]:
     }
 
 
+# What a model writes in FINAL(...) in place of an answer it has not put anywhere (the
+# 1.5B root once replied FINAL(answer) with no `answer` assigned).
+_PLACEHOLDERS = frozenset(
+    {"answer", "the answer", "your answer", "final answer", "final_answer", "result", "<answer>"}
+)
+
+
+def _placeholder(answer: str) -> bool:
+    return answer.strip().strip("\"'`").lower() in _PLACEHOLDERS
+
+
 def _states_an_answer(reply: str) -> bool:
     """Whether a reply with neither code nor FINAL reads as an answer: one line. Replies of
     several lines were echoes of what the model was told (a traceback and the question,
@@ -228,6 +239,9 @@ class TurnLoop:
             literal = (
                 reply.final is not None and not reply.code and not self._names_variable(reply.final)
             )
+            if final is not None and literal and _placeholder(final):
+                notes.append(prompts.placeholder_note(final.strip()))
+                final = None
             if (
                 final is not None
                 and literal
@@ -314,8 +328,8 @@ class TurnLoop:
                     name = parsed.final.argument.strip()
                     cell = await self._cell(f"FINAL_VAR({name!r})", self.iterations)
                     answer = cell.final if cell.final is not None else answer
-            if answer is None:
-                answer = self.answer_content or reply.strip()
+            if answer is None or _placeholder(answer):
+                answer = self.answer_content or (answer if answer is not None else reply.strip())
             refused = self._refusal(answer)
             if refused is None:
                 return Outcome(answer, self.iterations, forced=True)

@@ -117,7 +117,7 @@ class InProcessREPL:
     async def variables(self, *, reset_answer: bool = False) -> dict[str, str]:
         assert self._session is not None, "start() first"
         if reset_answer:
-            self._session.globals["answer"] = {"content": "", "ready": False}
+            self._session.reset_answer()
         return {k: v for k, v in self._session.show_vars().items() if k != "answer"}
 
     async def save_variables(self, folder: str) -> KeptVariables:

@@ -83,28 +83,43 @@ class Session:
         # The REPL's own functions: a cell that defines one of them again (small models
         # write `def search(...)` after reading that it exists) keeps the real one.
         self._provided = frozenset(functions) | {"FINAL", "FINAL_VAR", "SHOW_VARS"}
+        self._answer: dict[str, Any] = {"content": "", "ready": False}
         self.globals.update(
             FINAL=self._final,
             FINAL_VAR=self._final_var,
             SHOW_VARS=self.show_vars,
-            answer={"content": "", "ready": False},
+            answer=self._answer,
         )
         self._builtin_names = set(self.globals)
 
     # --- functions the model calls -------------------------------------------------------
 
     def _final(self, value: Any = "") -> None:
-        raise FinalAnswer(answer_text(value))
+        raise FinalAnswer(answer_text(self._own_answer(value)))
 
     def _final_var(self, name: Any) -> None:
         if not isinstance(name, str):
             # Small models pass the variable itself; its value is what they meant.
-            raise FinalAnswer(answer_text(name))
+            raise FinalAnswer(answer_text(self._own_answer(name)))
         key = name.strip().strip("\"'")
         if key not in self.globals:
             known = ", ".join(sorted(self.show_vars())) or "none"
             raise NameError(f"FINAL_VAR: no variable named {key!r} (variables: {known})")
-        raise FinalAnswer(answer_text(self.globals[key]))
+        raise FinalAnswer(answer_text(self._own_answer(self.globals[key])))
+
+    def _own_answer(self, value: Any) -> Any:
+        """`value`, or the content of the REPL's `answer` dict when that is what was passed:
+        the dict is the REPL's, not an answer (a run once answered with its text), and an
+        empty one is an error the model can act on."""
+        if value is not self._answer:
+            return value
+        content = value.get("content")
+        if content is None or not str(content).strip():
+            raise NameError(
+                "'answer' holds no answer yet (answer['content'] is empty): put your answer "
+                "in a variable of your own and pass that"
+            )
+        return content
 
     def show_vars(self) -> dict[str, str]:
         """The names and types of the variables the model created."""
@@ -116,6 +131,11 @@ class Session:
             and (name not in self._builtin_names or name == "answer")
             and not isinstance(value, types.ModuleType)
         }
+
+    def reset_answer(self) -> None:
+        """A fresh `answer` dict, for a new question."""
+        self._answer = {"content": "", "ready": False}
+        self.globals["answer"] = self._answer
 
     def user_variables(self) -> list[str]:
         return sorted(

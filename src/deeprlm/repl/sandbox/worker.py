@@ -243,7 +243,7 @@ class Worker:
         the host may copy the snapshot once it has this answer. On request it also clears
         `answer` for a new question."""
         if message.get("reset_answer"):
-            session.globals["answer"] = {"content": "", "ready": False}
+            session.reset_answer()
         types = {name: kind for name, kind in session.show_vars().items() if name != "answer"}
         kept = [name for name in snapshot.kept if name != "answer"]
         lost = {name: why for name, why in snapshot.lost.items() if name != "answer"}
