@@ -598,3 +598,21 @@ def test_the_repls_own_answer_dict_is_never_the_answer_text(kind):
     for turn in (1, 2):
         assert "'answer' holds no answer yet" in lm.calls[turn][-1]["content"]
         assert "ready" not in lm.calls[turn][-1]["content"]
+
+
+def test_an_answer_variable_named_after_the_code_is_pointed_out_with_its_output():
+    code = "pairs = ['(1, 2)', '(1, 3)']\nlisted = '\\n'.join(pairs)\nprint(len(pairs))"
+    guessed = f'{repl(code)}\nOutput:\n2\nReply:\nFINAL_VAR("listed")'
+    lm = ScriptedLM([guessed, 'FINAL_VAR("listed")'])
+    lm.prompt_family = "small"
+    result = RLM(lm).run("List the pairs.", "1 2 3")
+    assert result.answer == "(1, 2)\n(1, 3)" and result.iterations == 2
+    assert (
+        'you wrote FINAL_VAR("listed") before you had seen this output'
+        in (lm.calls[1][-1]["content"])
+    )
+    # A name the code did not assign is a guess like any other: nothing is said.
+    lm = ScriptedLM([f'{repl("print(3)")}\nOutput:\n3\nReply:\nFINAL_VAR("x")', "FINAL(3)"])
+    lm.prompt_family = "small"
+    RLM(lm).run("What is it?", "3")
+    assert "before you had seen" not in lm.calls[1][-1]["content"]

@@ -40,6 +40,8 @@ REVIEWS = "\n".join(
         ("Each ticket is one of the following categories: 'bug'; 'feature'; 'question'.\n"
          "How many tickets are in the category 'bug'?", ("bug", "feature", "question")),
         ("Classify every line as one of: spam, ham or unknown", ("spam", "ham", "unknown")),
+        ("The possible labels are: positive, negative, neutral. Which is most common?",
+         ("positive", "negative", "neutral")),
     ],
 )  # fmt: skip
 def test_the_labels_a_question_lists_are_read_whole(query, labels):

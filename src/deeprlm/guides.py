@@ -323,8 +323,12 @@ FINAL(Answer: C)"""
 # --- the first step of a question over judged labels ----------------------------------
 
 # "... labelled with exactly one of these classes, by the kind of answer it asks for: a, b,
-# c." The label set a question gives: after "one of" and a colon, to the sentence's end.
-_LABEL_LIST = re.compile(r"\bone of\b[^:.\n]{0,120}?:\s*([^\n]+?)(?:\.(?:\s|$)|\n|$)", re.I)
+# c." The label set a question gives: after "one of" (or "labels", "classes", "categories")
+# and a colon, to the sentence's end.
+_LABEL_LIST = re.compile(
+    r"\b(?:one of|labels|classes|categories)\b[^:.\n]{0,120}?:\s*([^\n]+?)(?:\.(?:\s|$)|\n|$)",
+    re.I,
+)
 # A label the question asks about: "the label 'location'".
 _NAMED_LABEL = re.compile(r"\b(?:label|class|category)\s+['\"‘“]([^'\"’”\n]{1,60})['\"’”]", re.I)
 

@@ -357,6 +357,14 @@ HELD_FINAL_NOTE = (
 )
 
 
+def declared_answer_note(name: str) -> str:
+    """Sent with the output of code whose reply named `name` as its answer before seeing it."""
+    return (
+        f'Note: you wrote FINAL_VAR("{name}") before you had seen this output. If the output '
+        f'is right, reply FINAL_VAR("{name}") now; do not run the same code again.'
+    )
+
+
 def placeholder_note(answer: str) -> str:
     """Sent back with a FINAL whose text is a name for an answer, not one."""
     return (

@@ -139,6 +139,19 @@ def _placeholder(answer: str) -> bool:
     return answer.strip().strip("\"'`").lower() in _PLACEHOLDERS
 
 
+def _declared_variable(kept: str, dropped: str) -> str | None:
+    """The variable a reply named as its answer after its code block (`FINAL_VAR("x")`, or
+    `FINAL(x)` with `x` assigned by that code), in the part cut off as a guess. The 1.5B
+    root wrote its pairs into `listed`, guessed the output and FINAL_VAR("listed"); cut off,
+    it then reran the same code until its turns ran out and answered with three pairs."""
+    tag = parse_reply(dropped, tag_anywhere=True).final
+    if tag is None:
+        return None
+    name = tag.argument.strip().strip("\"'")
+    code = "\n".join(parse_reply(kept).code)
+    return name if name.isidentifier() and name in assigned_names(code) else None
+
+
 def _states_an_answer(reply: str) -> bool:
     """Whether a reply with neither code nor FINAL reads as an answer: one line. Replies of
     several lines were echoes of what the model was told (a traceback and the question,
@@ -223,11 +236,16 @@ class TurnLoop:
                 messages.append({"role": "assistant", "content": text})
             else:
                 text = await self._ask(messages, "root")
+            declared: str | None = None
             if self.wording.first_block_only:
-                text = self.last_reply = through_first_block(text)
+                kept = through_first_block(text)
+                declared = _declared_variable(kept, text[len(kept) :])
+                text = self.last_reply = kept
                 messages[-1] = {"role": "assistant", "content": text}
             reply = parse_reply(text)
             final, cells, notes = await self._act(reply, iteration)
+            if declared and final is None and cells and not any(c.error for c in cells):
+                notes.append(prompts.declared_answer_note(declared))
             bare = not reply.code and reply.final is None and self.last_reply.strip()
             if (
                 bare
