@@ -400,19 +400,13 @@ def test_a_small_roots_judged_count_opens_with_the_rows_labelled_for_it(kind):
     assert sub.schemas[0]["properties"]["1"] == {"enum": ["delivery", "price", "quality"]}
 
 
-def test_a_small_roots_pairs_go_on_from_the_labelled_rows():
+def test_a_small_roots_pairs_question_is_written_by_the_root_from_its_first_turn():
     query = (
         "Each review is one of: delivery, price, quality. List all pairs of shops where both "
         "shops have a review with the label 'price'."
     )
-    code = (
-        "shops = sorted({int(r['Shop']) for r in rows if r['label'] == 'price'})\n"
-        "listed = '\\n'.join(f'({a}, {b})' for i, a in enumerate(shops) for b in shops[i + 1:])\n"
-        "print(listed)"
-    )
-    root = ScriptedLM([repl(code), 'FINAL_VAR("listed")'])
+    root = ScriptedLM(["FINAL(x)"])
     root.prompt_family = "small"
-    result = RLM(root, ScriptedLM(review_labeller)).run(query, REVIEWS)
-    # The 'price' reviews are days 2, 6, 10, 14, 18 and 22: shops 2, 1, 0, 4, 3 and 2.
-    assert result.answer.splitlines() == [f"({a}, {b})" for a in range(5) for b in range(a + 1, 5)]
-    assert result.iterations == 3
+    RLM(root, ScriptedLM(review_labeller)).run(query, REVIEWS)
+    assert [m["role"] for m in root.calls[0]] == ["system", "user"]
+    assert "llm_classify(texts, labels)" in root.calls[0][0]["content"]

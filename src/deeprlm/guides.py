@@ -122,8 +122,8 @@ _REVIEWS = """Each line is a review: a day, a shop and the review's text. Each r
 labelled with one of: delivery, price and value, quality. The labels are not given: judge \
 each review by its text."""
 
-# The first cell of the judge and pairs examples is the kinds' first step (see
-# `label_rows_step`), which a run writes for the root: the root's own code starts after it.
+# The first cell of the judge example is the kind's first step (see `label_rows_step`),
+# which a run writes for the root: the root's own code starts after it.
 _LABEL_ROWS = """from collections import Counter
 rows = records(context)
 labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
@@ -181,36 +181,9 @@ _PAIRS_EXAMPLE = f"""Question: {_REVIEWS} List all pairs of shops where both sho
 least one review with the label 'price and value'. List each pair once, lower shop first, \
 one per line in the form (shop_1, shop_2).
 ```repl
-{_LABEL_ROWS}
-```
-Output:
-{_LABELLED_OUTPUT}
-Reply:
-Count each shop's 'price and value' reviews, keep the shops with at least one, pair them.
-```repl
-count = Counter(int(r["Shop"]) for r in rows if r["label"] == "price and value")
-shops = sorted(shop for shop, n in count.items() if n >= 1)
-pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
-listed = "\\n".join(pairs)
-print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])
-```
-Output:
-9 shops, 36 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']
-Reply:
-FINAL_VAR("listed")"""
-
-_PAIRS_EXAMPLE_NO_SUB = f"""Question: {_REVIEWS} List all pairs of shops where both shops have \
-at least one review with the label 'price and value'. List each pair once, lower shop first, \
-one per line in the form (shop_1, shop_2).
-```repl
 rows = records(context)
-# No field states the label: judge each review by its words.
-def label(text):
-    text = text.lower()
-    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
-        return "price and value"
-    return "other"
-labels = [label(r["Review"]) for r in rows]
+# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
 shops = sorted({{int(r["Shop"]) for r, label in zip(rows, labels) if label == "price and value"}})
 pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
 answer = "\\n".join(pairs)
@@ -220,6 +193,18 @@ Output:
 9 shops, 36 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']
 Reply:
 FINAL_VAR("answer")"""
+
+_PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
+    """# No field states the label: the helper model judges each review's text.
+labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])""",
+    """# No field states the label: judge each review by its words.
+def label(text):
+    text = text.lower()
+    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
+        return "price and value"
+    return "other"
+labels = [label(r["Review"]) for r in rows]""",
+)
 
 # A chain is followed with plain `re`, in code for the context's shape: shown `search()`,
 # the 1.5B model wrote its own search() and FINAL() over a made-up context, every time.
@@ -403,16 +388,10 @@ def label_rows_step(query: str, info: ContextInfo) -> str | None:
 
 # After the labelled rows, what a small root is told: the labels are done, the rest is the
 # question's own conditions.
-_LABELLED = "The rows are labelled: each row's 'label' is set; do not label them again."
 _JUDGED_FOLLOW_UP = (
-    f"{_LABELLED} If the question is about some of the rows (dates, users), or asks which "
-    "user, count those rows with Counter; when the output answers the question, reply "
-    "FINAL(answer) in its form"
-)
-_PAIRED_FOLLOW_UP = (
-    f"{_LABELLED} Count each user's records that meet each condition (labels, dates), keep "
-    "the users whose counts meet it (exactly, at least, none) and build the pairs; then reply "
-    'FINAL_VAR("name") with the variable that holds them'
+    "The rows are labelled: each row's 'label' is set; do not label them again. If the "
+    "question is about some of the rows (dates, users), or asks which user, count those rows "
+    "with Counter; when the output answers the question, reply FINAL(answer) in its form"
 )
 
 KINDS: dict[str, Kind] = {
@@ -471,13 +450,13 @@ KINDS: dict[str, Kind] = {
             ("records", "parse_date", "llm_classify"),
             "1. Make the records into rows; label their texts with llm_classify if the "
             "condition needs a class they do not state.\n2. Collect the users that meet the "
-            "condition, every part of it (exactly or at least how many, none of, dates), "
-            "and build the pairs in code: for ordered pairs (first, second) with different "
-            "conditions, one set for each.\n3. Put the pairs in a variable and reply "
-            'FINAL_VAR("name").',
+            "condition and build the pairs in code.\n3. Put the pairs in a variable and "
+            'reply FINAL_VAR("name").',
             _PAIRS_EXAMPLE,
-            first_step=label_rows_step,
-            follow_up=_PAIRED_FOLLOW_UP,
+            # No first step: opened with the labelled rows, the 1.5B root copied the
+            # example's next cell whole (its "at least one" for "exactly 1", unordered pairs
+            # for ordered ones), F1 0.02 and 0.00 on two examples it had scored 0.20 and
+            # 0.29 on writing all of its code.
             without_sub_calls=Kind(
                 "pairs",
                 "",
