@@ -396,7 +396,7 @@ def test_a_small_roots_judged_count_opens_with_the_rows_labelled_for_it(kind):
     output = first_call[-1]["content"]
     assert "24 rows, each with its 'label':" in output
     assert "Counter({'delivery': 12, 'price': 6, 'quality': 6})" in output
-    assert "The rows are labelled" in output
+    assert "If these counts answer the question, reply FINAL(answer)" in output
     assert sub.schemas[0]["properties"]["1"] == {"enum": ["delivery", "price", "quality"]}
 
 

@@ -133,7 +133,7 @@ print(len(rows), "rows, each with its 'label':", rows[0])
 print(Counter(labels))"""
 _LABELLED_OUTPUT = """2210 rows, each with its 'label': {'Day': 'Jan 02, 2021', 'Shop': '17', \
 'Review': 'Arrived two weeks after the date promised.', 'label': 'delivery'}
-Counter({'quality': 901, 'delivery': 788, 'price and value': 521})""".replace("\\\n", "")
+Counter({'quality': 901, 'delivery': 788, 'price and value': 521})"""
 
 _JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to Mar 10, \
 2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
@@ -144,7 +144,6 @@ _JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 20
 Output:
 {_LABELLED_OUTPUT}
 Reply:
-The question asks about some dates only: count the labels of those rows.
 ```repl
 start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
 print(Counter(r["label"] for r in rows if start <= parse_date(r["Day"]) <= end))
@@ -388,10 +387,12 @@ def label_rows_step(query: str, info: ContextInfo) -> str | None:
 
 # After the labelled rows, what a small root is told: the labels are done, the rest is the
 # question's own conditions.
+# The root echoed a follow-up that began with what was done ("The rows are labelled ...")
+# instead of acting on it: the action comes first.
 _JUDGED_FOLLOW_UP = (
-    "The rows are labelled: each row's 'label' is set; do not label them again. If the "
-    "question is about some of the rows (dates, users), or asks which user, count those rows "
-    "with Counter; when the output answers the question, reply FINAL(answer) in its form"
+    "If these counts answer the question, reply FINAL(answer) in its form now. If the "
+    "question asks about some rows only (dates, users), write code that counts those: `rows` "
+    "is ready and each row's 'label' is set"
 )
 
 KINDS: dict[str, Kind] = {
