@@ -462,7 +462,10 @@ def test_a_small_root_repeating_its_cell_is_asked_for_its_answer_at_once():
         ("FINAL(answer): location", "location"),
         ("FINAL(your answer) - Paris", "Paris"),
         ("FINAL(Answer): entity\nThat is all.", "entity"),
-        ("FINAL(answer)", "answer"),  # nothing after it: taken as written
+        # Nothing after it, or words without a separator (the instruction's own, echoed):
+        # sent back every turn, and no answer at the end.
+        ("FINAL(answer)", ""),
+        ("FINAL(answer) in its form", ""),
         ("FINAL(42): the count", "42"),  # a real answer is kept
         ("Final(answer): Varsel", "Varsel"),  # as small models write it
         ("Final(Varsel)", "Varsel"),
@@ -616,3 +619,11 @@ def test_an_answer_variable_named_after_the_code_is_pointed_out_with_its_output(
     lm.prompt_family = "small"
     RLM(lm).run("What is it?", "3")
     assert "before you had seen" not in lm.calls[1][-1]["content"]
+
+
+def test_a_forced_answer_that_echoes_the_instruction_is_no_answer():
+    echo = "Counts above.\nWhen they answer it, reply FINAL(answer) in its form (1 turn left)."
+    root = ScriptedLM([repl("print(1)"), echo])
+    root.prompt_family = "small"
+    result = RLM(root, max_iterations=1).run("How many?", "ctx")
+    assert result.forced and result.answer == ""

@@ -23,7 +23,12 @@ _TAG = re.compile(r"^[ \t>*]*(FINAL_VAR|FINAL|Final_var|Final)\((.*)$", re.MULTI
 _TAG_ANYWHERE = re.compile(r"\b(FINAL_VAR|FINAL|Final_var|Final)\((.*)$", re.DOTALL)
 _CODE_TAG_LINE = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\((.*)\)[ \t;]*$")
 # What the prompts write inside FINAL(...) as a placeholder, and small models copy.
-_PLACEHOLDER = re.compile(r"^(your |the )?(final |best )?answer$|^\.\.\.$", re.IGNORECASE)
+_PLACEHOLDER = re.compile(
+    r"^<?(your |the )?(final[ _]|best )?answer>?$|^result$|^\.\.\.$", re.IGNORECASE
+)
+# `FINAL(answer): Paris`: what follows a copied placeholder after a separator is the answer;
+# words without one ("FINAL(answer) in its form") are the instruction's own, echoed.
+_AFTER_PLACEHOLDER = re.compile(r"^[ \t]*[:=-]+[ \t]*(\S.*)")
 
 
 @dataclass(frozen=True)
@@ -74,12 +79,16 @@ def _find_tag(text: str, pattern: re.Pattern[str]) -> FinalTag | None:
     kind, rest = match.group(1).upper(), match.group(2)
     close = _matching_paren(rest)
     argument = rest[:close] if close is not None else rest.rstrip().removesuffix(")")
-    if kind == "FINAL" and close is not None and _PLACEHOLDER.match(argument.strip()):
-        # `FINAL(answer): Paris`: the instruction's placeholder copied, the answer after it.
-        after = rest[close + 1 :].split("\n", 1)[0].strip().lstrip(":=-").strip()
+    if kind == "FINAL" and close is not None and is_placeholder(argument):
+        after = _AFTER_PLACEHOLDER.match(rest[close + 1 :].split("\n", 1)[0])
         if after:
-            return FinalTag(kind, _unquote(after))
+            return FinalTag(kind, _unquote(after.group(1).strip()))
     return FinalTag(kind, _unquote(argument.strip()))
+
+
+def is_placeholder(answer: str) -> bool:
+    """Whether an answer is a name for one ("answer", "your answer", "...") rather than one."""
+    return bool(_PLACEHOLDER.match(answer.strip().strip("\"'`")))
 
 
 def _matching_paren(text: str) -> int | None:

@@ -26,7 +26,7 @@ from deeprlm import prompts
 from deeprlm.lm.base import Message
 from deeprlm.primitives.search import STOP_WORDS
 from deeprlm.repl.base import Cell
-from deeprlm.replies import FinalTag, Reply, parse_reply, through_first_block
+from deeprlm.replies import FinalTag, Reply, is_placeholder, parse_reply, through_first_block
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
 # (messages, purpose) -> the model's reply text; purpose is "root" or "forced".
@@ -126,17 +126,6 @@ def assigned_names(code: str) -> set[str]:
         for node in ast.walk(tree)
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
     }
-
-
-# What a model writes in FINAL(...) in place of an answer it has not put anywhere (the
-# 1.5B root once replied FINAL(answer) with no `answer` assigned).
-_PLACEHOLDERS = frozenset(
-    {"answer", "the answer", "your answer", "final answer", "final_answer", "result", "<answer>"}
-)
-
-
-def _placeholder(answer: str) -> bool:
-    return answer.strip().strip("\"'`").lower() in _PLACEHOLDERS
 
 
 def _declared_variable(kept: str, dropped: str) -> str | None:
@@ -257,7 +246,8 @@ class TurnLoop:
             literal = (
                 reply.final is not None and not reply.code and not self._names_variable(reply.final)
             )
-            if final is not None and literal and _placeholder(final):
+            # The 1.5B root once replied FINAL(answer) with no `answer` assigned.
+            if final is not None and literal and is_placeholder(final):
                 notes.append(prompts.placeholder_note(final.strip()))
                 final = None
             if (
@@ -346,8 +336,10 @@ class TurnLoop:
                     name = parsed.final.argument.strip()
                     cell = await self._cell(f"FINAL_VAR({name!r})", self.iterations)
                     answer = cell.final if cell.final is not None else answer
-            if answer is None or _placeholder(answer):
-                answer = self.answer_content or (answer if answer is not None else reply.strip())
+            if answer is not None and is_placeholder(answer):
+                answer = self.answer_content  # a name for an answer is none
+            if answer is None:
+                answer = self.answer_content or reply.strip()
             refused = self._refusal(answer)
             if refused is None:
                 return Outcome(answer, self.iterations, forced=True)
