@@ -135,23 +135,18 @@ _LABELLED_OUTPUT = """2210 rows, each with its 'label': {'Day': 'Jan 02, 2021', 
 'Review': 'Arrived two weeks after the date promised.', 'label': 'delivery'}
 Counter({'quality': 901, 'delivery': 788, 'price and value': 521})"""
 
-_JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to Mar 10, \
-2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
-'Answer: <number>'.
+# A question over every record: the first step's counts answer it. Shown a second cell
+# that kept the rows of a date range, the 1.5B root wrote one for a question over every
+# record, with dates of its own, and reran it to the end of its turns.
+_JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews have the label 'delivery'? Give your \
+final answer in the form 'Answer: <number>'.
 ```repl
 {_LABEL_ROWS}
 ```
 Output:
 {_LABELLED_OUTPUT}
 Reply:
-```repl
-start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
-print(Counter(r["label"] for r in rows if start <= parse_date(r["Day"]) <= end))
-```
-Output:
-Counter({{'delivery': 41, 'quality': 33, 'price and value': 22}})
-Reply:
-FINAL(Answer: 41)"""
+FINAL(Answer: 788)"""
 
 _JUDGE_EXAMPLE_NO_SUB = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to \
 Mar 10, 2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
