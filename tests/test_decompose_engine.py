@@ -394,8 +394,8 @@ def test_a_small_roots_judged_count_opens_with_the_rows_labelled_for_it(kind):
     step = first_call[-2]["content"]
     assert 'llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])' in step
     output = first_call[-1]["content"]
-    assert "24 rows, each with its 'label':" in output
-    assert "Counter({'delivery': 12, 'price': 6, 'quality': 6})" in output
+    assert "24 rows; their fields: ['Day', 'Shop', 'Review', 'label']" in output
+    assert "labels, most common first: [('delivery', 12), ('price', 6), ('quality', 6)]" in output
     assert "If these counts answer the question, reply FINAL(answer)" in output
     assert sub.schemas[0]["properties"]["1"] == {"enum": ["delivery", "price", "quality"]}
 

@@ -75,7 +75,7 @@ def test_a_judged_count_opens_with_every_row_labelled_by_the_questions_labels():
     assert step is not None
     labels = '["delivery", "price and value", "quality"]'
     assert f'llm_classify([r["Review"] for r in rows], {labels})' in step
-    assert 'r["label"] = label' in step and "print(Counter(labels))" in step
+    assert 'r["label"] = label' in step and "Counter(labels).most_common()" in step
     # Pairs are left to the root: opened with the labelled rows, it copied the example's
     # next cell whole, conditions and all.
     assert guides.first_step_of("pairs", True, query, describe(REVIEWS)) is None

@@ -122,18 +122,33 @@ _REVIEWS = """Each line is a review: a day, a shop and the review's text. Each r
 labelled with one of: delivery, price and value, quality. The labels are not given: judge \
 each review by its text."""
 
+
+def _literal(value: object) -> str:
+    """`value` as Python source, strings in double quotes as the examples write them."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def label_rows_code(field: str, labels: Sequence[str]) -> str:
+    """Every record made a row and labelled from its `field` by the helper model; the
+    counts printed most common first. The fields are printed without a row: shown one
+    row with its label, the 1.5B root answered "which label is most common?" with that
+    row's label, over counts that had the right one first."""
+    return (
+        "from collections import Counter\n"
+        "rows = records(context)\n"
+        f"labels = llm_classify([r[{_literal(field)}] for r in rows], {_literal(list(labels))})\n"
+        "for r, label in zip(rows, labels):\n"
+        '    r["label"] = label\n'
+        'print(len(rows), "rows; their fields:", list(rows[0]))\n'
+        'print("labels, most common first:", Counter(labels).most_common())'
+    )
+
+
 # The first cell of the judge example is the kind's first step (see `label_rows_step`),
 # which a run writes for the root: the root's own code starts after it.
-_LABEL_ROWS = """from collections import Counter
-rows = records(context)
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
-for r, label in zip(rows, labels):
-    r["label"] = label
-print(len(rows), "rows, each with its 'label':", rows[0])
-print(Counter(labels))"""
-_LABELLED_OUTPUT = """2210 rows, each with its 'label': {'Day': 'Jan 02, 2021', 'Shop': '17', \
-'Review': 'Arrived two weeks after the date promised.', 'label': 'delivery'}
-Counter({'quality': 901, 'delivery': 788, 'price and value': 521})"""
+_LABEL_ROWS = label_rows_code("Review", ["delivery", "price and value", "quality"])
+_LABELLED_OUTPUT = """2210 rows; their fields: ['Day', 'Shop', 'Review', 'label']
+labels, most common first: [('quality', 901), ('delivery', 788), ('price and value', 521)]"""
 
 # A question over every record: the first step's counts answer it. Shown a second cell
 # that kept the rows of a date range, the 1.5B root wrote one for a question over every
@@ -355,11 +370,6 @@ def _free_text(kind: str) -> bool:
     return sum(len(value.split()) >= 4 for value in values) * 2 > len(values)
 
 
-def _literal(value: object) -> str:
-    """`value` as Python source, strings in double quotes as the examples write them."""
-    return json.dumps(value, ensure_ascii=False)
-
-
 def label_rows_step(query: str, info: ContextInfo) -> str | None:
     """The first step of a question over labels the records do not state: every record
     made a row and labelled by the helper model with the question's own labels. Writing it
@@ -369,15 +379,7 @@ def label_rows_step(query: str, info: ContextInfo) -> str | None:
     field = text_field(info)
     if labels is None or field is None:
         return None
-    return (
-        "from collections import Counter\n"
-        "rows = records(context)\n"
-        f"labels = llm_classify([r[{_literal(field)}] for r in rows], {_literal(list(labels))})\n"
-        "for r, label in zip(rows, labels):\n"
-        '    r["label"] = label\n'
-        """print(len(rows), "rows, each with its 'label':", rows[0])\n"""
-        "print(Counter(labels))"
-    )
+    return label_rows_code(field, labels)
 
 
 # After the labelled rows, what a small root is told: the labels are done, the rest is the
