@@ -382,10 +382,8 @@ def label_rows_step(query: str, info: ContextInfo) -> str | None:
     return label_rows_code(field, labels)
 
 
-# After the labelled rows, what a small root is told: the labels are done, the rest is the
-# question's own conditions.
-# The root echoed a follow-up that began with what was done ("The rows are labelled ...")
-# instead of acting on it: the action comes first.
+# After the labelled rows, what a small root is told, the action first: it echoed a
+# follow-up that began with what was done ("The rows are labelled ...") instead of acting.
 _JUDGED_FOLLOW_UP = (
     "If these counts answer the question, reply FINAL(answer) in its form now. If the "
     "question asks about some rows only (dates, users), write code that counts those: `rows` "

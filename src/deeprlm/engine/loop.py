@@ -128,17 +128,16 @@ def assigned_names(code: str) -> set[str]:
     }
 
 
-def _declared_variable(kept: str, dropped: str) -> str | None:
-    """The variable a reply named as its answer after its code block (`FINAL_VAR("x")`, or
-    `FINAL(x)` with `x` assigned by that code), in the part cut off as a guess. The 1.5B
+def _declared_variable(code: Sequence[str], dropped: str) -> str | None:
+    """The variable a reply named as its answer after its code blocks `code` (`FINAL_VAR("x")`,
+    or `FINAL(x)` with `x` assigned by that code), in the part cut off as a guess. The 1.5B
     root wrote its pairs into `listed`, guessed the output and FINAL_VAR("listed"); cut off,
     it then reran the same code until its turns ran out and answered with three pairs."""
     tag = parse_reply(dropped, tag_anywhere=True).final
     if tag is None:
         return None
     name = tag.argument.strip().strip("\"'")
-    code = "\n".join(parse_reply(kept).code)
-    return name if name.isidentifier() and name in assigned_names(code) else None
+    return name if name.isidentifier() and name in assigned_names("\n".join(code)) else None
 
 
 def _states_an_answer(reply: str) -> bool:
@@ -225,13 +224,14 @@ class TurnLoop:
                 messages.append({"role": "assistant", "content": text})
             else:
                 text = await self._ask(messages, "root")
-            declared: str | None = None
+            dropped = ""
             if self.wording.first_block_only:
                 kept = through_first_block(text)
-                declared = _declared_variable(kept, text[len(kept) :])
+                dropped = text[len(kept) :]
                 text = self.last_reply = kept
                 messages[-1] = {"role": "assistant", "content": text}
             reply = parse_reply(text)
+            declared = _declared_variable(reply.code, dropped) if dropped else None
             final, cells, notes = await self._act(reply, iteration)
             if declared and final is None and cells and not any(c.error for c in cells):
                 notes.append(prompts.declared_answer_note(declared))
