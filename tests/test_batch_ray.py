@@ -308,7 +308,13 @@ def test_ctrl_c_on_ray_cancels_the_running_tasks_and_keeps_what_they_spent(
         if results.exists() and len(results.read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
-    time.sleep(0.5)  # the next two are waiting on their sub-calls
+    # Interrupt once two more questions are waiting on their sub-calls: their root calls
+    # are spent, so what they hand back when cancelled is not empty.
+    while time.monotonic() < deadline:
+        asked = {question_of(b) for b in list(server.requests) if len(b["messages"]) == 1}
+        if len(asked) >= 4:
+            break
+        time.sleep(0.05)
     driver.send_signal(signal.SIGINT)
     stdout, stderr = driver.communicate(timeout=60)
     assert driver.returncode == 130, stderr
