@@ -11,6 +11,7 @@ confusions, per variant:
   packed         the run's way: packs of 8, the question as background
   single         one item per call
   packed16       packs of 16, the question as background
+  packed32       packs of 32, the question as background
   no-background  packs of 8, no question: the labels alone
   label-sentence packs of 8, the question's sentence listing the labels as the instruction
 
@@ -39,6 +40,7 @@ from deeprlm_bench.tokens import chars_for, parse_length
 VARIANTS = {
     "packed": {"max_items": 8, "background": True},
     "packed16": {"max_items": 16, "background": True},
+    "packed32": {"max_items": 32, "background": True},
     "single": {"max_items": 1, "background": True},
     "no-background": {"max_items": 8, "background": False},
     # The question's sentence that lists the labels as the instruction, no background.

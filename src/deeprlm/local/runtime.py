@@ -29,6 +29,8 @@ from llama_cpp import _internals as internals
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from deeprlm.local import labels
+
 # Used only when a GGUF carries no chat template of its own.
 CHATML = (
     "{% for message in messages %}"
@@ -207,14 +209,21 @@ class Runtime:
                 f"prompt of {len(tokens):,} tokens does not fit the model's context window of "
                 f"{settings.context_window:,} tokens; send a shorter prompt"
             )
-        grammar = None if schema is None else self.grammar(schema)
+        # A pack of labels, decoded greedily, takes the fast path (see `labels`).
+        shape = labels.label_object(schema) if settings.temperature <= 0.0 else None
+        grammar = None if schema is None or shape is not None else self.grammar(schema)
         context = self.context(role)
         try:
             cached = self._prefill(context, tokens, cancel)
             if cancel.is_set():
                 return Reply("", len(tokens), 0, cached, "cancelled")
             limit = min(max_tokens or settings.max_tokens, room)
-            out, reason = self._generate(context, limit, grammar, cancel)
+            if shape is not None:
+                out, reason = labels.decode_labels(
+                    shape, self._piece_tokens, lambda t: self._step(context, t), limit, cancel
+                )
+            else:
+                out, reason = self._generate(context, limit, grammar, cancel)
         except BaseException:
             # What the KV cache holds after a failed decode is unknown: start it afresh.
             context.ctx.kv_cache_clear()
@@ -240,6 +249,16 @@ class Runtime:
         context.batch.set_batch(chunk, n_past=len(context.tokens), logits_all=False)
         context.ctx.decode(context.batch)
         context.tokens.extend(chunk)
+
+    def _piece_tokens(self, text: str) -> list[int]:
+        return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _step(self, context: _Context, tokens: list[int]) -> Any:
+        """Evaluates `tokens` after the context's; the next position's scores, by token."""
+        for start in range(0, len(tokens), self.settings.batch):
+            self._decode(context, tokens[start : start + self.settings.batch])
+        logits = context.ctx.get_logits_ith(-1)
+        return logits.__getitem__
 
     def _generate(
         self,
