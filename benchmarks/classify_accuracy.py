@@ -8,7 +8,9 @@ confusions, per variant:
     python benchmarks/classify_accuracy.py [--seed 0] [--length 16k] [--sample 160]
         [--variants packed,single,no-background]
 
-  packed         the run's way: packs of 8, the question as background
+  packed         the run's way: packs of 8, the question as background (a model that
+                 reads items inline, as the embedded one does, reads each before its label)
+  packed-listed  packs of 8, the items listed in the prompt and labelled by number
   single         one item per call
   packed16       packs of 16, the question as background
   packed32       packs of 32, the question as background
@@ -29,6 +31,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from deeprlm.lm.base import reads_items_inline
 from deeprlm.local.models import local_lm
 from deeprlm.primitives.mapping import PackLimits, classify_items
 from deeprlm_bench.banks import questions as qbank
@@ -39,6 +42,7 @@ from deeprlm_bench.tokens import chars_for, parse_length
 
 VARIANTS = {
     "packed": {"max_items": 8, "background": True},
+    "packed-listed": {"max_items": 8, "background": True, "listed": True},
     "packed16": {"max_items": 16, "background": True},
     "packed32": {"max_items": 32, "background": True},
     "single": {"max_items": 1, "background": True},
@@ -92,6 +96,7 @@ def main() -> None:
                 background=example.query if variant["background"] else "",
                 instruction=label_sentence(example.query) if variant.get("instruction") else "",
                 limits=PackLimits(max_items=variant["max_items"], max_reply_tokens=512),
+                inline=reads_items_inline(lm) and not variant.get("listed"),
             )
         )
         seconds = time.perf_counter() - start

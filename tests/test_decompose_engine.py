@@ -54,6 +54,38 @@ def test_a_count_through_llm_classify_in_one_packed_call(kind):
     assert "<question>\nhow many?\n</question>" in sub.calls[0][-1]["content"]
 
 
+class InlineLabeller(ScriptedLM):
+    """A sub-model that reads a pack's items from its reply schema (as the embedded one
+    does), and labels them by their first word."""
+
+    inline_labels = True
+
+    def __init__(self) -> None:
+        super().__init__(self.label, name="sub")
+
+    def label(self, messages):
+        first = {"Who": "human being", "Where": "location", "How": "numeric value"}
+        keys = self.schemas[-1]["properties"]
+        return json.dumps({n: first[key["description"].split()[0]] for n, key in keys.items()})
+
+
+def test_a_sub_model_that_reads_items_inline_gets_them_in_the_schema_not_the_prompt():
+    code = (
+        "rows = records(context)\n"
+        "labels = llm_classify([r['Instance'] for r in rows], "
+        "['human being', 'location', 'numeric value'])\n"
+        "print(len(rows), labels.count('human being'))"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    sub = InlineLabeller()
+    RLM(root, sub, repl="inprocess").run("how many?", RECORDS)
+    assert "28 14" in root.calls[1][-1]["content"]
+    prompt = sub.calls[0][-1]["content"]
+    assert "Who painted it?" not in prompt and "one at a time" in prompt
+    described = [key["description"] for key in sub.schemas[0]["properties"].values()]
+    assert described == ["Who painted it?", "Where is it?", "Who wrote it?", "How tall is it?"]
+
+
 @pytest.mark.parametrize("kind", REPLS)
 def test_llm_map_over_a_dict_answers_by_key(kind):
     def shout(messages):

@@ -15,7 +15,8 @@ from deeprlm.primitives import packing
 
 class Words:
     """Tokens are words, runs of spaces and single marks; the scorer favours the next
-    token of the label wanted for the item being written."""
+    token of the label wanted for the item being written, and notes what it had read
+    before each choice."""
 
     def __init__(self, wanted: list[str]) -> None:
         self.wanted = wanted
@@ -40,55 +41,68 @@ class Words:
         self.fed += tokens
         self.steps += 1
         written = self.text(self.fed)
-        item = written.count('": "') - 1
-        so_far = written.rsplit('": "', 1)[1]
-        target = self.tokenize(json.dumps(self.wanted[item])[1:] + ",")
+        mark = '"label": "' if '"label": "' in written else '": "'
+        item = written.count(mark) - 1
+        so_far = written.rsplit(mark, 1)[1]
+        target = self.tokenize(json.dumps(self.wanted[item])[1:])
         best = target[len(self.tokenize(so_far))] if so_far else target[0]
         return lambda token: 1.0 if token == best else 0.0
 
 
-def run(labels: list[str], wanted: list[str], *, limit: int = 500, cancel=None):
+def run(labels, wanted, *, limit=500, cancel=None, items=None):
     model = Words(wanted)
-    shape = label_object(packing.reply_schema(len(wanted), {"enum": labels}))
+    schema = packing.reply_schema(len(wanted), {"enum": labels})
+    for key, item in zip(schema["properties"], items or (), strict=False):
+        schema["properties"][key]["description"] = item
+    shape = label_object(schema)
     assert shape is not None
-    tokens, reason = decode_labels(
-        shape, model.tokenize, model.step, limit, cancel or threading.Event()
-    )
-    return model.text(tokens), reason, model
+    decoded = decode_labels(shape, model.tokenize, model.step, limit, cancel or threading.Event())
+    return decoded, decoded.text(shape), model
 
 
 def test_each_item_gets_the_label_the_model_scores_highest_and_only_choices_cost_a_step():
     labels = ["human being", "human rights", "place", "number"]
     wanted = ["place", "human rights", "number", "human being"]
-    text, reason, model = run(labels, wanted)
-    assert reason == "stop"
+    decoded, text, model = run(labels, wanted)
+    assert decoded.reason == "stop" and decoded.labels == wanted
     assert json.loads(text) == dict(zip("1234", wanted, strict=True))
     # One choice among first words per item, and a second one after "human".
     assert model.steps == 4 + 2
-    # Everything written was evaluated but the closing text after the last choice.
+    # The model read the reply as it is written, up to the last choice.
     assert text.startswith(model.text(model.fed))
+    assert decoded.reply_tokens == len(model.tokenize(text)) - 1  # all but the closing brace
+    assert decoded.read_tokens == 0
 
 
-def test_a_label_that_begins_another_is_chosen_by_the_text_that_follows_it():
-    labels = ["human", "human being"]
-    text, reason, _ = run(labels, ["human", "human being", "human"])
-    assert reason == "stop"
+def test_a_label_that_begins_another_is_chosen_by_the_quote_that_follows_it():
+    decoded, text, _ = run(["human", "human being"], ["human", "human being", "human"])
+    assert decoded.reason == "stop"
     assert json.loads(text) == {"1": "human", "2": "human being", "3": "human"}
 
 
 def test_one_label_costs_no_step_and_labels_are_written_as_json_strings():
-    text, _, model = run(['say "hi"'], ['say "hi"', 'say "hi"'])
+    _, text, model = run(['say "hi"'], ['say "hi"', 'say "hi"'])
     assert json.loads(text) == {"1": 'say "hi"', "2": 'say "hi"'}
     assert model.steps == 0
 
 
-def test_a_reply_cut_by_its_token_limit_or_a_cancel_says_so():
-    text, reason, _ = run(["yes", "no"], ["yes", "no", "yes"], limit=9)
-    assert reason == "length" and text.startswith('{"1": "yes"')
+def test_items_in_the_schema_are_read_each_just_before_its_label():
+    items = ["Where is Paris?", "How many legs has a spider?"]
+    decoded, text, model = run(["place", "number"], ["place", "number"], items=items)
+    assert json.loads(text) == {"1": "place", "2": "number"}  # the reply holds labels only
+    read = model.text(model.fed)
+    assert read.startswith('{"1": {"item": "Where is Paris?", "label": "')
+    assert read.endswith('"}, "2": {"item": "How many legs has a spider?", "label": "')
+    assert decoded.read_tokens > 0
+
+
+def test_a_reply_cut_by_its_token_limit_or_a_cancel_keeps_the_labels_chosen():
+    decoded, text, _ = run(["yes", "no"], ["yes", "no", "yes"], limit=9)
+    assert decoded.reason == "length" and decoded.labels == ["yes"] and text == '{"1": "yes"}'
     cancel = threading.Event()
     cancel.set()
-    text, reason, model = run(["yes", "no"], ["yes", "no"], cancel=cancel)
-    assert reason == "cancelled" and model.steps == 0 and text == ""
+    decoded, text, model = run(["yes", "no"], ["yes", "no"], cancel=cancel)
+    assert decoded.reason == "cancelled" and model.steps == 0 and text == "{}"
 
 
 @pytest.mark.parametrize(
@@ -100,7 +114,7 @@ def test_a_reply_cut_by_its_token_limit_or_a_cancel_says_so():
         {**packing.reply_schema(2, {"enum": ["a"]}), "required": ["1"]},
         packing.reply_schema(2, {"enum": []}),
         packing.reply_schema(2, {"enum": ["a", 3]}),
-        packing.reply_schema(2, {"enum": ["a"], "description": "x"}),
+        packing.reply_schema(2, {"enum": ["a"], "title": "x"}),
         {**packing.reply_schema(2, {"enum": ["a"]}), "title": "t"},
         None,
     ],
@@ -109,6 +123,11 @@ def test_other_schemas_are_left_to_the_grammar(schema):
     assert label_object(schema) is None
 
 
-def test_a_pack_schema_is_read_as_its_keys_and_labels():
+def test_a_pack_schema_is_read_as_its_keys_labels_and_items():
     shape = label_object(packing.reply_schema(2, {"enum": ["b", "a", "b"]}))
     assert shape == LabelObject(("1", "2"), (("b", "a"), ("b", "a")))
+    schema = packing.reply_schema(2, {"enum": ["a", "b"]})
+    schema["properties"]["1"]["description"] = "first"
+    assert label_object(schema).items is None  # items only when every key has one
+    schema["properties"]["2"]["description"] = "second"
+    assert label_object(schema).items == ("first", "second")

@@ -26,7 +26,7 @@ from typing import Any
 from deeprlm import prompts
 from deeprlm.context import as_text, normalize
 from deeprlm.engine.shared import SharedState
-from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.lm.base import LM, Completion, Message, ToolSpec, reads_items_inline
 from deeprlm.lm.provider import Deadline, within
 from deeprlm.primitives.chain import follow_chain
 from deeprlm.primitives.mapping import MapReport, PackLimits, classify_items, map_items
@@ -281,6 +281,7 @@ class RunHost:
             "limits": limits,
             "cache": _ModelCache(self.shared.item_answers, lm.name),
             "on_plan": started,
+            "inline": reads_items_inline(lm),
         }
         report: MapReport | None = None
         try:

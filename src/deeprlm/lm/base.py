@@ -104,6 +104,15 @@ class LM(Protocol):
         ...
 
 
+def reads_items_inline(lm: LM) -> bool:
+    """Whether `lm` labels a pack's items from its reply schema: given an object of
+    numbered keys, each one of a few labels and described by the item it labels, it reads
+    each item just before choosing its label, so the prompt need not list them (the
+    embedded model does; see `deeprlm.local.labels`). An optional attribute,
+    `inline_labels`: a model without it gets the items in the prompt."""
+    return bool(getattr(lm, "inline_labels", False))
+
+
 class LMDefaults:
     """The usual answers for an adapter with nothing special to say: no native tool calling,
     an unknown window, the default prompts, one conversation for every role."""

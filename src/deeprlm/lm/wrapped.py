@@ -46,6 +46,10 @@ class WrappedLM:
         return bool(getattr(self.lm, "in_process", False))
 
     @property
+    def inline_labels(self) -> bool:
+        return bool(getattr(self.lm, "inline_labels", False))
+
+    @property
     def sampling(self) -> dict[str, Any]:
         return sampling_of(self.lm)
 

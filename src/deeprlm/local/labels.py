@@ -31,10 +31,28 @@ Tokenize = Callable[[str], list[int]]
 
 @dataclass(frozen=True)
 class LabelObject:
-    """A JSON object with these keys, in order, each holding one of its labels."""
+    """A JSON object with these keys, in order, each holding one of its labels; `items`
+    are the keys' descriptions, when each has one (the text the key labels)."""
 
     keys: tuple[str, ...]
     labels: tuple[tuple[str, ...], ...]
+    items: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The labels chosen, one per key in order (fewer when cut short), how many tokens the
+    reply holds written as compact JSON, how many the model read beyond those (the items
+    written before each choice), and why it ended (stop | length | cancelled)."""
+
+    labels: list[str]
+    reply_tokens: int
+    read_tokens: int
+    reason: str
+
+    def text(self, shape: LabelObject) -> str:
+        """The reply: a JSON object of the keys answered."""
+        return json.dumps(dict(zip(shape.keys, self.labels, strict=False)), ensure_ascii=False)
 
 
 def label_object(schema: Mapping[str, Any] | None) -> LabelObject | None:
@@ -53,8 +71,9 @@ def label_object(schema: Mapping[str, Any] | None) -> LabelObject | None:
     if set(schema) - {"type", "properties", "required", "additionalProperties"}:
         return None
     labels = []
+    items = []
     for value in properties.values():
-        if not isinstance(value, Mapping) or set(value) - {"enum", "type"}:
+        if not isinstance(value, Mapping) or set(value) - {"enum", "type", "description"}:
             return None
         enum = value.get("enum")
         if value.get("type", "string") != "string" or not isinstance(enum, list) or not enum:
@@ -62,7 +81,13 @@ def label_object(schema: Mapping[str, Any] | None) -> LabelObject | None:
         if not all(isinstance(label, str) and label for label in enum):
             return None
         labels.append(tuple(dict.fromkeys(enum)))
-    return LabelObject(tuple(str(key) for key in keys), tuple(labels))
+        items.append(value.get("description"))
+    described = [item for item in items if isinstance(item, str)]
+    return LabelObject(
+        tuple(str(key) for key in keys),
+        tuple(labels),
+        tuple(described) if len(described) == len(items) else None,
+    )
 
 
 def decode_labels(
@@ -71,51 +96,67 @@ def decode_labels(
     step: Step,
     limit: int,
     cancel: threading.Event,
-) -> tuple[list[int], str]:
-    """The reply's tokens and why it ended (stop | length | cancelled)."""
-    out: list[int] = []  # tokens evaluated
-    pending = tokenize(_opening(shape))  # tokens fixed but not yet evaluated
+) -> Decoded:
+    """Chooses each key's label. With `items`, the model reads each item just before its
+    label (`{"1": {"item": ..., "label": "`): a small model labels an item it has just read
+    better than one it must find by number in a list above (0.82 of 160 instances right
+    against 0.73, measured with the embedded model)."""
+    chosen: list[str] = []
+    evaluated = 0  # tokens fed to the model
+    written = 0  # tokens of the reply as compact JSON
+    pending: list[int] = []  # tokens fixed but not yet fed
+    quote = tokenize('"')
     spelled: dict[str, list[int]] = {}
     for slot, labels in enumerate(shape.labels):
-        after = tokenize(_closing(shape, slot))
+        head = _head(shape, slot)
+        pending += tokenize(head)
         for label in labels:
             if label not in spelled:
                 spelled[label] = tokenize(json.dumps(label, ensure_ascii=False)[1:-1])
-        alive = [spelled[label] for label in labels]
+        alive = {label: spelled[label] for label in labels}
         depth = 0
         while len(alive) > 1:
             # The next token of each label still possible; a label already spelled out
-            # goes on with the text after it.
-            options: dict[int, list[list[int]]] = {}
-            for seq in alive:
-                options.setdefault(seq[depth] if depth < len(seq) else after[0], []).append(seq)
+            # goes on with its closing quote.
+            options: dict[int, dict[str, list[int]]] = {}
+            for label, seq in alive.items():
+                token = seq[depth] if depth < len(seq) else quote[0]
+                options.setdefault(token, {})[label] = seq
             if len(options) > 1:
                 if cancel.is_set():
-                    return out, "cancelled"
+                    return Decoded(chosen, written, evaluated - written, "cancelled")
                 scores = step(pending)
-                out += pending
+                evaluated += len(pending)
                 pending = []
                 pick = max(options, key=scores)
             else:
                 pick = next(iter(options))
             alive = options[pick]
-            ended = [seq for seq in alive if len(seq) == depth]
+            ended = {label: seq for label, seq in alive.items() if len(seq) == depth}
             if ended:
                 alive = ended
                 break
             pending.append(pick)
             depth += 1
-        pending += alive[0][depth:] + after
-        if len(out) + len(pending) >= limit:
-            return (out + pending)[:limit], "length"
-    return out + pending, "stop"
+        label, seq = next(iter(alive.items()))
+        pending += seq[depth:] + quote
+        cost = len(seq) + len(tokenize(_compact_head(shape, slot))) + 1
+        if written + cost > limit:
+            return Decoded(chosen, written, max(0, evaluated - written), "length")
+        written += cost
+        chosen.append(label)
+    return Decoded(chosen, written, max(0, evaluated - written), "stop")
 
 
-def _opening(shape: LabelObject) -> str:
-    return "{" + json.dumps(shape.keys[0]) + ': "'
+def _head(shape: LabelObject, slot: int) -> str:
+    """What comes before a key's label in what the model reads."""
+    key = json.dumps(shape.keys[slot])
+    if shape.items is None:
+        return _compact_head(shape, slot)
+    item = json.dumps(shape.items[slot], ensure_ascii=False)
+    return ("{" if slot == 0 else "}, ") + f'{key}: {{"item": {item}, "label": "'
 
 
-def _closing(shape: LabelObject, slot: int) -> str:
-    if slot + 1 == len(shape.keys):
-        return '"}'
-    return '", ' + json.dumps(shape.keys[slot + 1]) + ': "'
+def _compact_head(shape: LabelObject, slot: int) -> str:
+    """What comes before a key's label in the reply."""
+    return ("{" if slot == 0 else ", ") + json.dumps(shape.keys[slot]) + ': "'

@@ -138,6 +138,8 @@ class LlamaCppLM:
     # No server to hang (a crash of its process is an error at once), and on a busy CPU one
     # long reply may rightly take minutes: `call_timeout_s` does not apply to it.
     in_process = True
+    # Reads each item of a pack of labels just before labelling it (`deeprlm.local.labels`).
+    inline_labels = True
 
     def __init__(
         self,

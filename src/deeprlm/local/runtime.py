@@ -219,11 +219,17 @@ class Runtime:
                 return Reply("", len(tokens), 0, cached, "cancelled")
             limit = min(max_tokens or settings.max_tokens, room)
             if shape is not None:
-                out, reason = labels.decode_labels(
+                decoded = labels.decode_labels(
                     shape, self._piece_tokens, lambda t: self._step(context, t), limit, cancel
                 )
-            else:
-                out, reason = self._generate(context, limit, grammar, cancel)
+                return Reply(
+                    decoded.text(shape),
+                    len(tokens) + decoded.read_tokens,
+                    decoded.reply_tokens,
+                    cached,
+                    decoded.reason,
+                )
+            out, reason = self._generate(context, limit, grammar, cancel)
         except BaseException:
             # What the KV cache holds after a failed decode is unknown: start it afresh.
             context.ctx.kv_cache_clear()

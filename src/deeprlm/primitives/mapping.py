@@ -89,13 +89,24 @@ class Task:
     instruction: str
     labels: tuple[str, ...] = ()
     background: str = ""
+    # Labels asked of a model that reads each item in its reply just before labelling it
+    # (see `inline_labels` in `deeprlm.lm.base`): the items go in the schema, not the prompt.
+    inline: bool = False
 
     def cache_key(self, item: str) -> tuple[str, tuple[str, ...], str, str]:
         return (self.instruction, self.labels, self.background, item)
 
-    def schema(self, count: int) -> dict[str, Any]:
+    @property
+    def items_inline(self) -> bool:
+        return self.inline and bool(self.labels)
+
+    def schema(self, items: Sequence[str]) -> dict[str, Any]:
         value: dict[str, Any] = {"enum": list(self.labels)} if self.labels else {"type": "string"}
-        return packing.reply_schema(count, value)
+        schema = packing.reply_schema(len(items), value)
+        if self.items_inline:
+            for key, item in zip(schema["properties"], items, strict=True):
+                schema["properties"][key]["description"] = item
+        return schema
 
     def prompt(self, items: Sequence[str]) -> str:
         # The instruction comes first so every pack shares a prefix a model may have cached.
@@ -115,6 +126,12 @@ class Task:
         else:
             head = f"{self.instruction}\n\nDo this for each numbered item on its own."
             form = "a JSON object mapping each item number to its answer (a short string)"
+        if self.items_inline:
+            return (
+                f"{intro}{head}\n\nThe items come in your reply, one at a time: reply with a "
+                'JSON object mapping each item number to {"item": <the item>, "label": <its '
+                "label>}."
+            )
         return f"{intro}{head}\n\nItems:\n{packing.numbered(items)}\n\nReply with {form}."
 
     def reply_tokens(self, count: int) -> int:
@@ -158,11 +175,14 @@ async def map_items(
     limits: PackLimits | None = None,
     cache: AnswerCache | None = None,
     on_plan: Callable[[MapReport], None] | None = None,
+    inline: bool = False,
 ) -> MapReport:
     """Answers `instruction` for every item (labels it, when `labels` are given).
-    `background` is said before the instruction in every call (see `Task`)."""
+    `background` is said before the instruction in every call; `inline` puts a pack's
+    items in its reply schema rather than its prompt, for a model that reads them there
+    (see `Task`)."""
     limits = limits or PackLimits()
-    task = Task(instruction.strip(), tuple(labels), background.strip())
+    task = Task(instruction.strip(), tuple(labels), background.strip(), inline)
     texts = [item if isinstance(item, str) else str(item) for item in items]
     report = MapReport(answers=[], items=len(texts))
     distinct = list(dict.fromkeys(texts))
@@ -253,7 +273,7 @@ async def _ask(
     if limits.max_reply_tokens is not None:
         tokens = min(tokens, limits.max_reply_tokens)
     try:
-        reply = await call(task.prompt(pack), task.schema(len(pack)), tokens)
+        reply = await call(task.prompt(pack), task.schema(pack), tokens)
     except (LimitError, DeadlineError) as exc:
         return {}, f"{type(exc).__name__}: {exc}", True
     except Exception as exc:
@@ -276,6 +296,7 @@ async def classify_items(
     limits: PackLimits | None = None,
     cache: AnswerCache | None = None,
     on_plan: Callable[[MapReport], None] | None = None,
+    inline: bool = False,
 ) -> MapReport:
     """One label from `labels` per item; see `map_items`."""
     clean = [str(label).strip() for label in labels]
@@ -292,4 +313,5 @@ async def classify_items(
         limits=limits,
         cache=cache,
         on_plan=on_plan,
+        inline=inline,
     )
