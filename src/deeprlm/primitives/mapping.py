@@ -14,7 +14,9 @@ after the cell, as it does after an `llm_batch`).
 
 A classification is a map whose answers must be one of a label set: the schema is an enum
 of the labels, and a reply from a model that cannot be held to it is matched to a label
-leniently (case, quotes, a unique prefix) or asked again.
+leniently (case, quotes, a unique prefix) or asked again. For a model that reads a pack's
+items in its reply (`inline_labels`, the embedded one), each item is its key's description
+in the schema and the prompt does not list them.
 """
 
 from __future__ import annotations
