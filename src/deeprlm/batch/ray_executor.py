@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import urlparse
@@ -195,7 +196,28 @@ class RayPermits:
 
 def execute(job: Any, shared: Any, broker: Any, holder: str, budgeted: bool = False) -> Any:
     """The Ray task: one job on a worker, its model calls under the broker's permits."""
-    return run_blocking(job.run(shared, RayPermits(broker, holder, budgeted)))
+    return run_blocking(_cancellable(job.run(shared, RayPermits(broker, holder, budgeted))))
+
+
+async def _cancellable(job: Coroutine[Any, Any, Any]) -> Any:
+    """Runs `job` so that Ray's cancel reaches it at once. Ray cancels a running task by
+    raising KeyboardInterrupt in the worker's main thread; that thread waits in the event
+    loop's poll while a model call is in flight, and Python would raise it only when the
+    call returns, after the grace the driver gives (`CANCEL_GRACE_S`): the task would be
+    killed with what it had spent. The loop's own SIGINT handler wakes the poll and cancels
+    the job, which hands back its usage and trace (`Cancelled`)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    try:
+        if task is not None:
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+        task = None
+    try:
+        return await job
+    finally:
+        if task is not None:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 class RayExecutor:
