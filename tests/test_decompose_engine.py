@@ -33,15 +33,18 @@ def labeller(messages):
     return json.dumps({n: first[text.split()[0]] for n, text in items.items()})
 
 
+# A count of the records labelled 'human being' (14 of 28).
+COUNT_CODE = (
+    "rows = records(context)\n"
+    "labels = llm_classify([r['Instance'] for r in rows], "
+    "['human being', 'location', 'numeric value'])\n"
+    "print(len(rows), labels.count('human being'))"
+)
+
+
 @pytest.mark.parametrize("kind", REPLS)
 def test_a_count_through_llm_classify_in_one_packed_call(kind):
-    code = (
-        "rows = records(context)\n"
-        "labels = llm_classify([r['Instance'] for r in rows], "
-        "['human being', 'location', 'numeric value'])\n"
-        "print(len(rows), labels.count('human being'))"
-    )
-    root = ScriptedLM([repl(code), "FINAL(done)"])
+    root = ScriptedLM([repl(COUNT_CODE), "FINAL(done)"])
     sub = ScriptedLM(labeller, name="sub")
     result = RLM(root, sub, repl=kind).run("how many?", RECORDS)
     assert "28 14" in root.calls[1][-1]["content"]
@@ -70,13 +73,7 @@ class InlineLabeller(ScriptedLM):
 
 
 def test_a_sub_model_that_reads_items_inline_gets_them_in_the_schema_not_the_prompt():
-    code = (
-        "rows = records(context)\n"
-        "labels = llm_classify([r['Instance'] for r in rows], "
-        "['human being', 'location', 'numeric value'])\n"
-        "print(len(rows), labels.count('human being'))"
-    )
-    root = ScriptedLM([repl(code), "FINAL(done)"])
+    root = ScriptedLM([repl(COUNT_CODE), "FINAL(done)"])
     sub = InlineLabeller()
     RLM(root, sub, repl="inprocess").run("how many?", RECORDS)
     assert "28 14" in root.calls[1][-1]["content"]
