@@ -440,6 +440,11 @@ def test_a_small_roots_plain_reply_after_output_is_its_answer():
     result = RLM(early, repl="inprocess").run("How long?", "abc")
     assert result.answer == "3" and len(early.calls) == 3
     assert "no ```repl block" in early.calls[1][-1]["content"]
+    # Nor is a code fence opened and not written, or a line of marks.
+    for begun in ("```", "```python", "..."):
+        fence = small_root([repl("print(len(context))"), begun, "FINAL(3)"])
+        result = RLM(fence, repl="inprocess").run("How long?", "abc")
+        assert result.answer == "3" and len(fence.calls) == 3, begun
     # A hosted model is told to write code or FINAL instead.
     hosted = ScriptedLM([repl("print(len(context))"), "It is 3.", "FINAL(three)"])
     assert RLM(hosted, repl="inprocess").run("How long?", "abc").answer == "three"

@@ -141,10 +141,16 @@ def _declared_variable(code: Sequence[str], dropped: str) -> str | None:
 
 
 def _states_an_answer(reply: str) -> bool:
-    """Whether a reply with neither code nor FINAL reads as an answer: one line. Replies of
-    several lines were echoes of what the model was told (a traceback and the question,
-    output lines and a line of its instructions) or the output it expected to see."""
-    return len([line for line in reply.splitlines() if line.strip()]) == 1
+    """Whether a reply with neither code nor FINAL reads as an answer: one line, with a
+    word in it. Replies of several lines were echoes of what the model was told (a
+    traceback and the question, output lines and a line of its instructions) or the output
+    it expected to see; a line without a letter or digit, or one that opens a code fence,
+    was code begun and not written (the 1.5B root replied "```" after its counts, and the
+    run answered "```")."""
+    lines = [line.strip() for line in reply.splitlines() if line.strip()]
+    if len(lines) != 1 or lines[0].startswith("```"):
+        return False
+    return any(char.isalnum() for char in lines[0])
 
 
 class _Printed:
