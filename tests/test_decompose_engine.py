@@ -75,12 +75,16 @@ class InlineLabeller(ScriptedLM):
 def test_a_sub_model_that_reads_items_inline_gets_them_in_the_schema_not_the_prompt():
     root = ScriptedLM([repl(COUNT_CODE), "FINAL(done)"])
     sub = InlineLabeller()
-    RLM(root, sub, repl="inprocess").run("how many?", RECORDS)
+    events = []
+    RLM(root, sub, repl="inprocess", on_event=events.append).run("how many?", RECORDS)
     assert "28 14" in root.calls[1][-1]["content"]
     prompt = sub.calls[0][-1]["content"]
     assert "Who painted it?" not in prompt and "one at a time" in prompt
     described = [key["description"] for key in sub.schemas[0]["properties"].values()]
     assert described == ["Who painted it?", "Where is it?", "Who wrote it?", "How tall is it?"]
+    # The trace shows the pack's items all the same.
+    (pack,) = [e for e in events if isinstance(e, LMCallEnded) and e.purpose == "sub"]
+    assert pack.prompt.startswith(prompt) and "1. Who painted it?\n2. Where is it?" in pack.prompt
 
 
 @pytest.mark.parametrize("kind", REPLS)

@@ -28,6 +28,7 @@ from deeprlm.context import as_text, normalize
 from deeprlm.engine.shared import SharedState
 from deeprlm.lm.base import LM, Completion, Message, ToolSpec, reads_items_inline
 from deeprlm.lm.provider import Deadline, within
+from deeprlm.primitives import packing
 from deeprlm.primitives.chain import follow_chain
 from deeprlm.primitives.mapping import MapReport, PackLimits, classify_items, map_items
 from deeprlm.repl.base import ContextValue
@@ -268,7 +269,12 @@ class RunHost:
             )
 
         async def call(prompt: str, schema: Mapping[str, Any] | None, tokens: int | None) -> str:
-            return await self._held_call(lm, prompt, spans[0].id, schema, tokens)
+            # The trace shows a pack's items even when they travel in its schema.
+            items = packing.described_items(schema)
+            shown = f"{prompt}\n\nItems (in the reply schema):\n{packing.numbered(items)}"
+            return await self._held_call(
+                lm, prompt, spans[0].id, schema, tokens, shown=shown if items else prompt
+            )
 
         window = lm.context_window
         limits = PackLimits(
@@ -316,9 +322,10 @@ class RunHost:
         parent: str,
         schema: Mapping[str, Any] | None,
         max_tokens: int | None,
+        shown: str | None = None,
     ) -> str:
         """One counted sub-call whose reply may be held to a JSON Schema (a map's pack, a
-        chain's link)."""
+        chain's link). `shown`: the prompt as the trace shows it, when not as sent."""
         self._take_sub_call()
         completion = await self.shared.call_lm(
             lm,
@@ -326,7 +333,7 @@ class RunHost:
             purpose="sub",
             run_id=self.run_id,
             parent_id=parent,
-            prompt=prompt,
+            prompt=shown or prompt,
             until=self.cell_deadline,
             schema=schema,
             max_tokens=max_tokens,

@@ -45,6 +45,20 @@ def numbered(items: Sequence[str]) -> str:
     return "\n".join(f"{n}. {item.strip()}" for n, item in enumerate(items, 1))
 
 
+def described_items(schema: Mapping[str, Any] | None) -> list[str]:
+    """The items a reply schema carries as its keys' descriptions (a pack of labels for a
+    model that reads them in its reply); empty when it carries none."""
+    properties = (schema or {}).get("properties")
+    if not isinstance(properties, Mapping):
+        return []
+    described = [
+        value.get("description") for value in properties.values() if isinstance(value, Mapping)
+    ]
+    if not described or not all(isinstance(item, str) for item in described):
+        return []
+    return [str(item) for item in described]
+
+
 def reply_schema(count: int, value: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON object with the keys "1".."count", in order, each holding `value`."""
     keys = [str(n) for n in range(1, count + 1)]
