@@ -271,10 +271,12 @@ class RunHost:
         async def call(prompt: str, schema: Mapping[str, Any] | None, tokens: int | None) -> str:
             # The trace shows a pack's items even when they travel in its schema.
             items = packing.described_items(schema)
-            shown = f"{prompt}\n\nItems (in the reply schema):\n{packing.numbered(items)}"
-            return await self._held_call(
-                lm, prompt, spans[0].id, schema, tokens, shown=shown if items else prompt
+            shown = (
+                f"{prompt}\n\nItems (in the reply schema):\n{packing.numbered(items)}"
+                if items
+                else None
             )
+            return await self._held_call(lm, prompt, spans[0].id, schema, tokens, shown=shown)
 
         window = lm.context_window
         limits = PackLimits(
