@@ -8,7 +8,8 @@ Ctrl-C stops the question being answered and leaves the session as it was after 
 finished cell; at the prompt it does nothing but say how to leave.
 
 On a terminal, lines are edited and recalled with the standard library's `readline`, the
-history kept in `$DEEPRLM_HOME/chat_history`. From a pipe, lines are read as they come and
+history kept in `$DEEPRLM_HOME/chat_history`, and read by `prompt_line.read_line`, which
+keeps a Ctrl-C at the prompt from being lost. From a pipe, lines are read as they come and
 no prompt is shown, so `deeprlm chat < questions.txt` prints only the answers.
 """
 
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 
 from deeprlm.errors import DeepRLMError, InputError
 from deeprlm.local.home import deeprlm_home
+from deeprlm.prompt_line import read_line
 from deeprlm.session import Session
 from deeprlm.textutil import clip
 from deeprlm.trace.events import CellEnded, Compacted, Event, LMCallEnded, Note, RunEnded
@@ -126,7 +128,7 @@ class Chat:
     def _read(self) -> str | None:
         if self.interactive:
             try:
-                return input(PROMPT)
+                return read_line(PROMPT)
             except EOFError:
                 self.tell("")
                 return None
