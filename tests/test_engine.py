@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from deeprlm import RLM, InputError, ScriptedLM
+from deeprlm.replies import answer_lead, led_line
 from deeprlm.trace.events import CellEnded, LMCallEnded, RunEnded
 
 from conftest import outputs, repl
@@ -445,6 +446,19 @@ def test_a_small_roots_plain_reply_after_output_is_its_answer():
         fence = small_root([repl("print(len(context))"), begun, "FINAL(3)"])
         result = RLM(fence, repl="inprocess").run("How long?", "abc")
         assert result.answer == "3" and len(fence.calls) == 3, begun
+    # A reply of several lines is an echo, unless a line of it begins as the question says
+    # its answer does.
+    formed = "How long? Give your final answer in the form 'Length: <number>'."
+    echo = "3\nthe context is short\n\n**Length: 3**"
+    root = small_root([repl("print(len(context))"), echo])
+    result = RLM(root, repl="inprocess").run(formed, "abc")
+    assert result.answer == "Length: 3" and len(root.calls) == 2
+    for unformed in ("3\nthe context is short\nLength: <number>", "3\nLength:"):
+        root = small_root([repl("print(len(context))"), unformed, "FINAL(3)"])
+        assert RLM(root, repl="inprocess").run(formed, "abc").answer == "3"
+        assert len(root.calls) == 3, unformed
+    root = small_root([repl("print(len(context))"), echo, "FINAL(3)"])
+    assert RLM(root, repl="inprocess").run("How long?", "abc").answer == "3"
     # A hosted model is told to write code or FINAL instead.
     hosted = ScriptedLM([repl("print(len(context))"), "It is 3.", "FINAL(three)"])
     assert RLM(hosted, repl="inprocess").run("How long?", "abc").answer == "three"
@@ -632,3 +646,28 @@ def test_a_forced_answer_that_echoes_the_instruction_is_no_answer():
     root.prompt_family = "small"
     result = RLM(root, max_iterations=1).run("How many?", "ctx")
     assert result.forced and result.answer == ""
+
+
+def test_the_forced_answer_is_the_line_in_the_questions_form():
+    formed = "Which is it? Give your final answer in the form 'Label: <label>'."
+    replies = [repl("print('seen')")] * 2 + ["counts: a 3, b 2\nLabel: a\nthat is all"]
+    root = small_root(replies)
+    result = RLM(root, repl="inprocess", max_iterations=2).run(formed, "abc")
+    assert result.answer == "Label: a"
+    # Without a form in the question, the forced reply is the answer as it stands.
+    root = small_root(replies)
+    result = RLM(root, repl="inprocess", max_iterations=2).run("Which is it?", "abc")
+    assert result.answer == "counts: a 3, b 2\nLabel: a\nthat is all"
+
+
+def test_a_question_says_how_its_answer_begins():
+    assert answer_lead("Count. Give your final answer in the form 'Answer: <number>'.") == (
+        "Answer:"
+    )
+    assert answer_lead('Reply in the format "User: <user ID>" please') == "User:"
+    assert answer_lead("in the form '<number>'") is None
+    assert answer_lead("How many?") is None
+    assert led_line("x\nAnswer: 4\nAnswer: 5\nbye", "Answer:") == "Answer: 5"
+    assert led_line("answer: four", "Answer:") == "answer: four"
+    assert led_line("Answer: <number>\nAnswer:", "Answer:") is None
+    assert led_line("Answer: 4", None) is None

@@ -16,6 +16,7 @@ from deeprlm.context import ContextInfo
 from deeprlm.lm.base import Message
 from deeprlm.repl.base import Cell
 from deeprlm.repl.functions import REPL_FUNCTIONS
+from deeprlm.replies import answer_lead
 from deeprlm.textutil import clip
 
 
@@ -438,6 +439,7 @@ class RootWording:
         self.first_block_only = small
         self.repeat_ends_turns = small
         self.answers_need_output = small
+        self.answer_lead = answer_lead(query)
 
     def opening(self) -> list[Message]:
         first = first_message(self.query, self.info, self.recap)

@@ -6,6 +6,9 @@ and its error reaches the model. `FINAL(...)` / `FINAL_VAR(...)` on their own li
 code end the run. Inside code they are ordinary function calls, except that a FINAL line
 whose argument is not valid Python (`FINAL(the answer is 42)`, common with small models)
 is lifted out of the code and treated as the tag it was meant to be.
+
+A question may say how its answer begins ("in the form 'Answer: <number>'"): `answer_lead`
+reads that lead, and `led_line` finds a reply's line that begins with it and gives a value.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ _PLACEHOLDER = re.compile(
 # `FINAL(answer): Paris`: what follows a copied placeholder after a separator is the answer;
 # words without one ("FINAL(answer) in its form") are the instruction's own, echoed.
 _AFTER_PLACEHOLDER = re.compile(r"^[ \t]*[:=-]+[ \t]*(\S.*)")
+# "... in the form 'Label: <label>'": the words before the first placeholder.
+_STATED_FORM = re.compile(r"\bin the (?:form|format) ['\"]([^'\"<]*?)\s*<", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -142,3 +147,26 @@ def _is_expression(text: str) -> bool:
         return True
     except SyntaxError:
         return False
+
+
+def answer_lead(question: str) -> str | None:
+    """The words a question says its answer begins with ("Answer:" of "in the form 'Answer:
+    <number>'"), or None when it does not say."""
+    found = _STATED_FORM.search(question)
+    lead = found.group(1).strip() if found else ""
+    return lead if any(char.isalnum() for char in lead) else None
+
+
+def led_line(reply: str, lead: str | None) -> str | None:
+    """The last line of `reply` that begins with `lead` (markdown emphasis aside) and gives
+    a value after it: not nothing, not the form's own placeholder."""
+    if not lead:
+        return None
+    for line in reversed(reply.splitlines()):
+        text = line.strip().strip("*_`").strip()
+        if not text.lower().startswith(lead.lower()):
+            continue
+        value = text[len(lead) :].strip()
+        if any(char.isalnum() for char in value) and not value.startswith("<"):
+            return text
+    return None

@@ -26,7 +26,14 @@ from deeprlm import prompts
 from deeprlm.lm.base import Message
 from deeprlm.primitives.search import STOP_WORDS
 from deeprlm.repl.base import Cell
-from deeprlm.replies import FinalTag, Reply, is_placeholder, parse_reply, through_first_block
+from deeprlm.replies import (
+    FinalTag,
+    Reply,
+    is_placeholder,
+    led_line,
+    parse_reply,
+    through_first_block,
+)
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
 # (messages, purpose) -> the model's reply text; purpose is "root" or "forced".
@@ -105,6 +112,10 @@ class Wording(Protocol):
     # Such an answer is sent back once with a note to look (`answers_need_output`), and so
     # is, once, a FINAL called by a cell that printed: written before the output was read.
     answers_need_output: bool
+    # How the question says its answer begins ("Answer:"), if it does. A small root that
+    # echoes its output and ends with "Answer: 94" has answered; a reply of several lines
+    # is otherwise not taken for an answer.
+    answer_lead: str | None
 
 
 # Words that say nothing about where an answer came from.
@@ -242,13 +253,11 @@ class TurnLoop:
             if declared and final is None and cells and not any(c.error for c in cells):
                 notes.append(prompts.declared_answer_note(declared))
             bare = not reply.code and reply.final is None and self.last_reply.strip()
-            if (
-                bare
-                and printed.anything
-                and self.wording.bare_reply_answers
-                and _states_an_answer(self.last_reply)
-            ):
-                final = self.last_reply.strip()
+            if bare and printed.anything and self.wording.bare_reply_answers:
+                if _states_an_answer(self.last_reply):
+                    final = self.last_reply.strip()
+                else:
+                    final = led_line(self.last_reply, self.wording.answer_lead)
             literal = (
                 reply.final is not None and not reply.code and not self._names_variable(reply.final)
             )
@@ -344,6 +353,8 @@ class TurnLoop:
                     answer = cell.final if cell.final is not None else answer
             if answer is not None and is_placeholder(answer):
                 answer = self.answer_content  # a name for an answer is none
+            if answer is None:
+                answer = led_line(reply, self.wording.answer_lead)
             if answer is None:
                 answer = self.answer_content or reply.strip()
             refused = self._refusal(answer)
