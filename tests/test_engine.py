@@ -545,6 +545,12 @@ def test_a_small_roots_answer_that_nothing_printed_shows_is_sent_back_once():
     # An answer with no telling word (a letter, a yes) cannot be checked, and is taken.
     letter = small_root([looked, "FINAL(Answer: B)", "never asked"])
     assert RLM(letter, repl="inprocess").run("Which?", context).answer == "Answer: B"
+    # The words of the question's stated form are no sign: its rows printed the field "User".
+    rows = repl("print('User: 4, Instance: key')")
+    formed = "Who has most? Give your final answer in the form 'User: <user ID>'."
+    made_up = small_root([rows, "FINAL(User: 12345)", "FINAL(User: 4)"])
+    assert RLM(made_up, repl="inprocess").run(formed, context).answer == "User: 4"
+    assert "nothing your code has printed shows 'User: 12345'" in made_up.calls[2][-1]["content"]
 
 
 def test_a_small_roots_reply_of_several_lines_without_final_is_not_its_answer():

@@ -183,10 +183,12 @@ class _Printed:
                 self._text.append(text)
                 self._chars += len(text)
 
-    def shows(self, answer: str) -> bool:
+    def shows(self, answer: str, lead: str | None = None) -> bool:
         """Whether any telling word of `answer` was printed (an answer without such words,
-        a letter or a yes, is given the benefit of the doubt)."""
-        words = {w for w in _WORD.findall(answer.lower()) if w not in _PLAIN_WORDS}
+        a letter or a yes, is given the benefit of the doubt). The words of the question's
+        lead ("User:") tell nothing: "User: 12345", made up, passed on the word "user"."""
+        plain = _PLAIN_WORDS | set(_WORD.findall((lead or "").lower()))
+        words = {w for w in _WORD.findall(answer.lower()) if w not in plain}
         if not words:
             return True
         text = "\n".join(self._text)
@@ -270,7 +272,7 @@ class TurnLoop:
                 and literal
                 and not sent_to_look
                 and self.wording.answers_need_output
-                and not printed.shows(final)
+                and not printed.shows(final, self.wording.answer_lead)
             ):
                 sent_to_look = True
                 notes.append(prompts.unseen_answer_note(final, printed.anything))
