@@ -471,7 +471,7 @@ def test_a_small_root_repeating_its_cell_is_asked_for_its_answer_at_once():
     assert result.answer == "3" and len(root.calls) == 4
     # Told once that it repeats itself (it may be stuck on the way), then asked.
     assert "same code as your last turn" in root.calls[2][-1]["content"]
-    assert "Reply now with FINAL" in root.calls[3][-1]["content"]
+    assert "Give your best answer now" in root.calls[3][-1]["content"]
     assert result.status == "forced"
 
 
@@ -677,3 +677,25 @@ def test_a_question_says_how_its_answer_begins():
     assert led_line("answer: four", "Answer:") == "answer: four"
     assert led_line("Answer: <number>\nAnswer:", "Answer:") is None
     assert led_line("Answer: 4", None) is None
+
+
+def test_a_small_roots_forced_reply_is_held_to_a_json_answer():
+    same = repl("print('location 280')")
+    root = small_root([same, same, same, '{"answer": "Answer: 280"}'])
+    question = "How many? Give your final answer in the form 'Answer: <number>'."
+    result = RLM(root, repl="inprocess", max_iterations=8).run(question, "abc")
+    assert result.answer == "Answer: 280"
+    assert root.schemas[-1]["required"] == ["answer"] and root.schemas[:-1] == [None] * 3
+    assert '("Answer: ...")' in root.calls[-1][-1]["content"]
+    # A model that could not be held to it is read as before.
+    loose = small_root([same, same, same, "FINAL(280)"])
+    assert RLM(loose, repl="inprocess", max_iterations=8).run(question, "abc").answer == "280"
+    # A hosted root's forced reply is free.
+    hosted = ScriptedLM([same, "FINAL(280)"])
+    assert RLM(hosted, repl="inprocess", max_iterations=1).run(question, "abc").answer == "280"
+    assert hosted.schemas == [None, None]
+    # One cut off by its token limit inside the string keeps what it wrote.
+    cut = small_root([same, same, same, '{"answer": "Answer: 28'])
+    assert RLM(cut, repl="inprocess", max_iterations=8).run(question, "abc").answer == (
+        "Answer: 28"
+    )

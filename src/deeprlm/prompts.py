@@ -404,6 +404,15 @@ def forced_final_message() -> str:
     )
 
 
+def forced_json_message(lead: str | None) -> str:
+    """The forced last turn's message when its reply is held to {"answer": text}."""
+    form = f', the answer in the question\'s form ("{lead} ...")' if lead else ""
+    return (
+        "You have no turns left. Give your best answer now, based on what you have found "
+        f'so far, as JSON: {{"answer": "..."}}{form}.'
+    )
+
+
 def sub_query_prompt(query: str, context_text: str) -> str:
     """The prompt of an rlm_query that fell back to a plain model call at the depth limit."""
     return f"{query}\n\nContext:\n{context_text}"
@@ -440,6 +449,7 @@ class RootWording:
         self.repeat_ends_turns = small
         self.answers_need_output = small
         self.answer_lead = answer_lead(query)
+        self.forced_answer_as_json = small
 
     def opening(self) -> list[Message]:
         first = first_message(self.query, self.info, self.recap)
@@ -475,6 +485,11 @@ class RootWording:
         return no_code_message()
 
     def forced_final(self) -> str:
+        request = (
+            forced_json_message(self.answer_lead)
+            if self.forced_answer_as_json
+            else forced_final_message()
+        )
         if self.answer_format:
-            return f"{forced_final_message()}\n\n{self.answer_format}"
-        return forced_final_message()
+            return f"{request}\n\n{self.answer_format}"
+        return request

@@ -17,8 +17,9 @@ happened.
 from __future__ import annotations
 
 import ast
+import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,8 +37,24 @@ from deeprlm.replies import (
 )
 from deeprlm.textutil import CHARS_PER_TOKEN, estimate_tokens
 
-# (messages, purpose) -> the model's reply text; purpose is "root" or "forced".
-Ask = Callable[[list[Message], str], Awaitable[str]]
+
+class Ask(Protocol):
+    """(messages, purpose) -> the model's reply text; purpose is "root" or "forced".
+    `schema`, when given, is a JSON Schema the reply must follow."""
+
+    def __call__(
+        self, messages: list[Message], purpose: str, schema: Mapping[str, Any] | None = None
+    ) -> Awaitable[str]: ...
+
+
+# The forced last reply of a wording that asks for it as JSON (`forced_answer_as_json`).
+FORCED_ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "minLength": 1}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
 # (code, iteration) -> the cell it ran as.
 RunCell = Callable[[str, int], Awaitable[Cell]]
 # Called after each cell; raises to stop the loop (a budget ran out inside the cell).
@@ -112,6 +129,9 @@ class Wording(Protocol):
     # Such an answer is sent back once with a note to look (`answers_need_output`), and so
     # is, once, a FINAL called by a cell that printed: written before the output was read.
     answers_need_output: bool
+    # The forced last reply is held to `FORCED_ANSWER_SCHEMA`, {"answer": text}: a small
+    # root's free reply there was a code fence begun ("```") or one word ("Label").
+    forced_answer_as_json: bool
     # How the question says its answer begins ("Answer:"), if it does. A small root that
     # echoes its output and ends with "Answer: 94" has answered; a reply of several lines
     # is otherwise not taken for an answer.
@@ -162,6 +182,21 @@ def _states_an_answer(reply: str) -> bool:
     if len(lines) != 1 or lines[0].startswith("```"):
         return False
     return any(char.isalnum() for char in lines[0])
+
+
+def _json_answer(reply: str) -> str:
+    """The answer of a reply held to `FORCED_ANSWER_SCHEMA` (also one cut off by the token
+    limit inside its string); the reply as it stands when it is not that object (a model
+    that could not be held to it)."""
+    for text in (reply, reply.rstrip().rstrip("\\") + '"}'):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        answer = value.get("answer") if isinstance(value, dict) else None
+        if isinstance(answer, str) and answer.strip():
+            return answer
+    return reply
 
 
 class _Printed:
@@ -342,9 +377,12 @@ class TurnLoop:
         request = self.wording.forced_final()
         if request is None:
             return Outcome(self.last_reply, self.iterations, forced=True)
+        schema = FORCED_ANSWER_SCHEMA if self.wording.forced_answer_as_json else None
         while True:
             messages.append({"role": "user", "content": request})
-            reply = await self._ask(messages, "forced")
+            reply = await self._ask(messages, "forced", schema)
+            if schema is not None:
+                reply = _json_answer(reply)
             parsed = parse_reply(reply, tag_anywhere=True)
             answer = None
             if parsed.final is not None:
@@ -374,10 +412,12 @@ class TurnLoop:
     def _refusal(self, answer: str) -> str | None:
         return None if self._accept is None else self._accept(answer)
 
-    async def _ask(self, messages: list[Message], purpose: str) -> str:
+    async def _ask(
+        self, messages: list[Message], purpose: str, schema: Mapping[str, Any] | None = None
+    ) -> str:
         if self.compaction is not None:
             self._compact(messages, self.compaction)
-        text = await self._ask_model(messages, purpose)
+        text = await self._ask_model(messages, purpose, schema)
         messages.append({"role": "assistant", "content": text})
         self.last_reply = text
         return text

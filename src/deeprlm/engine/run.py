@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,7 +274,9 @@ class Run:
             tokens_after=after,
         )
 
-    async def _ask(self, messages: list[Message], purpose: str) -> str:
+    async def _ask(
+        self, messages: list[Message], purpose: str, schema: Mapping[str, Any] | None = None
+    ) -> str:
         completion = await self.shared.call_lm(
             self.lm,
             messages,
@@ -282,6 +284,7 @@ class Run:
             run_id=self.id,
             parent_id=self.id,
             prompt=str(messages[-1]["content"]),
+            schema=schema,
         )
         return completion.text
 
