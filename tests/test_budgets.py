@@ -4,14 +4,19 @@ and a provider that reports no usage is metered all the same."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 
 import pytest
 
 from deeprlm import RLM, CostLimitError, InputError, Price, ScriptedLM, TokenLimitError, usage
+from deeprlm.budget import Budget
+from deeprlm.lm.base import Completion
+from deeprlm.settings import Settings
 from deeprlm.tokens import TOKENS_PER_MESSAGE
 from deeprlm.trace.events import LMCallStarted
+from deeprlm.usage import UsageMeter
 
 from conftest import deeprlm, peak_in_flight, repl
 from fake_server import FakeReply, last_user_text
@@ -348,3 +353,30 @@ def test_every_named_model_needs_a_price_under_a_usd_budget():
     with pytest.raises(InputError, match="needs the price of model 'unpriced'"):
         RLM("openai/m", models={"fast": "openai/unpriced"}, **common)
     RLM("openai/m", models={"fast": "openai/m"}, **common)  # priced: fine
+
+
+def test_a_schema_the_model_reads_is_counted_so_the_next_prompt_keeps_its_reply_cap():
+    # The embedded model reads a pack's items from the reply schema, and reports them as
+    # prompt: counted without the schema, the pack looked many times its estimate, and the
+    # root's next prompt was estimated past the window and sent with a one-token cap.
+    class Counting:
+        name = "counting"
+        context_window = 4_000
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    lm = Counting()
+    items = {str(n): {"enum": ["a", "b"], "description": "word " * 300} for n in range(8)}
+    schema = {"type": "object", "properties": items}
+    pack = [{"role": "user", "content": "label the items"}]
+    root = [{"role": "user", "content": "word " * 1_000}]
+
+    async def main() -> int | None:
+        budget = Budget(Settings(max_reply_tokens=512), UsageMeter())
+        held = await budget.reserve(lm, pack, None, None, schema)
+        read = 3 + 8 * 300 + 100  # the prompt, the items, the keys and labels around them
+        budget.settle(lm, held, Completion("{}", lm.name, input_tokens=read))
+        return (await budget.reserve(lm, root)).max_tokens
+
+    assert asyncio.run(main()) == 512

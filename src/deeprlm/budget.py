@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,12 +161,13 @@ class Budget:
         messages: Sequence[Message],
         tools: Sequence[ToolSpec] | None = None,
         wanted: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Reservation:
         """Holds a call's worst case, waiting for calls in flight to settle if it does not
         fit yet. Raises the budget's LimitError (and trips it) if it cannot fit at all.
         `wanted` narrows the reply cap for this call (see `reply_cap`)."""
         self.check()
-        prompt = self.counter.prompt(lm, messages, tools)
+        prompt = self.counter.prompt(lm, messages, tools, schema)
         cap = self.reply_cap(lm, prompt, wanted)
         if not self.metered:
             self._in_flight += 1

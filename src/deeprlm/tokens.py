@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from deeprlm.lm.base import Message, ToolSpec
@@ -55,12 +55,22 @@ def count_text(lm: Any, text: str) -> int:
 
 
 def count_prompt(
-    lm: Any, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None
+    lm: Any,
+    messages: Sequence[Message],
+    tools: Sequence[ToolSpec] | None = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> int:
-    """Tokens a prompt of `messages` (and tool schemas) costs `lm`, uncalibrated."""
+    """Tokens a prompt of `messages` (and tool schemas, and the reply's JSON Schema) costs
+    `lm`, uncalibrated. The reply's schema is read too: a provider counts it as prompt, and
+    the embedded model reads the items a pack of labels carries in it (see
+    `deeprlm.local.labels`). Left out, a pack's reported prompt was several times the
+    estimate, the counter learned that ratio, and the root's next prompt, estimated past
+    the model's window, was sent with a reply cap of one token."""
     tokens = sum(count_text(lm, message_text(m)) + TOKENS_PER_MESSAGE for m in messages)
     for tool in tools or ():
-        schema = {"name": tool.name, "description": tool.description, **tool.parameters}
+        spec = {"name": tool.name, "description": tool.description, **tool.parameters}
+        tokens += count_text(lm, json.dumps(spec))
+    if schema is not None:
         tokens += count_text(lm, json.dumps(schema))
     return tokens
 
@@ -82,10 +92,14 @@ class TokenCounter:
         self._scale: dict[str, float] = {}  # model name -> largest reported/estimated ratio
 
     def prompt(
-        self, lm: Any, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None
+        self,
+        lm: Any,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> int:
         """The prompt tokens a call will cost, as a worst case for reserving it."""
-        tokens = count_prompt(lm, messages, tools)
+        tokens = count_prompt(lm, messages, tools, schema)
         prior = 1.0 if isinstance(lm, Tokenizer) else PRIOR_SCALE
         with self._lock:
             scale = self._scale.get(getattr(lm, "name", ""), prior)

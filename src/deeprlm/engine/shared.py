@@ -269,7 +269,7 @@ class SharedState:
                     permit.enter_async_context(self.permits.hold(lm.name)), lm.name, deadline()
                 )
                 reservation = await within(
-                    self.budget.reserve(lm, messages, tools, wanted), lm.name, deadline()
+                    self.budget.reserve(lm, messages, tools, wanted, schema), lm.name, deadline()
                 )
                 tab = Tab()
                 try:
