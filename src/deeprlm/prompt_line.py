@@ -36,8 +36,9 @@ class _Watcher:
         self.main_thread = threading.main_thread().ident
         self.read_end, self.write_end = os.pipe()
         os.set_blocking(self.write_end, False)
-        self.armed = threading.Event()
+        # Set while no line is being read; a Ctrl-C then is not the prompt's to deliver.
         self.disarmed = threading.Event()
+        self.disarmed.set()
         threading.Thread(target=self._watch, name="deeprlm-prompt", daemon=True).start()
 
     def _watch(self) -> None:
@@ -49,7 +50,7 @@ class _Watcher:
     def _prod(self) -> None:
         # Until the KeyboardInterrupt ends the read and disarms the watcher.
         for _ in range(int(PROD_FOR_S / PROD_EVERY_S)):
-            if not self.armed.is_set() or self.main_thread is None:
+            if self.disarmed.is_set() or self.main_thread is None:
                 return
             signal.pthread_kill(self.main_thread, PROD)
             if self.disarmed.wait(PROD_EVERY_S):
@@ -57,10 +58,8 @@ class _Watcher:
 
     def arm(self) -> None:
         self.disarmed.clear()
-        self.armed.set()
 
     def disarm(self) -> None:
-        self.armed.clear()
         self.disarmed.set()
 
 
