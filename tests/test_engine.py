@@ -639,6 +639,17 @@ def test_an_answer_variable_named_after_the_code_is_pointed_out_with_its_output(
         'you wrote FINAL_VAR("listed") before you had seen this output'
         in (lm.calls[1][-1]["content"])
     )
+    # Told its output, a root that reruns the same code has kept the name as its answer.
+    lm = ScriptedLM([guessed, repl(code), "never asked"])
+    lm.prompt_family = "small"
+    result = RLM(lm).run("List the pairs.", "1 2 3")
+    assert result.answer == "(1, 2)\n(1, 3)" and result.iterations == 2 and not result.forced
+    # Code changed since is not what the name was given for.
+    changed = code.replace("(1, 3)", "(2, 3)")
+    lm = ScriptedLM([guessed, repl(changed), repl(changed), repl(changed), "FINAL(none)"])
+    lm.prompt_family = "small"
+    result = RLM(lm, max_iterations=3).run("List the pairs.", "1 2 3")
+    assert result.answer != "(1, 2)\n(1, 3)"
     # A name the code did not assign is a guess like any other: nothing is said.
     lm = ScriptedLM([f'{repl("print(3)")}\nOutput:\n3\nReply:\nFINAL_VAR("x")', "FINAL(3)"])
     lm.prompt_family = "small"
@@ -694,6 +705,10 @@ def test_a_small_roots_forced_reply_is_held_to_a_json_answer():
     hosted = ScriptedLM([same, "FINAL(280)"])
     assert RLM(hosted, repl="inprocess", max_iterations=1).run(question, "abc").answer == "280"
     assert hosted.schemas == [None, None]
+    # The name of a variable its code assigned is that variable's value.
+    pairs = repl("pairs = '(1, 2)'\nprint(pairs)")
+    named = small_root([pairs, pairs, pairs, '{"answer": "pairs"}'])
+    assert RLM(named, repl="inprocess", max_iterations=8).run("List.", "abc").answer == "(1, 2)"
     # One cut off by its token limit inside the string keeps what it wrote.
     cut = small_root([same, same, same, '{"answer": "Answer: 28'])
     assert RLM(cut, repl="inprocess", max_iterations=8).run(question, "abc").answer == (

@@ -268,6 +268,9 @@ class TurnLoop:
         self._opening = [dict(m) for m in messages]
         previous: tuple[tuple[str, ...], list[str]] | None = None
         repeats = 0  # turns in a row that reran the last cell with the same output
+        # The code of a reply that named a variable as its answer before seeing its output,
+        # and that name.
+        declaration: tuple[tuple[str, ...], str] | None = None
         printed = _Printed()
         sent_to_look = False
         first_move = self.wording.first_move()
@@ -289,6 +292,7 @@ class TurnLoop:
             final, cells, notes = await self._act(reply, iteration)
             if declared and final is None and cells and not any(c.error for c in cells):
                 notes.append(prompts.declared_answer_note(declared))
+                declaration = (reply.code, declared)
             bare = not reply.code and reply.final is None and self.last_reply.strip()
             if bare and printed.anything and self.wording.bare_reply_answers:
                 if _states_an_answer(self.last_reply):
@@ -320,6 +324,12 @@ class TurnLoop:
                 notes.append(refused)
             seen = (reply.code, [_CELL_NAME.sub("<cell>", f"{c.output}{c.error}") for c in cells])
             repeats = repeats + 1 if cells and seen == previous else 0
+            if repeats and declaration is not None and declaration[0] == reply.code:
+                # Told its output, it reran the code it had named an answer for instead of
+                # naming it again (the 1.5B root, to its last turn): the name stands.
+                cell = await self._cell(f"FINAL_VAR({declaration[1]!r})", iteration)
+                if cell.final is not None and self._refusal(cell.final) is None:
+                    return Outcome(cell.final, iteration, forced=False)
             if repeats:
                 # Rerunning a cell that printed the same is asking for the answer it already
                 # has, or being stuck on the way to it (a chain's next name not searched):
@@ -383,6 +393,9 @@ class TurnLoop:
             reply = await self._ask(messages, "forced", schema)
             if schema is not None:
                 reply = _json_answer(reply)
+                if reply.strip() in self._assigned:
+                    # The name of a variable its code assigned, as FINAL(name) would be.
+                    reply = f"FINAL({reply.strip()})"
             parsed = parse_reply(reply, tag_anywhere=True)
             answer = None
             if parsed.final is not None:
