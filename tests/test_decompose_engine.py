@@ -433,13 +433,29 @@ def test_a_small_roots_judged_count_opens_with_the_rows_labelled_for_it(kind):
     assert sub.schemas[0]["properties"]["1"] == {"enum": ["delivery", "price", "quality"]}
 
 
-def test_a_small_roots_pairs_question_is_written_by_the_root_from_its_first_turn():
+def test_a_small_roots_pairs_question_opens_with_the_rows_labelled_and_ends_on_its_variable():
     query = (
         "Each review is one of: delivery, price, quality. List all pairs of shops where both "
-        "shops have a review with the label 'price'."
+        "shops have exactly 3 reviews with the label 'delivery'."
     )
-    root = ScriptedLM(["FINAL(x)"])
+    cell = (
+        "from collections import Counter, defaultdict\n"
+        "n = defaultdict(Counter)\n"
+        "for r in rows:\n"
+        '    n[int(r["Shop"])][r["label"]] += 1\n'
+        'shops = sorted(s for s in n if n[s]["delivery"] == 3)\n'
+        'answer = "\\n".join(f"({a}, {b})" for i, a in enumerate(shops) for b in shops[i + 1:])\n'
+        "print(len(shops), answer)"
+    )
+    root = ScriptedLM([repl(cell), 'FINAL_VAR("answer")'])
     root.prompt_family = "small"
-    RLM(root, ScriptedLM(review_labeller)).run(query, REVIEWS)
-    assert [m["role"] for m in root.calls[0]] == ["system", "user"]
-    assert "llm_classify(texts, labels)" in root.calls[0][0]["content"]
+    result = RLM(root, ScriptedLM(review_labeller), repl="inprocess").run(query, REVIEWS)
+    # Twelve parcels over five shops: three at shops 1 and 4, two at each other shop.
+    assert result.answer == "(1, 4)" and result.iterations == 3
+    first_call = root.calls[0]
+    assert (
+        'llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])'
+        in (first_call[-2]["content"])
+    )
+    assert "If the output shows the pairs" in first_call[-1]["content"]
+    assert 'n[s]["delivery"] == 2' in first_call[0]["content"]  # the example says "exactly"

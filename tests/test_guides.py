@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from deeprlm import guides
+from deeprlm import guides, prompts
 from deeprlm.context import describe
+from deeprlm.primitives.records import parse_date, records
 
 OOLONG = (
     "Every instance can be labelled with exactly one of these classes, by the kind of answer "
@@ -76,9 +77,13 @@ def test_a_judged_count_opens_with_every_row_labelled_by_the_questions_labels():
     labels = '["delivery", "price and value", "quality"]'
     assert f'llm_classify([r["Review"] for r in rows], {labels})' in step
     assert 'r["label"] = label' in step and "Counter(labels).most_common()" in step
-    # Pairs are left to the root: opened with the labelled rows, it copied the example's
-    # next cell whole, conditions and all.
-    assert guides.first_step_of("pairs", True, query, describe(REVIEWS)) is None
+    # A pairs question opens the same way, unless a field of the records states the labels.
+    pairs = "Each review is one of: delivery, price and value, quality. List all pairs ..."
+    assert guides.first_step_of("pairs", True, pairs, describe(REVIEWS)) == step
+    stated = REVIEWS.replace(" || Review:", " || Kind: delivery || Review:")
+    stated_pairs = pairs + " Each review states its kind."
+    assert guides.first_step_of("pairs", True, stated_pairs, describe(stated)) is None
+    assert guides.first_step_of("pairs", False, pairs, describe(REVIEWS)) is None
     # Without sub-calls the root labels by hand, and without a label list it writes it all.
     assert guides.first_step_of("judge", False, query, describe(REVIEWS)) is None
     assert guides.first_step_of("judge", True, "How many are slow?", describe(REVIEWS)) is None
@@ -90,3 +95,86 @@ def test_the_labelling_step_is_code_the_repl_runs():
     step = guides.label_rows_step(query, describe(REVIEWS))
     assert step is not None
     compile(step, "<step>", "exec")  # quotes in labels are written as Python strings
+
+
+# Labelled reviews around the pairs examples' day (Mar 01, 2022): (day, shop, label).
+LABELLED = [
+    ("Feb 20, 2022", 1, "delivery"),
+    ("Mar 05, 2022", 1, "delivery"),
+    ("Feb 25, 2022", 0, "delivery"),
+    ("Feb 28, 2022", 0, "delivery"),
+    ("Mar 02, 2022", 2, "delivery"),
+    ("Mar 03, 2022", 3, "quality"),
+    ("Feb 01, 2022", 2, "price"),
+]
+
+
+def labelled_rows():
+    rows = records("\n".join(f"Day: {d} || Shop: {s} || Review: text" for d, s, _ in LABELLED))
+    for row, (_, _, label) in zip(rows, LABELLED, strict=True):
+        row["label"] = label
+    return {"records": records, "parse_date": parse_date, "rows": rows}
+
+
+@pytest.mark.parametrize(
+    ("condition", "ordered", "answer"),
+    [
+        ("both have exactly 2 records with the label 'delivery'", False, "(0, 1)"),
+        ("both have at least one record with the label 'delivery'", False,
+         "(0, 1)\n(0, 2)\n(1, 2)"),
+        ("both have a record with the label 'delivery' dated after Mar 01, 2022", False,
+         "(1, 2)"),
+        ("both have a record with the label 'delivery' dated before Mar 01, 2022", False,
+         "(0, 1)"),
+        ("both have the label 'delivery' or the label 'quality'", False,
+         "(0, 1)\n(0, 2)\n(0, 3)\n(1, 2)\n(1, 3)\n(2, 3)"),
+        ("the first has exactly 2 with the label 'delivery', and the second has one with the "
+         "label 'quality' but none with the label 'delivery'", True, "(0, 3)\n(1, 3)"),
+        ("the first has a record with the label 'delivery' dated after Mar 01, 2022, and the "
+         "second has one with the label 'quality' dated on or after Mar 01, 2022", True,
+         "(1, 3)\n(2, 3)"),
+    ],
+)  # fmt: skip
+def test_a_pairs_example_has_the_questions_condition_and_its_cell_runs(condition, ordered, answer):
+    """The example's condition has the question's form (its labels and day the example's
+    own, which these questions use too), and its cell gives the question's pairs."""
+    kind = "ordered pairs" if ordered else "pairs"
+    query = f"{OOLONG} Every one has exactly one label. List all {kind} of shops where {condition}."
+    example = guides.pairs_example(query, ordered, True)
+    first, cell = (part.split("\n```")[0] for part in example.split("```repl\n")[1:])
+    assert "llm_classify" in first
+    namespace = labelled_rows()
+    exec(cell, namespace)
+    assert namespace["answer"] == answer
+    # Without sub-calls the same cell follows labelling by words, in one turn.
+    plain = guides.pairs_example(query, ordered, False)
+    assert "llm_classify" not in plain and cell in plain
+
+
+def test_a_pairs_condition_is_read_from_the_words_outside_its_labels():
+    assert (
+        "exactly 2"
+        in guides.pair_condition("exactly 1 with the label 'before or after'", "a", "b")[0]
+    )
+    assert guides.pair_condition("at least one with the label 'x or y'", "a", "b") == (
+        "at least one review with the label 'a'",
+        'n[s]["a"] >= 1',
+    )
+
+
+def test_a_question_for_ordered_pairs_is_taught_with_two_lists():
+    info = describe(REVIEWS)
+    ordered = "List all ordered pairs of shops (first shop, second shop) where ..."
+    assert guides.pick_kind(ordered, info).kind == "ordered pairs"
+    roles = "List the pairs where ... in the form (first user, second user)."
+    assert guides.pick_kind(roles, info).kind == "ordered pairs"
+    assert guides.pick_kind("List all pairs of shops where both ...", info).kind == "pairs"
+    assert "for a in firsts for b in seconds" in guides.KINDS["ordered pairs"].example
+    # The system prompt's example follows the question's words.
+    setup = prompts.PromptSetup(
+        family="small",
+        kind="pairs",
+        query="List all pairs where both "
+        "have a review with the label 'x' dated before May 02, 2022.",
+    )
+    assert 'any(d < parse_date("Mar 01, 2022")' in prompts.system_prompt(setup)

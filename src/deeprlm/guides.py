@@ -9,12 +9,13 @@ the pattern, not an answer.
 
 The pick reads the context's structure, not the model: a dict of source files is code; a
 text of records is a count over a field the records state, a count over a class that must
-be judged from their text, or a list of pairs; a question naming a call in source code is
-answered by running it; a question that describes what it asks through another thing ("the
-founder of the sponsor of ...") follows a chain of look-ups, one search a turn; anything
-else is a look-up. Asking the 1.5B model itself, in a call held to the kinds' names,
-picked the expected kind for 5 of 7 task families on three tuning seeds (and fewer with
-longer descriptions), which is why the structure decides.
+be judged from their text, or a list of pairs (ordered pairs, where each of the two has a
+role, apart); a question naming a call in source code is answered by running it; a question
+that describes what it asks through another thing ("the founder of the sponsor of ...")
+follows a chain of look-ups, one search a turn; anything else is a look-up. Asking the 1.5B
+model itself, in a call held to the kinds' names, picked the expected kind for 5 of 7 task
+families on three tuning seeds (and fewer with longer descriptions), which is why the
+structure decides.
 
 `KINDS` is the one table: each kind's functions, steps and example come from it.
 """
@@ -44,9 +45,9 @@ class Kind:
     # Taught in the plain words of the look-up prompt (see `deeprlm.prompts`) rather than
     # the kinds' template.
     plain: bool = False
-    # The example in code for the context's shape ("str", "list", "dict"), where the code
-    # differs; else `example`.
-    example_for: Callable[[str], str] | None = None
+    # The example for the context's shape ("str", "list", "dict") and the question's words,
+    # where its code or its condition follows them; else `example`.
+    example_for: Callable[[str, str], str] | None = None
     # What a small root is told after each output, below the question.
     follow_up: str = FOLLOW_UP
     # How the kind is taught when a run allows no sub-calls, if not as above minus the
@@ -186,34 +187,134 @@ Counter({{'delivery': 41, 'quality': 33, 'price and value': 22}})
 Reply:
 FINAL(Answer: 41)"""
 
-_PAIRS_EXAMPLE = f"""Question: {_REVIEWS} List all pairs of shops where both shops have at \
-least one review with the label 'price and value'. List each pair once, lower shop first, \
-one per line in the form (shop_1, shop_2).
-```repl
-rows = records(context)
-# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])
-shops = sorted({{int(r["Shop"]) for r, label in zip(rows, labels) if label == "price and value"}})
+# A question for pairs, and one for ordered pairs (each of the two has a role).
+_PAIRS = re.compile(r"\bpairs?\b", re.IGNORECASE)
+# "ordered pairs", or a pair whose form names its roles: "(first user, second user)".
+_ORDERED_PAIRS = re.compile(r"\bordered pairs?\b|\(\s*first\b[^)]*,\s*second\b", re.IGNORECASE)
+
+# The pairs examples' second cell, after the labelling step: each shop's label counts and
+# days, then the question's condition. (A phrase book of every condition's code in the
+# cell, tried first, was copied whole into each reply, up to the reply's token cap, and
+# not read: the root took the example's own condition anyway.)
+_PAIR_COUNTS = """from collections import Counter, defaultdict
+n = defaultdict(Counter)  # shop -> how many of its reviews have each label
+days = defaultdict(list)  # (shop, label) -> the days of those reviews
+for r in rows:
+    n[int(r["Shop"])][r["label"]] += 1
+    days[int(r["Shop"]), r["label"]].append(parse_date(r["Day"]))
+"""
+
+# A condition of a pairs question as its example shows it, picked by the question's words
+# (quoted labels left out): the words, the condition as a question writes it, and in code,
+# over labels {x} and {y}. The first that matches is shown. The 1.5B root copies its
+# example's condition whatever its question says ("exactly 2" for "at least one ... dated
+# after"), so the example's condition has the question's
+# form and the root changes only its labels, numbers and dates.
+_DAY = "Mar 01, 2022"
+PAIR_CONDITIONS: tuple[tuple[str, str, str], ...] = (
+    (r"\bexactly\b", "exactly 2 reviews with the label '{x}'", 'n[s]["{x}"] == 2'),
+    (r"\bbefore\b", f"a review with the label '{{x}}' dated before {_DAY}",
+     f'any(d < parse_date("{_DAY}") for d in days[s, "{{x}}"])'),
+    (r"\bon or after\b", f"a review with the label '{{x}}' dated on or after {_DAY}",
+     f'any(d >= parse_date("{_DAY}") for d in days[s, "{{x}}"])'),
+    (r"\bafter\b", f"at least one review with the label '{{x}}' dated after {_DAY}",
+     f'any(d > parse_date("{_DAY}") for d in days[s, "{{x}}"])'),
+    (r"\b(?:none|no)\b", "at least one review with the label '{x}' but none with the label '{y}'",
+     'n[s]["{x}"] >= 1 and n[s]["{y}"] == 0'),
+    (r"\bor\b", "at least one review with the label '{x}' or the label '{y}'",
+     'n[s]["{x}"] >= 1 or n[s]["{y}"] >= 1'),
+    (r"", "at least one review with the label '{x}'", 'n[s]["{x}"] >= 1'),
+)  # fmt: skip
+
+
+def pair_condition(words: str, x: str, y: str) -> tuple[str, str]:
+    """The example's condition for a question's condition `words`: in words, in code."""
+    bare = re.sub(r"'[^']*'|\"[^\"]*\"", "", words)
+    for pattern, phrase, code in PAIR_CONDITIONS:
+        if re.search(pattern, bare, re.IGNORECASE):
+            return phrase.format(x=x, y=y), code.format(x=x, y=y)
+    raise AssertionError("the last condition matches anything")
+
+
+def _condition_sentence(query: str) -> str:
+    """The question's sentence that asks for pairs, from its condition on ("where ...")."""
+    for sentence in re.split(r"(?<=[.?!])\s+", query):
+        if _PAIRS.search(sentence):
+            return re.split(r"\b(?:where|who|whose|such that)\b", sentence, maxsplit=1)[-1]
+    return query
+
+
+def _pair_cell(query: str, ordered: bool) -> tuple[str, str]:
+    """The question of a pairs example in the form of `query`'s, and its second cell."""
+    words = _condition_sentence(query)
+    if not ordered:
+        phrase, code = pair_condition(words, "delivery", "quality")
+        question = (
+            f"List all pairs of shops where both shops have {phrase}. List each pair once, "
+            "lower shop first, one per line in the form (shop_1, shop_2)."
+        )
+        cell = f"""# The question's condition in its own words, then in code:
+# "{phrase}"
+shops = sorted(s for s in n if {code})
 pairs = [f"({{a}}, {{b}})" for i, a in enumerate(shops) for b in shops[i + 1:]]
 answer = "\\n".join(pairs)
-print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])
-```
-Output:
-9 shops, 36 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']
-Reply:
-FINAL_VAR("answer")"""
+print(len(shops), "shops,", len(pairs), "pairs:", pairs[:3])"""
+        return question, _PAIR_COUNTS + cell
+    # Each role's condition from its own part of the sentence ("the first ..., and the
+    # second ..."): shown one list of unordered pairs, the root wrote the first role's
+    # condition alone.
+    parts = re.split(r"\bsecond\b", words, maxsplit=1)
+    first_phrase, first_code = pair_condition(parts[0], "delivery", "quality")
+    second_phrase, second_code = pair_condition(parts[-1], "quality", "delivery")
+    question = (
+        "List all ordered pairs of shops (first shop, second shop) where the first shop has "
+        f"{first_phrase}, and the second shop has {second_phrase}. List each pair once in the "
+        "form (first shop, second shop), one per line."
+    )
+    cell = f"""# Each role's condition in the question's own words, then in code:
+# first: "{first_phrase}"
+firsts = sorted(s for s in n if {first_code})
+# second: "{second_phrase}"
+seconds = sorted(s for s in n if {second_code})
+pairs = [f"({{a}}, {{b}})" for a in firsts for b in seconds if a != b]
+answer = "\\n".join(pairs)
+print(len(firsts), "first,", len(seconds), "second,", len(pairs), "pairs:", pairs[:3])"""
+    return question, _PAIR_COUNTS + cell
 
-_PAIRS_EXAMPLE_NO_SUB = _PAIRS_EXAMPLE.replace(
-    """# No field states the label: the helper model judges each review's text.
-labels = llm_classify([r["Review"] for r in rows], ["delivery", "price and value", "quality"])""",
-    """# No field states the label: judge each review by its words.
+
+# Labelling by the records' words, where a run makes no sub-calls.
+_LABEL_BY_WORDS = """rows = records(context)
+# No field states the label: judge each review by its words.
 def label(text):
     text = text.lower()
-    if any(w in text for w in ("price", "cheap", "expensive", "cost")):
-        return "price and value"
-    return "other"
-labels = [label(r["Review"]) for r in rows]""",
-)
+    if any(w in text for w in ("late", "parcel", "arrived", "courier")):
+        return "delivery"
+    if any(w in text for w in ("broke", "works", "sturdy", "cheaply made")):
+        return "quality"
+    return "price and value"
+for r in rows:
+    r["label"] = label(r["Review"])"""
+
+_PAIRS_OUTPUT = {
+    False: "7 shops, 21 pairs: ['(3, 8)', '(3, 12)', '(3, 15)']",
+    True: "7 first, 12 second, 80 pairs: ['(3, 5)', '(3, 8)', '(3, 11)']",
+}
+
+
+def pairs_example(query: str, ordered: bool, sub_calls: bool) -> str:
+    """A pairs example in the form of `query`: the labelling step and its output, then the
+    condition's cell (with sub-calls); labels judged by words, then that cell, in one turn
+    (without)."""
+    question, cell = _pair_cell(query, ordered)
+    if sub_calls:
+        steps = f"```repl\n{_LABEL_ROWS}\n```\nOutput:\n{_LABELLED_OUTPUT}\n```repl\n{cell}\n```"
+    else:
+        steps = f"```repl\n{_LABEL_BY_WORDS}\n{cell}\n```"
+    output = _PAIRS_OUTPUT[ordered]
+    return (
+        f'Question: {_REVIEWS} {question}\n{steps}\nOutput:\n{output}\nReply:\nFINAL_VAR("answer")'
+    )
+
 
 # A chain is followed with plain `re`, in code for the context's shape: shown `search()`,
 # the 1.5B model wrote its own search() and FINAL() over a made-up context, every time.
@@ -382,6 +483,23 @@ def label_rows_step(query: str, info: ContextInfo) -> str | None:
     return label_rows_code(field, labels)
 
 
+def label_pairs_step(query: str, info: ContextInfo) -> str | None:
+    """A pairs question opens like a judged count, with every row labelled, unless a field
+    of the records states the labels (then there is nothing to judge)."""
+    if _stated_field(query, info.structure):
+        return None
+    return label_rows_step(query, info)
+
+
+# After each output of a pairs question, the answer first: told only to write the
+# condition's code, the root wrote it again after its pairs were printed, to its last turn.
+_PAIRS_FOLLOW_UP = (
+    'If the output shows the pairs for the question\'s condition, reply FINAL_VAR("answer") '
+    "now. If not, write code for the condition: `rows` is ready and each row's 'label' is "
+    "set; count each user's labels, write the question's condition in code as the example "
+    "does, and build the pairs"
+)
+
 # After the labelled rows, what a small root is told, the action first: it echoed a
 # follow-up that began with what was done ("The rows are labelled ...") instead of acting.
 _JUDGED_FOLLOW_UP = (
@@ -389,6 +507,35 @@ _JUDGED_FOLLOW_UP = (
     "question asks about some rows only (dates, users), write code that counts those: `rows` "
     "is ready and each row's 'label' is set"
 )
+
+
+def _pairs_kind(name: str, description: str, condition: str, ordered: bool) -> Kind:
+    """A kind of pairs question: the rows labelled (the first step, with sub-calls; by their
+    words, without), then the users the condition keeps, then the pairs. Its example has the
+    question's form (`pairs_example`)."""
+    return Kind(
+        name,
+        description,
+        ("records", "parse_date", "llm_classify"),
+        "1. Make the records into rows; label their texts with llm_classify if the "
+        f"condition needs a class they do not state.\n2. {condition}\n3. Build the pairs in "
+        'a variable and reply FINAL_VAR("answer").',
+        pairs_example("", ordered, True),
+        example_for=lambda shape, query: pairs_example(query, ordered, True),
+        first_step=label_pairs_step,
+        follow_up=_PAIRS_FOLLOW_UP,
+        without_sub_calls=Kind(
+            name,
+            "",
+            ("records", "parse_date"),
+            "1. Make the records into rows; decide their texts' classes with code (the words "
+            f"they use) if the condition needs a class they do not state.\n2. {condition}\n3. "
+            'Build the pairs in a variable and reply FINAL_VAR("answer").',
+            pairs_example("", ordered, False),
+            example_for=lambda shape, query: pairs_example(query, ordered, False),
+        ),
+    )
+
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
@@ -439,30 +586,21 @@ KINDS: dict[str, Kind] = {
                 _JUDGE_EXAMPLE_NO_SUB,
             ),
         ),
-        Kind(
+        _pairs_kind(
             "pairs",
             "list all pairs of users, shops or items that meet a condition, e.g. 'List all "
             "pairs of users who both ...'",
-            ("records", "parse_date", "llm_classify"),
-            "1. Make the records into rows; label their texts with llm_classify if the "
-            "condition needs a class they do not state.\n2. Collect the users that meet the "
-            "condition and build the pairs in code.\n3. Put the pairs in a variable and "
-            'reply FINAL_VAR("name").',
-            _PAIRS_EXAMPLE,
-            # No first step: opened with the labelled rows, the 1.5B root copied the
-            # example's next cell whole (its "at least one" for "exactly 1", unordered pairs
-            # for ordered ones), F1 0.02 and 0.00 on two examples it had scored 0.20 and
-            # 0.29 on writing all of its code.
-            without_sub_calls=Kind(
-                "pairs",
-                "",
-                ("records", "parse_date"),
-                "1. Make the records into rows; decide their texts' classes with code (the "
-                "words they use) if the condition needs a class they do not state.\n2. Collect "
-                "the users that meet the condition and build the pairs in code.\n3. Put the "
-                'pairs in a variable and reply FINAL_VAR("name").',
-                _PAIRS_EXAMPLE_NO_SUB,
-            ),
+            "Count each user's labels, write the question's condition in code as the example "
+            "does, and keep the users that meet it.",
+            ordered=False,
+        ),
+        _pairs_kind(
+            "ordered pairs",
+            "list the ordered pairs (first, second) of users where the first meets one "
+            "condition and the second another",
+            "Count each user's labels and write each role's condition in code as the example "
+            "does: keep the users that can come first and those that can come second.",
+            ordered=True,
         ),
         Kind(
             "chain",
@@ -492,7 +630,7 @@ KINDS: dict[str, Kind] = {
                 "FINAL(answer) with the exact words of the text.",
                 _chain_example("str"),
                 plain=True,
-                example_for=_chain_example,
+                example_for=lambda shape, query: _chain_example(shape),
                 # Shown the first hop's answer, it reran the same search until asked for an
                 # answer, then gave that hop's.
                 follow_up="If the output states what the question asks, reply FINAL(answer). "
@@ -542,9 +680,9 @@ def steps_of(kind: Kind, sub_calls: bool) -> str:
     return taught(kind, sub_calls).steps
 
 
-def example_of(kind: Kind, sub_calls: bool, shape: str = "str") -> str:
+def example_of(kind: Kind, sub_calls: bool, shape: str = "str", query: str = "") -> str:
     kind = taught(kind, sub_calls)
-    return kind.example_for(shape) if kind.example_for is not None else kind.example
+    return kind.example_for(shape, query) if kind.example_for is not None else kind.example
 
 
 # --- picking the kind ------------------------------------------------------------------
@@ -553,7 +691,6 @@ SOURCE_SUFFIXES = (
     ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".go", ".rs", ".c", ".h", ".cc", ".cpp",
     ".hpp", ".rb", ".php", ".cs", ".kt", ".swift", ".scala", ".sh", ".lua", ".pl", ".m",
 )  # fmt: skip
-_PAIRS = re.compile(r"\bpairs?\b", re.IGNORECASE)
 # A call written in the question, such as `pkg.mod.f(2)`: a question for running code.
 _CALL = re.compile(r"\b[A-Za-z_][\w.]*\.[A-Za-z_]\w*\([^()]*\)")
 _FIELD = re.compile(r"([A-Za-z][\w .'/-]{0,30}?): <([^>]*)>")
@@ -576,6 +713,8 @@ def pick_kind(query: str, info: ContextInfo) -> Pick:
             return Pick("run", "source files, and the question names a call")
         return Pick("code", "the context is source files")
     if info.structure.startswith("One record per line"):
+        if _ORDERED_PAIRS.search(query):
+            return Pick("ordered pairs", "records, and the question asks for ordered pairs")
         if _PAIRS.search(query):
             return Pick("pairs", "records, and the question asks for pairs")
         stated = _stated_field(query, info.structure)

@@ -37,6 +37,7 @@ class PromptSetup:
     # gives the single-example prompt.
     kind: str | None = None
     shape: str = "str"  # the context's: "str", "list" or "dict" (examples' code follows it)
+    query: str = ""  # the question (a pairs example's condition follows its words)
 
 
 # How much of a cell's output the model reads per turn, unless the user says otherwise. A
@@ -143,7 +144,7 @@ def _small_system_prompt(setup: PromptSetup) -> str:
         max_output_chars=setup.max_output_chars,
         functions=functions,
         steps=guides.steps_of(kind, setup.allow_sub_calls),
-        example=guides.example_of(kind, setup.allow_sub_calls, setup.shape),
+        example=guides.example_of(kind, setup.allow_sub_calls, setup.shape, setup.query),
     )
     if setup.tools:
         listed = "\n".join(f"- {name}: {doc}" for name, doc in setup.tools.items())

@@ -247,6 +247,7 @@ class Run:
             models=shared.declared_models,
             kind=kind,
             shape=self.info.kind,
+            query=self.query,
         )
         answer_format = self.output.instruction() if self.output is not None else None
         more_turns = settings.max_iterations
