@@ -459,3 +459,21 @@ def test_a_small_roots_pairs_question_opens_with_the_rows_labelled_and_ends_on_i
     )
     assert "If the output shows the pairs" in first_call[-1]["content"]
     assert 'n[s]["delivery"] == 2' in first_call[0]["content"]  # the example says "exactly"
+
+
+def test_a_pairs_run_whose_turns_end_answers_with_its_answer_variable():
+    query = (
+        "Each review is one of: delivery, price, quality. List all pairs of shops where both "
+        "shops have exactly 3 reviews with the label 'delivery'."
+    )
+    cell = repl('answer = "(1, 4)"\nprint(1, "pairs")')
+    root = ScriptedLM([cell, cell, cell, '{"answer": "There are no such pairs."}'])
+    root.prompt_family = "small"
+    result = RLM(root, ScriptedLM(review_labeller), repl="inprocess").run(query, REVIEWS)
+    assert result.forced and result.answer == "(1, 4)"
+    assert len(root.calls) == 3  # the forced reply was not asked for
+    # A run that never assigned it is asked, as before.
+    other = ScriptedLM([repl("print(2)")] * 3 + ['{"answer": "(2, 3)"}'])
+    other.prompt_family = "small"
+    result = RLM(other, ScriptedLM(review_labeller), repl="inprocess").run(query, REVIEWS)
+    assert result.forced and result.answer == "(2, 3)" and len(other.calls) == 4

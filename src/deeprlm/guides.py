@@ -57,6 +57,9 @@ class Kind:
     # for a kind whose first step is always the same (None where the question does not say
     # enough to write it): it runs for the root, which reads its output and goes on.
     first_step: Callable[[str, ContextInfo], str | None] | None = None
+    # The variable the kind's example leaves its answer in: a run whose turns end without
+    # a final answer answers with it, if its code assigned it.
+    answer_variable: str | None = None
 
 
 def taught(kind: Kind, sub_calls: bool) -> Kind:
@@ -524,6 +527,9 @@ def _pairs_kind(name: str, description: str, condition: str, ordered: bool) -> K
         example_for=lambda shape, query: pairs_example(query, ordered, True),
         first_step=label_pairs_step,
         follow_up=_PAIRS_FOLLOW_UP,
+        # Its pairs computed and printed, the 1.5B root reran the code to its last turn
+        # and then wrote a sentence ("There are no pairs ...") as its forced answer.
+        answer_variable="answer",
         without_sub_calls=Kind(
             name,
             "",
@@ -533,6 +539,7 @@ def _pairs_kind(name: str, description: str, condition: str, ordered: bool) -> K
             'Build the pairs in a variable and reply FINAL_VAR("answer").',
             pairs_example("", ordered, False),
             example_for=lambda shape, query: pairs_example(query, ordered, False),
+            answer_variable="answer",
         ),
     )
 
@@ -663,6 +670,11 @@ DEFAULT_KIND = "lookup"
 def follow_up_of(kind: str | None, sub_calls: bool = True) -> str:
     found = KINDS.get(kind) if kind else None
     return taught(found, sub_calls).follow_up if found is not None else FOLLOW_UP
+
+
+def answer_variable_of(kind: str | None, sub_calls: bool) -> str | None:
+    found = KINDS.get(kind) if kind else None
+    return taught(found, sub_calls).answer_variable if found is not None else None
 
 
 def functions_of(kind: Kind, sub_calls: bool) -> list[str]:

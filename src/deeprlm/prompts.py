@@ -451,6 +451,9 @@ class RootWording:
         self.answers_need_output = small
         self.answer_lead = answer_lead(query)
         self.forced_answer_as_json = small
+        self.answer_variable = (
+            guides.answer_variable_of(setup.kind, setup.allow_sub_calls) if small else None
+        )
 
     def opening(self) -> list[Message]:
         first = first_message(self.query, self.info, self.recap)

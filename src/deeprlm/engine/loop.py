@@ -136,6 +136,10 @@ class Wording(Protocol):
     # echoes its output and ends with "Answer: 94" has answered; a reply of several lines
     # is otherwise not taken for an answer.
     answer_lead: str | None
+    # The variable the root was taught to leave its answer in (a pairs list), if any: when
+    # the turns run out and its code assigned it, that is the answer, without the forced
+    # reply (a small root's was a sentence made up beside pairs it had computed).
+    answer_variable: str | None
 
 
 # Words that say nothing about where an answer came from.
@@ -384,6 +388,12 @@ class TurnLoop:
         return None, cells, notes
 
     async def _force_final(self, messages: list[Message]) -> Outcome:
+        name = self.wording.answer_variable
+        if name and name in self._assigned:
+            cell = await self._cell(f"FINAL_VAR({name!r})", self.iterations)
+            answer = cell.final
+            if answer and not is_placeholder(answer) and self._refusal(answer) is None:
+                return Outcome(answer, self.iterations, forced=True)
         request = self.wording.forced_final()
         if request is None:
             return Outcome(self.last_reply, self.iterations, forced=True)

@@ -104,6 +104,7 @@ class CodeActWording:
     # The baseline keeps the plain loop: FINAL ends it, the turns bound it.
     bare_reply_answers = False
     answer_lead: str | None = None
+    answer_variable: str | None = None
     forced_answer_as_json = False
     first_block_only = False
     repeat_ends_turns = False
