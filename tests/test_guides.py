@@ -82,7 +82,11 @@ def test_a_judged_count_opens_with_every_row_labelled_by_the_questions_labels():
     assert guides.first_step_of("pairs", True, pairs, describe(REVIEWS)) == step
     stated = REVIEWS.replace(" || Review:", " || Kind: delivery || Review:")
     stated_pairs = pairs + " Each review states its kind."
-    assert guides.first_step_of("pairs", True, stated_pairs, describe(stated)) is None
+    stated_step = guides.first_step_of("pairs", True, stated_pairs, describe(stated))
+    assert 'r["label"] = r["Kind"]' in stated_step and "llm_classify" not in stated_step
+    namespace = {"records": records, "context": stated}
+    exec(stated_step, namespace)
+    assert {r["label"] for r in namespace["rows"]} == {"delivery"}
     assert guides.first_step_of("pairs", False, pairs, describe(REVIEWS)) is None
     # Without sub-calls the root labels by hand, and without a label list it writes it all.
     assert guides.first_step_of("judge", False, query, describe(REVIEWS)) is None

@@ -487,11 +487,26 @@ def label_rows_step(query: str, info: ContextInfo) -> str | None:
 
 
 def label_pairs_step(query: str, info: ContextInfo) -> str | None:
-    """A pairs question opens like a judged count, with every row labelled, unless a field
-    of the records states the labels (then there is nothing to judge)."""
-    if _stated_field(query, info.structure):
-        return None
+    """A pairs question opens like a judged count, with every row labelled; where a field
+    of the records states the labels, each row's label is that field's value (nothing to
+    judge, and the example's next cell reads `r["label"]` either way)."""
+    stated = _stated_field(query, info.structure)
+    if stated:
+        return stated_rows_code(stated)
     return label_rows_step(query, info)
+
+
+def stated_rows_code(field: str) -> str:
+    """Every record made a row whose label is its `field`; the counts as `label_rows_code`
+    prints them."""
+    return (
+        "from collections import Counter\n"
+        "rows = records(context)\n"
+        "for r in rows:\n"
+        f'    r["label"] = r[{_literal(field)}]\n'
+        'print(len(rows), "rows; their fields:", list(rows[0]))\n'
+        'print("labels, most common first:", Counter(r["label"] for r in rows).most_common())'
+    )
 
 
 # After each output of a pairs question, the answer first: told only to write the
