@@ -457,7 +457,11 @@ def test_a_small_roots_pairs_question_opens_with_the_rows_labelled_and_ends_on_i
         'llm_classify([r["Review"] for r in rows], ["delivery", "price", "quality"])'
         in (first_call[-2]["content"])
     )
-    assert "If the output shows the pairs" in first_call[-1]["content"]
+    # After the labelled rows: write the condition (the counts are no answer); after the
+    # pairs: name them.
+    assert "Now write code for the question's condition" in first_call[-1]["content"]
+    assert "If the output shows the pairs" not in first_call[-1]["content"]
+    assert "If the output shows the pairs" in root.calls[1][-1]["content"]
     assert 'n[s]["delivery"] == 2' in first_call[0]["content"]  # the example says "exactly"
 
 

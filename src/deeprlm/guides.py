@@ -50,6 +50,9 @@ class Kind:
     example_for: Callable[[str, str], str] | None = None
     # What a small root is told after each output, below the question.
     follow_up: str = FOLLOW_UP
+    # What it is told after its first turn's output instead, where that differs (the
+    # first step's output is never the answer).
+    first_follow_up: str | None = None
     # How the kind is taught when a run allows no sub-calls, if not as above minus the
     # functions that make them.
     without_sub_calls: Kind | None = None
@@ -518,6 +521,15 @@ _PAIRS_FOLLOW_UP = (
     "does, and build the pairs"
 )
 
+# After the labelled rows: invited to reply FINAL_VAR("answer") if the output showed the
+# pairs, the 1.5B root said it did (it showed label counts) and named `answer` before any
+# code had assigned it, to its last turn.
+_PAIRS_FIRST_FOLLOW_UP = (
+    "Now write code for the question's condition: `rows` is ready and each row's 'label' is "
+    "set; count each user's labels, write the question's condition in code as the example "
+    "does, and build the pairs"
+)
+
 # After the labelled rows, what a small root is told, the action first: it echoed a
 # follow-up that began with what was done ("The rows are labelled ...") instead of acting.
 _JUDGED_FOLLOW_UP = (
@@ -542,6 +554,7 @@ def _pairs_kind(name: str, description: str, condition: str, ordered: bool) -> K
         example_for=lambda shape, query: pairs_example(query, ordered, True),
         first_step=label_pairs_step,
         follow_up=_PAIRS_FOLLOW_UP,
+        first_follow_up=_PAIRS_FIRST_FOLLOW_UP,
         # Its pairs computed and printed, the 1.5B root reran the code to its last turn
         # and then wrote a sentence ("There are no pairs ...") as its forced answer.
         answer_variable="answer",
@@ -682,9 +695,15 @@ KINDS: dict[str, Kind] = {
 DEFAULT_KIND = "lookup"
 
 
-def follow_up_of(kind: str | None, sub_calls: bool = True) -> str:
+def follow_up_of(kind: str | None, sub_calls: bool = True, first: bool = False) -> str:
+    """What a small root is told after an output (`first`: its first turn's)."""
     found = KINDS.get(kind) if kind else None
-    return taught(found, sub_calls).follow_up if found is not None else FOLLOW_UP
+    if found is None:
+        return FOLLOW_UP
+    taught_kind = taught(found, sub_calls)
+    if first and taught_kind.first_follow_up is not None:
+        return taught_kind.first_follow_up
+    return taught_kind.follow_up
 
 
 def answer_variable_of(kind: str | None, sub_calls: bool) -> str | None:

@@ -482,7 +482,9 @@ class RootWording:
             notes,
             family=self.setup.family,
             query=self.query,
-            follow_up=guides.follow_up_of(self.setup.kind, self.setup.allow_sub_calls),
+            follow_up=guides.follow_up_of(
+                self.setup.kind, self.setup.allow_sub_calls, first=iteration == 1
+            ),
         )
 
     def no_code(self) -> str:
