@@ -214,8 +214,8 @@ for r in rows:
 # (quoted labels left out): the words, the condition as a question writes it, and in code,
 # over labels {x} and {y}. The first that matches is shown. The 1.5B root copies its
 # example's condition whatever its question says ("exactly 2" for "at least one ... dated
-# after"), so the example's condition has the question's
-# form and the root changes only its labels, numbers and dates.
+# after"), so the example's condition has the question's form and the root changes only
+# its labels, numbers and dates.
 _DAY = "Mar 01, 2022"
 PAIR_CONDITIONS: tuple[tuple[str, str, str], ...] = (
     (r"\bexactly\b", "exactly 2 reviews with the label '{x}'", 'n[s]["{x}"] == 2'),
@@ -512,23 +512,21 @@ def stated_rows_code(field: str) -> str:
     )
 
 
+# What a pairs root is told to do when its output is not yet the pairs.
+_PAIRS_CODE = (
+    "`rows` is ready and each row's 'label' is set; count each user's labels, write the "
+    "question's condition in code as the example does, and build the pairs"
+)
 # After each output of a pairs question, the answer first: told only to write the
 # condition's code, the root wrote it again after its pairs were printed, to its last turn.
 _PAIRS_FOLLOW_UP = (
     'If the output shows the pairs for the question\'s condition, reply FINAL_VAR("answer") '
-    "now. If not, write code for the condition: `rows` is ready and each row's 'label' is "
-    "set; count each user's labels, write the question's condition in code as the example "
-    "does, and build the pairs"
+    f"now. If not, write code for the condition: {_PAIRS_CODE}"
 )
-
 # After the labelled rows: invited to reply FINAL_VAR("answer") if the output showed the
 # pairs, the 1.5B root said it did (it showed label counts) and named `answer` before any
 # code had assigned it, to its last turn.
-_PAIRS_FIRST_FOLLOW_UP = (
-    "Now write code for the question's condition: `rows` is ready and each row's 'label' is "
-    "set; count each user's labels, write the question's condition in code as the example "
-    "does, and build the pairs"
-)
+_PAIRS_FIRST_FOLLOW_UP = f"Now write code for the question's condition: {_PAIRS_CODE}"
 
 # After the labelled rows, what a small root is told, the action first: it echoed a
 # follow-up that began with what was done ("The rows are labelled ...") instead of acting.
@@ -695,20 +693,25 @@ KINDS: dict[str, Kind] = {
 DEFAULT_KIND = "lookup"
 
 
+def _taught_named(kind: str | None, sub_calls: bool) -> Kind | None:
+    """The kind of that name as the run teaches it; None for no kind or an unknown one."""
+    found = KINDS.get(kind) if kind else None
+    return taught(found, sub_calls) if found is not None else None
+
+
 def follow_up_of(kind: str | None, sub_calls: bool = True, first: bool = False) -> str:
     """What a small root is told after an output (`first`: its first turn's)."""
-    found = KINDS.get(kind) if kind else None
+    found = _taught_named(kind, sub_calls)
     if found is None:
         return FOLLOW_UP
-    taught_kind = taught(found, sub_calls)
-    if first and taught_kind.first_follow_up is not None:
-        return taught_kind.first_follow_up
-    return taught_kind.follow_up
+    if first and found.first_follow_up is not None:
+        return found.first_follow_up
+    return found.follow_up
 
 
 def answer_variable_of(kind: str | None, sub_calls: bool) -> str | None:
-    found = KINDS.get(kind) if kind else None
-    return taught(found, sub_calls).answer_variable if found is not None else None
+    found = _taught_named(kind, sub_calls)
+    return found.answer_variable if found is not None else None
 
 
 def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
@@ -717,8 +720,8 @@ def functions_of(kind: Kind, sub_calls: bool) -> list[str]:
 
 
 def first_step_of(kind: str | None, sub_calls: bool, query: str, info: ContextInfo) -> str | None:
-    found = KINDS.get(kind) if kind else None
-    step = taught(found, sub_calls).first_step if found is not None else None
+    found = _taught_named(kind, sub_calls)
+    step = found.first_step if found is not None else None
     return step(query, info) if step is not None else None
 
 
