@@ -11,9 +11,11 @@ import time
 
 import pytest
 
+from deeprlm import cli
 from deeprlm.cli import build_parser
 from deeprlm.flags import flag_of, settings_from_flags
-from deeprlm.settings import Settings, table
+from deeprlm.settings import IN_PROCESS_CELL_TIMEOUT_S, Settings, table
+from deeprlm_bench.cli import config_from_args
 
 from conftest import deeprlm, outputs, repl
 from fake_server import last_user_text
@@ -213,6 +215,23 @@ def test_a_server_that_fails_exits_1_with_one_line(chat_server, tmp_path):
     assert "not a valid completion" in done.stderr or "not a chat completion" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "wanted"),
+    [
+        ([], IN_PROCESS_CELL_TIMEOUT_S),  # the embedded model, the default
+        (["--sub-model", "gguf:/models/m.gguf", "--model", "openai/m"], IN_PROCESS_CELL_TIMEOUT_S),
+        (["--cell-timeout", "40"], 40.0),
+        (["--model", "openai/m"], 300.0),
+    ],
+)
+def test_ask_and_bench_give_cells_of_a_model_in_this_process_longer_unless_told(flags, wanted):
+    # What the command's own deadline watch (in-process code) and the run are given.
+    args = build_parser("ask").parse_args(["ask", "q", *flags])
+    assert cli._ask_settings(args).cell_timeout_s == wanted
+    args = build_parser("bench").parse_args(["bench", "run", "--out", "unused", *flags])
+    assert config_from_args(args).settings.cell_timeout_s == wanted
+
+
 def test_every_setting_has_a_flag_and_each_flag_reaches_the_settings(tmp_path):
     given = {
         "--max-iterations": "7",
@@ -366,7 +385,6 @@ def test_json_prints_one_object_even_for_bad_input(tmp_path):
 
 
 def test_sub_models_are_named_repeatable_and_comma_separated():
-    from deeprlm.cli import build_parser
 
     args = build_parser().parse_args(
         ["ask", "q", "--sub-models", "fast=openai/a,big=anthropic/b", "--sub-models", "z=local"]

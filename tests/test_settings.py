@@ -11,6 +11,7 @@ import pytest
 from deeprlm import RLM, InputError, ScriptedLM, Settings
 from deeprlm.repl.inprocess import InProcessREPL
 from deeprlm.repl.sandbox import SandboxREPL, SandboxSettings
+from deeprlm.settings import IN_PROCESS_CELL_TIMEOUT_S
 from deeprlm.trace.events import CellEnded, RunStarted
 
 from conftest import repl
@@ -29,6 +30,39 @@ def test_one_cell_timeout_bounds_cells_in_both_repl_kinds(monkeypatch, cls):
     root = ScriptedLM([repl("x = 1"), "FINAL(ok)"])
     assert RLM(root, repl=cls.kind).run("q", "ctx").answer == "ok"
     assert seen == [Settings().cell_timeout_s] == [300.0]
+
+
+class InProcessLM(ScriptedLM):
+    """A model computing in this process, as llama.cpp does (slow on a CPU)."""
+
+    in_process = True
+
+
+@pytest.mark.parametrize(
+    ("root", "given", "named", "wanted"),
+    [
+        (InProcessLM, {}, {}, IN_PROCESS_CELL_TIMEOUT_S),
+        (InProcessLM, {"cell_timeout_s": 5.0}, {}, 5.0),
+        (ScriptedLM, {}, {}, 300.0),
+        # A named model is known to run here from its spec, before it is made.
+        (ScriptedLM, {}, {"fast": "gguf:/models/never-loaded.gguf"}, IN_PROCESS_CELL_TIMEOUT_S),
+    ],
+)
+def test_a_model_in_this_process_gives_cells_longer_unless_the_caller_says(
+    monkeypatch, root, given, named, wanted
+):
+    seen: list[float | None] = []
+    original = InProcessREPL.run
+
+    async def run(self: Any, code: str, timeout: float | None = None) -> Any:
+        seen.append(timeout)
+        return await original(self, code, timeout)
+
+    monkeypatch.setattr(InProcessREPL, "run", run)
+    rlm = RLM(root([repl("x = 1"), "FINAL(ok)"]), models=named, repl="inprocess", **given)
+    assert rlm.run("q", "ctx").answer == "ok"
+    assert seen == [wanted]
+    assert rlm.settings.cell_timeout_s == wanted
 
 
 def test_sandbox_settings_are_set_from_rlm_and_reach_the_worker():

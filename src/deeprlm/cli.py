@@ -45,12 +45,12 @@ from deeprlm.flags import (
     prices_from_flags,
     settings_from_flags,
 )
-from deeprlm.lm.specs import DEFAULT_MODEL
+from deeprlm.lm.specs import DEFAULT_MODEL, any_in_process
 from deeprlm.output import OutputSchema
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.session import Session, read_session, rlm_from
 from deeprlm.session.store import TRACE_FILE, folder_of, new_id
-from deeprlm.settings import SESSION, Settings, table
+from deeprlm.settings import SESSION, Settings, for_models, table
 from deeprlm.trace.console import console_sink
 from deeprlm.trace.events import Event
 from deeprlm.trace.jsonl import check_trace_path
@@ -452,7 +452,9 @@ def _ask_settings(args: argparse.Namespace) -> Settings:
     if args.resume:  # the run's own settings, unless given (its REPL kind, say)
         given = {**resume.recorded_settings(resume.read(args.resume)), **given}
     if not args.session:
-        return Settings.from_kwargs(**given)
+        # The models are made later; their specs say whether one computes in this process.
+        specs = (args.model or DEFAULT_MODEL, args.sub_model, *named_models(args).values())
+        return for_models(Settings.from_kwargs(**given), given, in_process=any_in_process(specs))
     saved = read_session(args.session)
     known = {row.name for row in table()}
     settings = {k: v for k, v in saved.rlm["settings"].items() if k in known}

@@ -29,10 +29,10 @@ from deeprlm.engine.run import AttachedREPL
 from deeprlm.engine.shared import Permits
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
-from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
+from deeprlm.lm.specs import DEFAULT_MODEL, any_in_process, check_spec, resolve_lm
 from deeprlm.output import OutputSchema, as_output
 from deeprlm.repl import ContextValue
-from deeprlm.settings import Settings
+from deeprlm.settings import Settings, for_models
 from deeprlm.tools import ToolsArg, normalize_tools
 from deeprlm.trace.events import Event, Note
 from deeprlm.trace.jsonl import JsonlSink, check_trace_path
@@ -156,6 +156,11 @@ class RLM:
             # growing conversation cached (see `LM.for_role`).
             self.sub_model = self.model.for_role("sub")
         self.models = check_models(models or {})
+        self.settings = for_models(
+            self.settings,
+            settings,
+            in_process=any_in_process((self.model, self.sub_model, *self.models.values())),
+        )
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")
         if self.settings.max_usd is not None or self.settings.session_max_usd is not None:

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from deeprlm.errors import InputError
@@ -29,6 +29,12 @@ CALLS = "model calls: deadlines and retries (429s, 5xx, dropped connections, tim
 BUDGETS = "budgets shared by the whole run tree (reaching one ends the run with a LimitError)"
 CODE = "where the model's code runs"
 SESSION = "sessions (totals across a session's questions; reaching one ends the question)"
+
+# A model computing on this machine's CPU (llama.cpp, in process) labels about two short
+# items a second on 2 cores, so one map over the records of a 16k-token input takes minutes:
+# past the usual cell timeout, which would turn the last items into errors. Its runs get
+# this one unless the caller sets it.
+IN_PROCESS_CELL_TIMEOUT_S = 1800.0
 
 
 def setting(
@@ -78,7 +84,8 @@ class Settings:
     cell_timeout_s: float | None = setting(
         300.0,
         help="wall clock per cell, wherever the code runs; a cell over it is stopped and the "
-        "run goes on",
+        f"run goes on ({IN_PROCESS_CELL_TIMEOUT_S:g} with a model run in this process, whose "
+        "maps take minutes on a CPU)",
         section=LOOP,
         check="positive",
     )
@@ -240,6 +247,14 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def for_models(settings: Settings, given: Iterable[str], *, in_process: bool) -> Settings:
+    """`settings` with the defaults that depend on the models (a longer cell timeout when
+    one of them computes in this process), for each setting not in `given`."""
+    if in_process and "cell_timeout_s" not in set(given):
+        return replace(settings, cell_timeout_s=IN_PROCESS_CELL_TIMEOUT_S)
+    return settings
 
 
 def check_rows(table: Any) -> None:

@@ -21,8 +21,8 @@ from deeprlm.batch.cli import add_executor_flags
 from deeprlm.batch.executors import executor_for
 from deeprlm.errors import InputError
 from deeprlm.flags import add_setting_flags, settings_from_flags
-from deeprlm.lm.specs import DEFAULT_MODEL
-from deeprlm.settings import Settings
+from deeprlm.lm.specs import DEFAULT_MODEL, any_in_process
+from deeprlm.settings import Settings, for_models
 from deeprlm_bench import extra
 from deeprlm_bench.example import example_seed
 from deeprlm_bench.methods import BUDGET, METHODS
@@ -142,6 +142,8 @@ def register(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    given = settings_from_flags(args)
+    in_process = any_in_process((args.model, args.sub_model))
     return RunConfig(
         tasks=_names(args.tasks, TASKS, "task"),
         lengths=_lengths(args.lengths),
@@ -151,7 +153,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model,
         sub_model=args.sub_model,
         base_url=args.base_url,
-        settings=Settings(**settings_from_flags(args)),
+        settings=for_models(Settings(**given), given, in_process=in_process),
         window=args.window,
         traces=args.traces,
     )

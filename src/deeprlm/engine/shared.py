@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from deeprlm.budget import Budget, Reservation
 from deeprlm.cache import RunCache
 from deeprlm.errors import DeepRLMError, LimitError, LMError
-from deeprlm.lm.base import LM, Completion, Message, ToolSpec
+from deeprlm.lm.base import LM, Completion, Message, ToolSpec, computes_in_process
 from deeprlm.lm.provider import (
     Deadline,
     DeadlineError,
@@ -361,7 +361,7 @@ class SharedState:
         # The call timeout is for a server that stopped answering. A model in this process
         # (llama.cpp) cannot hang that way, and on a busy CPU one long reply may rightly
         # take minutes: it is bounded by the run's and the cell's deadlines only.
-        limit = None if getattr(lm, "in_process", False) else self.settings.call_timeout_s
+        limit = None if computes_in_process(lm) else self.settings.call_timeout_s
         timeout = None
         if limit is not None:
             what = f"the call timeout of {limit:g}s (call_timeout_s)"

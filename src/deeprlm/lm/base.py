@@ -113,6 +113,14 @@ def reads_items_inline(lm: LM) -> bool:
     return bool(getattr(lm, "inline_labels", False))
 
 
+def computes_in_process(lm: LM) -> bool:
+    """Whether `lm` computes in this process, on this machine's CPU (llama.cpp): it cannot
+    hang like a server that stopped answering, and it is slow, so the engine holds no call
+    timeout over it and gives its cells longer (see `deeprlm.settings.for_models`). An
+    optional attribute, `in_process`."""
+    return bool(getattr(lm, "in_process", False))
+
+
 class LMDefaults:
     """The usual answers for an adapter with nothing special to say: no native tool calling,
     an unknown window, the default prompts, one conversation for every role."""

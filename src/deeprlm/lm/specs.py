@@ -8,11 +8,11 @@ extra that is not installed costs nothing until it is asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from deeprlm.errors import InputError
-from deeprlm.lm.base import LM
+from deeprlm.lm.base import LM, computes_in_process
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ SCHEMES: dict[str, Factory] = {
     "hf:": _hf,
 }
 
+# The schemes whose models run in this process (llama.cpp): see `computes_in_process`.
+_IN_PROCESS = {_local, _gguf, _hf}
+
 DEFAULT_MODEL = "local"
 
 
@@ -77,6 +80,16 @@ def resolve_lm(spec: str | LM, *, base_url: str | None = None, api_key: str | No
         return spec
     factory, argument = _parse(spec)
     return factory(argument, SpecOptions(base_url=base_url, api_key=api_key))
+
+
+def any_in_process(specs: Iterable[str | LM | None]) -> bool:
+    """Whether one of the models the specs name computes in this process, known without
+    making them (None stands for a model not given)."""
+    return any(
+        _parse(spec)[0] in _IN_PROCESS if isinstance(spec, str) else computes_in_process(spec)
+        for spec in specs
+        if spec is not None
+    )
 
 
 def check_spec(spec: str) -> None:
