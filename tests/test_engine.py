@@ -612,6 +612,18 @@ def test_a_final_that_names_an_answer_instead_of_giving_one_is_sent_back(family)
     assert "FINAL(answer) answers with the word 'answer' itself" in lm.calls[2][-1]["content"]
 
 
+def test_a_small_root_naming_no_answer_twice_is_asked_for_it_at_once():
+    never = "FINAL(Answer: never asked)"
+    lm = ScriptedLM(
+        [repl("total = 6 * 7\nprint(total)"), "FINAL(answer)", "FINAL(answer)", '{"answer": "42"}']
+        + [never] * 5
+    )
+    lm.prompt_family = "small"
+    result = RLM(lm, max_iterations=8).run("What is six times seven?", "numbers")
+    assert result.answer == "42" and result.iterations == 3
+    assert len(lm.calls) == 4  # two placeholders, then the forced answer; no turn spent more
+
+
 @pytest.mark.parametrize("kind", ["inprocess", "sandbox"])
 def test_the_repls_own_answer_dict_is_never_the_answer_text(kind):
     lm = ScriptedLM(

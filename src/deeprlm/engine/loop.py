@@ -116,9 +116,9 @@ class Wording(Protocol):
 
     # How the loop treats a model that does not say FINAL when it has its answer (a small
     # one): a one-line reply with neither code nor FINAL, after it has seen output, is its
-    # answer (`bare_reply_answers`); the same code a third time in a row with the same output ends
-    # the turns and asks for the answer at once (`repeat_ends_turns`), as running out of
-    # turns does.
+    # answer (`bare_reply_answers`); the same code a third time in a row with the same output,
+    # or a second FINAL(answer) naming no answer, ends the turns and asks for the answer at
+    # once (`repeat_ends_turns`), as running out of turns does.
     bare_reply_answers: bool
     repeat_ends_turns: bool
     # A small model writes on past its code block, guessing the output and its next step;
@@ -272,6 +272,7 @@ class TurnLoop:
         self._opening = [dict(m) for m in messages]
         previous: tuple[tuple[str, ...], list[str]] | None = None
         repeats = 0  # turns in a row that reran the last cell with the same output
+        placeholders = 0  # FINAL(answer)-like replies so far
         # The code of a reply that named a variable as its answer before seeing its output,
         # and that name.
         declaration: tuple[tuple[str, ...], str] | None = None
@@ -308,6 +309,11 @@ class TurnLoop:
             )
             # The 1.5B root once replied FINAL(answer) with no `answer` assigned.
             if final is not None and literal and is_placeholder(final):
+                placeholders += 1
+                if placeholders > 1 and self.wording.repeat_ends_turns:
+                    # Told once, the 1.5B root replied FINAL(answer) again to its last turn,
+                    # where the forced reply, held to the answer's form, was right.
+                    return await self._force_final(messages)
                 notes.append(prompts.placeholder_note(final.strip()))
                 final = None
             if (
