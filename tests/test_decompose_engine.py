@@ -429,7 +429,7 @@ def test_a_small_roots_judged_count_opens_with_the_rows_labelled_for_it(kind):
     output = first_call[-1]["content"]
     assert "24 rows; their fields: ['Day', 'Shop', 'Review', 'label']" in output
     assert "labels, most common first: [('delivery', 12), ('price', 6), ('quality', 6)]" in output
-    assert "If these counts answer the question, reply FINAL(answer)" in output
+    assert "If the output answers the question as it is, reply FINAL(answer)" in output
     assert sub.schemas[0]["properties"]["1"] == {"enum": ["delivery", "price", "quality"]}
 
 
@@ -481,3 +481,26 @@ def test_a_pairs_run_whose_turns_end_answers_with_its_answer_variable():
     other.prompt_family = "small"
     result = RLM(other, ScriptedLM(review_labeller), repl="inprocess").run(query, REVIEWS)
     assert result.forced and result.answer == "(2, 3)" and len(other.calls) == 4
+
+
+def test_a_small_root_is_told_which_of_the_questions_choices_its_output_names():
+    files = {
+        "shop/mailer/send.py": 'def configure_mail(config):\n    config["mail.retries"] = 3\n',
+        "shop/mailer/queue.py": 'def read_retries(config):\n    return config["mail.retries"]\n',
+        "shop/auth/session.py": "def load(config):\n    return config\n",
+    }
+    query = (
+        "Which function writes the config key `mail.retries`?\nA) shop.auth.session.load\n"
+        "B) shop.mailer.send.configure_mail\nC) shop.mailer.queue.read_retries\n"
+        "D) shop.mailer\nGive your final answer in the form 'Answer: <letter>'."
+    )
+    root = ScriptedLM([repl('print(search("mail.retries", context))'), "FINAL(Answer: B)"])
+    root.prompt_family = "small"
+    assert RLM(root, repl="inprocess").run(query, files).answer == "Answer: B"
+    told = root.calls[1][-1]["content"]
+    assert "in shop.mailer.send.configure_mail]" in told
+    # Named whole only: shop.mailer (D) is a prefix of what the hits name, not named.
+    assert (
+        "Of the question's choices, the output names: B) shop.mailer.send.configure_mail, "
+        "C) shop.mailer.queue.read_retries." in told
+    )

@@ -3,11 +3,16 @@ label set a question lists, the records' free-text field, and the labelling firs
 
 from __future__ import annotations
 
+import contextlib
+import io
+from collections import Counter
+
 import pytest
 
 from deeprlm import guides, prompts
 from deeprlm.context import describe
 from deeprlm.primitives.records import parse_date, records
+from deeprlm.primitives.search import search
 
 OOLONG = (
     "Every instance can be labelled with exactly one of these classes, by the kind of answer "
@@ -182,3 +187,98 @@ def test_a_question_for_ordered_pairs_is_taught_with_two_lists():
         "have a review with the label 'x' dated before May 02, 2022.",
     )
     assert 'any(d < parse_date("Mar 01, 2022")' in prompts.system_prompt(setup)
+
+
+@pytest.mark.parametrize(
+    ("question", "printed", "reply"),
+    [
+        ("Is the label 'delivery' more common than, less common than, or the same frequency "
+         "as the label 'quality'?", "5 1 more common than", "Answer: delivery is"),
+        ("Among the records dated from Feb 03, 2022 to Mar 10, 2022 (both inclusive), is the "
+         "label 'delivery' more common than the label 'quality'?", "7 6\n5 1 more common than",
+         "Answer: delivery is"),
+        ("Which user has the most records with the label 'delivery'?",
+         "[('1', 2), ('0', 2), ('2', 1)]", "Shop: "),
+        ("Which shop has the most records with the label 'delivery' dated from Feb 03, 2022 "
+         "to Mar 10, 2022?", "7 6\n[('1', 2), ('0', 2), ('2', 1)]", "Shop: "),
+        ("How many records dated from 2022-02-03 to 2022-03-10 have the label 'delivery'?",
+         "7 6\nCounter({'delivery': 5, 'quality': 1})", "Answer: "),
+        ("Which label is the least common among records dated from Feb 03, 2022 to Mar 10, "
+         "2022?", "7 6\nleast common: ('quality', 1)", "Label: "),
+    ],
+)  # fmt: skip
+def test_a_judged_count_example_computes_the_questions_form_of_answer(question, printed, reply):
+    """Past the labels' counts, the example's second cell computes what the question asks
+    (a relation, the top owner, a count in a range) and prints it; the cell runs on rows."""
+    example = guides.judge_example(f"{OOLONG} {question}")
+    cells = [part.split("\n```")[0] for part in example.split("```repl\n")[1:]]
+    assert len(cells) == 2 and "llm_classify" in cells[0]
+    namespace = {**labelled_rows(), "Counter": Counter}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        exec(cells[1], namespace)
+    assert out.getvalue().strip() == printed
+    assert example.rsplit("Reply:\nFINAL(", 1)[1].startswith(reply)
+
+
+@pytest.mark.parametrize(
+    ("question", "cells", "reply"),
+    [
+        ("How many records have the label 'delivery'?", 1, "FINAL(Answer: 788)"),
+        ("Which label is the most common across all records?", 1, "FINAL(Label: quality)"),
+        ("Which label is the least common?", 1, "FINAL(Label: price and value)"),
+        # A label's own words ('most recent') do not make the question another form.
+        ("How many records have the label 'most recent' or 'less than one'?", 1,
+         "FINAL(Answer: 788)"),
+    ],
+)  # fmt: skip
+def test_a_count_the_labels_answer_is_replied_from_their_counts(question, cells, reply):
+    example = guides.judge_example(f"{OOLONG} {question}")
+    assert example.count("```repl") == cells
+    assert example.endswith(reply)
+
+
+def test_an_apostrophe_does_not_hide_the_questions_words_from_the_form():
+    query = (
+        "Each record states its instance's label after 'Label:'.\n\nWhich user has the most "
+        "records with the label 'location'? Give your final answer in the form 'User: <ID>'."
+    )
+    assert guides.without_quoted(query).endswith(
+        "Which user has the most records with the label ? Give your final answer in the form ."
+    )
+    assert 'Counter(r["Shop"] for r in rows if r["Payment"] == "card")' in guides.count_example(
+        query
+    )
+
+
+def test_a_stated_count_example_has_the_questions_form_in_one_cell():
+    example = guides.count_example(
+        "Among the records dated from May 26, 2022 to Mar 02, 2023 (both inclusive), is the "
+        "label 'x' more common than, less common than, or the same frequency as the label 'y'?"
+    )
+    assert example.count("```repl") == 1
+    assert 'x, y = "card", "cash"' in example and "picked = [r for r in rows" in example
+    assert example.endswith("FINAL(Answer: card is more common than cash)")
+    setup = prompts.PromptSetup(
+        family="small", kind="count", query="Which user has the most records with label 'z'?"
+    )
+    assert 'Counter(r["Shop"] for r in rows if r["Payment"] == "card")' in prompts.system_prompt(
+        setup
+    )
+
+
+def test_a_code_question_with_lettered_choices_is_taught_to_name_the_choice():
+    choices = (
+        "Which module defines the constant `SPARE`?\nA) pkg.network.shards\nB) pkg.billing\n"
+        "C) pkg.storage.routes_2\nD) pkg.catalog.limits\nGive your final answer in the form "
+        "'Answer: <letter>'."
+    )
+    setup = prompts.PromptSetup(family="small", kind="code", query=choices)
+    prompt = prompts.system_prompt(setup)
+    assert "is choice B.\nFINAL(Answer: B)" in prompt
+    # The example's output is what search prints for such a file.
+    source = 'def configure_mail(config):\n    config["mail.retries"] = 3\n'
+    printed = str(search("mail.retries", {"shop/mailer/send.py": source}))
+    assert "['shop/mailer/send.py', line 2, in shop.mailer.send.configure_mail]" in printed
+    assert "['shop/mailer/send.py', line 8, in shop.mailer.send.configure_mail]" in prompt
+    plain = prompts.PromptSetup(family="small", kind="code", query="What is TIMEOUT in mailer?")
+    assert "FINAL(12)" in prompts.system_prompt(plain)

@@ -190,9 +190,16 @@ def test_a_hit_in_code_names_the_function_it_is_in():
         '            return config["mail.timeout"]\n'
     )
     hits = search("mail.timeout", {"shop/mailer.py": source})
-    assert [h.scope for h in hits] == ["configure", "send"]
-    assert "'shop/mailer.py', line 5, in configure" in repr(hits)
+    assert [h.scope for h in hits] == ["configure", "Sender.send"]
+    # A Python file's hits also name the place as code and questions do: pkg.mod.func.
+    assert "'shop/mailer.py', line 5, in shop.mailer.configure]" in repr(hits)
+    assert "line 10, in shop.mailer.Sender.send]" in repr(hits)
     assert search("import os", source)[0].scope is None
+    assert "['shop/mailer.py', line 1, offset 0, in module shop.mailer]" in str(
+        search("import os", {"shop/mailer.py": source})[0]
+    )
+    # Other files keep their own names.
+    assert "['mailer.js', line 5, in configure]" in repr(search("timeout", {"mailer.js": source}))
 
 
 def test_a_hit_reads_as_a_dict_too():

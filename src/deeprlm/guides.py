@@ -109,22 +109,6 @@ Output:
 Reply:
 FINAL(1987)"""
 
-_COUNT_EXAMPLE = """Question: How many orders dated from Feb 03, 2022 to Mar 10, 2022 (both \
-inclusive) were paid by card? Give your final answer in the form 'Answer: <number>'.
-```repl
-from collections import Counter
-rows = records(context)
-start, end = parse_date("Feb 03, 2022"), parse_date("Mar 10, 2022")
-picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
-print(len(rows), len(picked))
-print(Counter(r["Payment"] for r in picked))
-```
-Output:
-2210 96
-Counter({'card': 57, 'cash': 31, 'voucher': 8})
-Reply:
-FINAL(Answer: 57)"""
-
 _REVIEWS = """Each line is a review: a day, a shop and the review's text. Each review can be \
 labelled with one of: delivery, price and value, quality. The labels are not given: judge \
 each review by its text."""
@@ -157,18 +141,197 @@ _LABEL_ROWS = label_rows_code("Review", ["delivery", "price and value", "quality
 _LABELLED_OUTPUT = """2210 rows; their fields: ['Day', 'Shop', 'Review', 'label']
 labels, most common first: [('quality', 901), ('delivery', 788), ('price and value', 521)]"""
 
-# A question over every record: the first step's counts answer it. Shown a second cell
-# that kept the rows of a date range, the 1.5B root wrote one for a question over every
-# record, with dates of its own, and reran it to the end of its turns.
-_JUDGE_EXAMPLE = f"""Question: {_REVIEWS} How many reviews have the label 'delivery'? Give your \
-final answer in the form 'Answer: <number>'.
-```repl
-{_LABEL_ROWS}
-```
-Output:
-{_LABELLED_OUTPUT}
-Reply:
-FINAL(Answer: 788)"""
+
+# A quoted label, its quotes not inside a word: "the label 'most recent'" but not the
+# apostrophe of "instance's", which paired with a later quote took a question's dates.
+_QUOTED = re.compile(r"(?<!\w)'[^'\n]*'(?!\w)|\"[^\"\n]*\"")
+
+
+def without_quoted(words: str) -> str:
+    """`words` without the labels they quote: a label's own words ('before or after',
+    'most common') must not pick a form."""
+    return _QUOTED.sub("", words)
+
+
+# --- counts: the example in the question's form ------------------------------------------
+# The 1.5B root reads a printed Counter badly when the answer needs a step more: shown
+# "numeric value: 77, entity: 202" it answered that 'numeric value' is more common. So a
+# count question's example computes the question's own form of answer in code (a relation,
+# the top owner, the least common) and prints it, and the root's reply copies what is
+# printed. The form is picked by the question's words, as the pairs condition is.
+
+
+@dataclass(frozen=True)
+class CountWorld:
+    """Where a count example is set: its records, the value counted, and the counts its
+    outputs show, over every record and over the example's date range (most common
+    first)."""
+
+    noun: str  # what a record is
+    value: str  # a row's counted value, in code
+    what: str  # what the values are called
+    form: str  # the word of the answer's form
+    phrase: str  # the records of one value, in words
+    has: str  # what the records of one value have, in words
+    x: str
+    y: str
+    counts: tuple[tuple[str, int], ...]
+    in_range: tuple[tuple[str, int], ...]
+
+
+_STATED = CountWorld(
+    "orders", 'r["Payment"]', "payment method", "Payment", "orders paid by {}",
+    "were paid by {}", "card", "cash",
+    (("card", 1210), ("cash", 745), ("voucher", 255)),
+    (("card", 57), ("cash", 31), ("voucher", 8)),
+)  # fmt: skip
+_JUDGED = CountWorld(
+    "reviews", 'r["label"]', "label", "Label", "reviews with the label '{}'",
+    "have the label '{}'", "delivery", "quality",
+    (("quality", 901), ("delivery", 788), ("price and value", 521)),
+    (("delivery", 41), ("quality", 33), ("price and value", 22)),
+)  # fmt: skip
+_FROM, _TO = "Feb 03, 2022", "Mar 10, 2022"
+_RANGE_WORDS = f" dated from {_FROM} to {_TO} (both inclusive)"
+_RANGE_CODE = f"""start, end = parse_date("{_FROM}"), parse_date("{_TO}")
+picked = [r for r in rows if start <= parse_date(r["Day"]) <= end]
+print(len(rows), len(picked))
+"""
+# Two dates in a question ("from Mar 02, 2021 to ...", "between 2021-03-02 and ..."): its
+# records are those of a range.
+_DATE = re.compile(
+    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2},? \d{4}\b"
+    r"|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b",
+    re.IGNORECASE,
+)
+_RELATIONS = (
+    '"more common than" if n[x] > n[y] else "less common than" if n[x] < n[y] '
+    'else "same frequency as"'
+)
+
+# The forms of a count question: its words (quoted labels left out), then the example's
+# question, its code over `{rows}` (every row, or those of the range), what that prints
+# and the reply. The first that matches is shown; the last matches anything.
+COUNT_FORMS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        r"\b(?:more|less|fewer)\b[^?]*\bthan\b",
+        "Among the {noun}{range}, are {of_x} more common than, less common than, or the same "
+        "frequency as {of_y}? Give your final answer in the form 'Answer: {x} is <relation> "
+        "{y}', where <relation> is one of: more common than, less common than, same "
+        "frequency as.",
+        'n = Counter({value} for r in {rows})\nx, y = "{x}", "{y}"\nrelation = '
+        + _RELATIONS
+        + "\nprint(n[x], n[y], relation)",
+        "{n_x} {n_y} {relation}",
+        "Answer: {x} is {relation} {y}",
+    ),
+    (
+        r"\bwhich\s+(?!label|class|category|kind|type)\w+\s+(?:has|have|had)\b[^?]*\bmost\b",
+        "Which shop has the most {of_x}{range}? Give your final answer in the form "
+        "'Shop: <shop ID>'.",
+        'top = Counter(r["Shop"] for r in {rows} if {value} == "{x}").most_common(3)\nprint(top)',
+        "[('12', 9), ('31', 7), ('4', 6)]",
+        "Shop: 12",
+    ),
+    (
+        r"\b(?:least|fewest)\b",
+        "Which {what} is the least common among the {noun}{range}? Give your final answer in "
+        "the form '{form}: <{what}>'.",
+        'n = Counter({value} for r in {rows})\nprint("least common:", n.most_common()[-1])',
+        "least common: ('{last}', {n_last})",
+        "{form}: {last}",
+    ),
+    (
+        r"\bmost\b",
+        "Which {what} is the most common among the {noun}{range}? Give your final answer in "
+        "the form '{form}: <{what}>'.",
+        'n = Counter({value} for r in {rows})\nprint("most common:", n.most_common(1)[0])',
+        "most common: ('{first}', {n_first})",
+        "{form}: {first}",
+    ),
+    (
+        r"",
+        "How many {noun}{range} {has_x}? Give your final answer in the form 'Answer: <number>'.",
+        "print(Counter({value} for r in {rows}))",
+        "{counter}",
+        "Answer: {n_x}",
+    ),
+)
+
+
+def count_form(query: str, world: CountWorld) -> tuple[str, str, str, str, bool]:
+    """A count example in the form of `query`, set in `world`: its question, the code after
+    the rows are made, what that prints, the reply, and whether the code is more than the
+    answer's own line (a range or a step past the counts)."""
+    bare = without_quoted(query)
+    ranged = len(_DATE.findall(bare)) >= 2
+    counts = dict(world.in_range if ranged else world.counts)
+    ranked = list(world.in_range if ranged else world.counts)
+    n_x, n_y = counts[world.x], counts[world.y]
+    values = {
+        "noun": world.noun,
+        "what": world.what,
+        "form": world.form,
+        "value": world.value,
+        "x": world.x,
+        "y": world.y,
+        "of_x": world.phrase.format(world.x),
+        "of_y": world.phrase.format(world.y),
+        "has_x": world.has.format(world.x),
+        "range": _RANGE_WORDS if ranged else "",
+        "rows": "picked" if ranged else "rows",
+        "counter": f"Counter({{{', '.join(f'{k!r}: {v}' for k, v in ranked)}}})",
+        "n_x": n_x,
+        "n_y": n_y,
+        "relation": "more common than"
+        if n_x > n_y
+        else "less common than"
+        if n_x < n_y
+        else "same frequency as",
+        "first": ranked[0][0],
+        "n_first": ranked[0][1],
+        "last": ranked[-1][0],
+        "n_last": ranked[-1][1],
+    }
+    for index, (pattern, question, code, output, reply) in enumerate(COUNT_FORMS):
+        if re.search(pattern, bare, re.IGNORECASE):
+            # Relations and owners need a step past the labels' counts; the rest read them.
+            past_counts = ranged or index < 2
+            code = (_RANGE_CODE if ranged else "") + code.format(**values)
+            total = sum(count for _, count in world.counts)
+            output = (f"{total} {sum(counts.values())}\n" if ranged else "") + output
+            return (
+                question.format(**values),
+                code,
+                output.format(**values),
+                reply.format(**values),
+                past_counts,
+            )
+    raise AssertionError("the last form matches anything")
+
+
+def count_example(query: str) -> str:
+    """A count over a field the records state, in the form of `query`: one cell."""
+    question, code, output, reply, _ = count_form(query, _STATED)
+    return (
+        f"Question: {question}\n"
+        f"```repl\nfrom collections import Counter\nrows = records(context)\n{code}\n```\n"
+        f"Output:\n{output}\nReply:\nFINAL({reply})"
+    )
+
+
+def judge_example(query: str) -> str:
+    """A count over a class judged from the records' text, in the form of `query`: the
+    labelling step (which a run writes for the root) and its output, then, where the
+    question needs more than the labels' counts, the code that computes its answer. (Shown
+    a second cell that kept a date range for a question over every record, the 1.5B root
+    wrote one with dates of its own and reran it to the end of its turns.)"""
+    question, code, output, reply, past_counts = count_form(query, _JUDGED)
+    steps = f"```repl\n{_LABEL_ROWS}\n```\nOutput:\n{_LABELLED_OUTPUT}\n"
+    if past_counts:
+        steps += f"```repl\n{code}\n```\nOutput:\n{output}\n"
+    return f"Question: {_REVIEWS} {question}\n{steps}Reply:\nFINAL({reply})"
+
 
 _JUDGE_EXAMPLE_NO_SUB = f"""Question: {_REVIEWS} How many reviews dated from Feb 03, 2022 to \
 Mar 10, 2022 (both inclusive) have the label 'delivery'? Give your final answer in the form \
@@ -235,7 +398,7 @@ PAIR_CONDITIONS: tuple[tuple[str, str, str], ...] = (
 
 def pair_condition(words: str, x: str, y: str) -> tuple[str, str]:
     """The example's condition for a question's condition `words`: in words, in code."""
-    bare = re.sub(r"'[^']*'|\"[^\"]*\"", "", words)
+    bare = without_quoted(words)
     for pattern, phrase, code in PAIR_CONDITIONS:
         if re.search(pattern, bare, re.IGNORECASE):
             return phrase.format(x=x, y=y), code.format(x=x, y=y)
@@ -406,6 +569,58 @@ Reply:
 The mailer service is the folder shop/mailer/; its send.py sets TIMEOUT.
 FINAL(12)"""
 
+# A question with lettered choices: the hits name each place as the choices do
+# (`pkg.mod.func`), and the reply says which choice that is. Shown only the value example,
+# the 1.5B root searched well, then reran its search to the end of its turns and guessed a
+# letter (codeqa 128k: 2 of 5 right).
+_CHOICE_EXAMPLE = """Question: Which function writes the config key `mail.retries`?
+A) shop.auth.session.load_retries
+B) shop.mailer.send.configure_mail
+C) shop.mailer.queue.read_retries
+D) shop.billing.tax.configure_tax
+Give your final answer in the form 'Answer: <letter>'.
+```repl
+print(search("mail.retries", context))
+```
+Output:
+2 hits for 'mail.retries' (case-insensitive)
+['shop/mailer/send.py', line 8, in shop.mailer.send.configure_mail]
+def configure_mail(config):
+    config["mail.retries"] = 3
+['shop/mailer/queue.py', line 14, in shop.mailer.queue.read_retries]
+def read_retries(config):
+    return config.get("mail.retries", 5)
+Reply:
+shop.mailer.send.configure_mail writes it (config["mail.retries"] = 3); read_retries only \
+reads it. shop.mailer.send.configure_mail is choice B.
+FINAL(Answer: B)"""
+# Lettered choices, one per line: "A) ...", "(b) ...", "C. ...".
+_CHOICES_LINE = re.compile(r"^[ \t]*\(?([A-Ha-h])[).][ \t]+(\S[^\n]*?)[ \t]*$", re.MULTILINE)
+
+
+def lettered_choices(query: str) -> list[tuple[str, str]]:
+    """The question's lettered choices, (letter, text), when it has two or more."""
+    found = [(letter.upper(), text) for letter, text in _CHOICES_LINE.findall(query)]
+    return found if len(found) >= 2 else []
+
+
+def choices_named(query: str, output: str) -> list[tuple[str, str]]:
+    """The question's choices that `output` names whole (`pkg.mod` is not named by
+    `pkg.mod.func`): the small root read hits that named a choice and did not tell which
+    letter that was."""
+    return [
+        (letter, text)
+        for letter, text in lettered_choices(query)
+        if len(text) > 2
+        and re.search(rf"(?<![\w.]){re.escape(text)}(?![\w.]*\w)", output, re.IGNORECASE)
+    ]
+
+
+def code_example(query: str) -> str:
+    """The code example in the form of `query`: with lettered choices or without."""
+    return _CHOICE_EXAMPLE if lettered_choices(query) else _CODE_EXAMPLE
+
+
 _RUN_EXAMPLE = """Question: What does `shop.mailer.send.retry_delay(3)` return?
 A) 4
 B) 9
@@ -531,9 +746,9 @@ _PAIRS_FIRST_FOLLOW_UP = f"Now write code for the question's condition: {_PAIRS_
 # After the labelled rows, what a small root is told, the action first: it echoed a
 # follow-up that began with what was done ("The rows are labelled ...") instead of acting.
 _JUDGED_FOLLOW_UP = (
-    "If these counts answer the question, reply FINAL(answer) in its form now. If the "
-    "question asks about some rows only (dates, users), write code that counts those: `rows` "
-    "is ready and each row's 'label' is set"
+    "If the output answers the question as it is, reply FINAL(answer) in its form now. If "
+    "the question compares two labels or asks about some rows only (dates, users), write the "
+    "code the example writes for it: `rows` is ready and each row's 'label' is set"
 )
 
 
@@ -591,9 +806,10 @@ KINDS: dict[str, Kind] = {
             "record, e.g. 'Each record states its label. Which label is most common?'",
             ("records", "parse_date"),
             "1. Make the records into rows and keep those the question is about.\n2. Count "
-            "with Counter and print the counts.\n3. Read them and reply FINAL(answer) in the "
-            "question's form.",
-            _COUNT_EXAMPLE,
+            "with Counter, compute what the question asks as the example does, and print "
+            "it.\n3. Reply FINAL(answer) in the question's form.",
+            count_example(""),
+            example_for=lambda shape, query: count_example(query),
         ),
         Kind(
             "judge",
@@ -603,9 +819,11 @@ KINDS: dict[str, Kind] = {
             ("records", "parse_date", "llm_classify"),
             "1. Make the records into rows and label their texts with llm_classify, using "
             "the question's labels exactly as it writes them.\n2. Count the labels of the "
-            "rows the question is about (its dates, its users) with Counter, and print the "
-            "counts.\n3. Read them and reply FINAL(answer) in the question's form.",
-            _JUDGE_EXAMPLE,
+            "rows the question is about (its dates, its users) with Counter, compute what "
+            "the question asks as the example does, and print it.\n3. Reply FINAL(answer) "
+            "in the question's form.",
+            judge_example(""),
+            example_for=lambda shape, query: judge_example(query),
             first_step=label_rows_step,
             follow_up=_JUDGED_FOLLOW_UP,
             without_sub_calls=Kind(
@@ -679,6 +897,7 @@ KINDS: dict[str, Kind] = {
             "its file.\n2. Keep the hits in the folder or file the question is about.\n3. "
             "Reply FINAL(answer) in the question's form.",
             _CODE_EXAMPLE,
+            example_for=lambda shape, query: code_example(query),
         ),
         Kind(
             "run",

@@ -338,6 +338,10 @@ def cells_message(
     left = max_iterations - iteration
     turns = f"{left} turn{'s' if left != 1 else ''} left"
     if small and query:
+        named = guides.choices_named(query, "\n".join(cell.output for cell in cells))
+        if named:
+            listed = ", ".join(f"{letter}) {text}" for letter, text in named)
+            parts.append(f"Of the question's choices, the output names: {listed}.")
         # A small model loses the question after a few turns and tends to rerun the same
         # code; restating both keeps it on track.
         parts.append(f"Question: {query}\n{follow_up} ({turns}).")

@@ -72,14 +72,34 @@ class Hit:
         return iter((self.key, self.text))
 
     def __str__(self) -> str:
-        place = f"line {self.line}, offset {self.offset}"
-        place = place if self.key is None else f"{self.key!r}, {place}"
-        if self.scope:
-            place += f", in {self.scope}"
-        return f"[{place}]\n{self.text}"
+        place = _place(self.key, f"line {self.line}, offset {self.offset}", self.scope)
+        return f"{place}\n{self.text}"
 
 
 _HIT_FIELDS = ("key", "line", "offset", "match", "text", "scope")
+
+
+def _place(key: str | int | None, where: str, scope: str | None) -> str:
+    """Where a hit is, as printed: its key, its line(s) and the function it is in. In a
+    Python file, also by the dotted name that code and questions use (`pkg.mod.func`,
+    `module pkg.mod`): shown a file and a function, the 1.5B root matched them to the wrong
+    one of a question's dotted choices."""
+    module = _module_name(key)
+    if key is not None:
+        where = f"{key!r}, {where}"
+    if scope:
+        where += f", in {module}.{scope}" if module else f", in {scope}"
+    elif module:
+        where += f", in module {module}"
+    return f"[{where}]"
+
+
+def _module_name(key: str | int | None) -> str | None:
+    if not isinstance(key, str) or not key.endswith(".py"):
+        return None
+    path = key.removesuffix(".py").removesuffix("/__init__").strip("/")
+    parts = path.split("/")
+    return ".".join(parts) if all(part.isidentifier() for part in parts) else None
 
 
 @dataclass(frozen=True)
@@ -96,10 +116,7 @@ class _Block:
             where = f"line {self.lines[0]}"
         else:
             where = f"lines {', '.join(map(str, self.lines))} ({len(self.lines)} hits)"
-        where = where if self.key is None else f"{self.key!r}, {where}"
-        if self.scope:
-            where += f", in {self.scope}"
-        return f"[{where}]\n{self.text}"
+        return f"{_place(self.key, where, self.scope)}\n{self.text}"
 
 
 class Hits(list[Hit]):
@@ -304,18 +321,18 @@ class _Lines:
         return self.text[self.start(line) : self.end(line)]
 
     def scope(self, line: int) -> str | None:
-        """The name of the definition that encloses 0-based `line`, if any: the nearest
-        definition line above it that is less indented (or the line itself)."""
+        """The qualified name of the definition that encloses 0-based `line`, if any
+        (`Sender.send`): the nearest definition line above it that is less indented (or
+        the line itself), then each one enclosing that."""
+        names: list[str] = []
         own = self.line_text(line)
+        indent = len(own) - len(own.lstrip()) if own.strip() else 0
         match = _DEFINITION.match(own)
         if match:
-            return match.group(2)
-        if not own.strip():
-            return None
-        indent = len(own) - len(own.lstrip())
-        if indent == 0:
-            return None
+            names.append(match.group(2))
         for above in range(line - 1, max(-1, line - _SCOPE_LINES), -1):
+            if indent == 0:
+                break
             text = self.line_text(above)
             if not text.strip():
                 continue
@@ -323,11 +340,9 @@ class _Lines:
             if depth < indent:
                 match = _DEFINITION.match(text)
                 if match:
-                    return match.group(2)
+                    names.append(match.group(2))
                 indent = depth
-                if depth == 0:
-                    return None
-        return None
+        return ".".join(reversed(names)) or None
 
     def span(self, start: int, end: int, size: int) -> tuple[int, int]:
         """Whole lines around [start, end), about `size` characters in all; a line too long
