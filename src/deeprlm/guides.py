@@ -17,6 +17,10 @@ model itself, in a call held to the kinds' names, picked the expected kind for 5
 families on three tuning seeds (and fewer with longer descriptions), which is why the
 structure decides.
 
+Within a kind, the example takes the question's form where the root would otherwise copy
+the wrong one: a count's form of answer (`COUNT_FORMS`), a pairs condition
+(`PAIR_CONDITIONS`), lettered choices for a code question.
+
 `KINDS` is the one table: each kind's functions, steps and example come from it.
 """
 
