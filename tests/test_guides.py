@@ -282,3 +282,16 @@ def test_a_code_question_with_lettered_choices_is_taught_to_name_the_choice():
     assert "['shop/mailer/send.py', line 8, in shop.mailer.send.configure_mail]" in prompt
     plain = prompts.PromptSetup(family="small", kind="code", query="What is TIMEOUT in mailer?")
     assert "FINAL(12)" in prompts.system_prompt(plain)
+
+
+def test_after_the_labelled_rows_a_question_needing_more_is_told_to_write_it():
+    compare = f"{OOLONG} Is the label 'a' more common than, less common than, or as common as 'b'?"
+    told = guides.follow_up_of("judge", True, first=True, query=compare)
+    assert told.startswith("Now write the code the example writes next")
+    plain = f"{OOLONG} How many records have the label 'a'?"
+    assert guides.follow_up_of("judge", True, first=True, query=plain).startswith(
+        "If the output answers the question as it is, reply FINAL(answer)"
+    )
+    # Later turns, and a run without sub-calls (no labelled rows first), are told the same.
+    assert guides.follow_up_of("judge", True, query=compare).startswith("If the output answers")
+    assert guides.follow_up_of("judge", False, first=True, query=compare) == guides.FOLLOW_UP

@@ -55,8 +55,8 @@ class Kind:
     # What a small root is told after each output, below the question.
     follow_up: str = FOLLOW_UP
     # What it is told after its first turn's output instead, where that differs (the
-    # first step's output is never the answer).
-    first_follow_up: str | None = None
+    # first step's output is never the answer): words, or made from the question.
+    first_follow_up: str | Callable[[str], str] | None = None
     # How the kind is taught when a run allows no sub-calls, if not as above minus the
     # functions that make them.
     without_sub_calls: Kind | None = None
@@ -756,6 +756,19 @@ _JUDGED_FOLLOW_UP = (
 )
 
 
+def _judged_first_follow_up(query: str) -> str:
+    """After the labelled rows: where the question needs a step past their counts (a
+    relation, an owner, a date range), that step. Told to reply if the counts answered
+    it, the 1.5B root answered a comparison from them at once, and read it backwards
+    (96 against 78 as "less common")."""
+    if count_form(query, _JUDGED)[4]:
+        return (
+            "Now write the code the example writes next, for the question's form: `rows` is "
+            "ready and each row's 'label' is set"
+        )
+    return _JUDGED_FOLLOW_UP
+
+
 def _pairs_kind(name: str, description: str, condition: str, ordered: bool) -> Kind:
     """A kind of pairs question: the rows labelled (the first step, with sub-calls; by their
     words, without), then the users the condition keeps, then the pairs. Its example has the
@@ -830,6 +843,7 @@ KINDS: dict[str, Kind] = {
             example_for=lambda shape, query: judge_example(query),
             first_step=label_rows_step,
             follow_up=_JUDGED_FOLLOW_UP,
+            first_follow_up=_judged_first_follow_up,
             without_sub_calls=Kind(
                 "judge",
                 "",
@@ -922,13 +936,16 @@ def _taught_named(kind: str | None, sub_calls: bool) -> Kind | None:
     return taught(found, sub_calls) if found is not None else None
 
 
-def follow_up_of(kind: str | None, sub_calls: bool = True, first: bool = False) -> str:
+def follow_up_of(
+    kind: str | None, sub_calls: bool = True, first: bool = False, query: str = ""
+) -> str:
     """What a small root is told after an output (`first`: its first turn's)."""
     found = _taught_named(kind, sub_calls)
     if found is None:
         return FOLLOW_UP
     if first and found.first_follow_up is not None:
-        return found.first_follow_up
+        told = found.first_follow_up
+        return told if isinstance(told, str) else told(query)
     return found.follow_up
 
 

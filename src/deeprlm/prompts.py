@@ -487,7 +487,7 @@ class RootWording:
             family=self.setup.family,
             query=self.query,
             follow_up=guides.follow_up_of(
-                self.setup.kind, self.setup.allow_sub_calls, first=iteration == 1
+                self.setup.kind, self.setup.allow_sub_calls, first=iteration == 1, query=self.query
             ),
         )
 
