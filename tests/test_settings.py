@@ -17,8 +17,8 @@ from deeprlm.trace.events import CellEnded, RunStarted
 from conftest import repl
 
 
-@pytest.mark.parametrize("cls", [InProcessREPL, SandboxREPL])
-def test_one_cell_timeout_bounds_cells_in_both_repl_kinds(monkeypatch, cls):
+def timeouts_seen(monkeypatch: pytest.MonkeyPatch, cls: Any) -> list[float | None]:
+    """The timeout each cell run on a REPL of `cls` is given, as the run goes."""
     seen: list[float | None] = []
     original = cls.run
 
@@ -27,6 +27,12 @@ def test_one_cell_timeout_bounds_cells_in_both_repl_kinds(monkeypatch, cls):
         return await original(self, code, timeout)
 
     monkeypatch.setattr(cls, "run", run)
+    return seen
+
+
+@pytest.mark.parametrize("cls", [InProcessREPL, SandboxREPL])
+def test_one_cell_timeout_bounds_cells_in_both_repl_kinds(monkeypatch, cls):
+    seen = timeouts_seen(monkeypatch, cls)
     root = ScriptedLM([repl("x = 1"), "FINAL(ok)"])
     assert RLM(root, repl=cls.kind).run("q", "ctx").answer == "ok"
     assert seen == [Settings().cell_timeout_s] == [300.0]
@@ -51,14 +57,7 @@ class InProcessLM(ScriptedLM):
 def test_a_model_in_this_process_gives_cells_longer_unless_the_caller_says(
     monkeypatch, root, given, named, wanted
 ):
-    seen: list[float | None] = []
-    original = InProcessREPL.run
-
-    async def run(self: Any, code: str, timeout: float | None = None) -> Any:
-        seen.append(timeout)
-        return await original(self, code, timeout)
-
-    monkeypatch.setattr(InProcessREPL, "run", run)
+    seen = timeouts_seen(monkeypatch, InProcessREPL)
     rlm = RLM(root([repl("x = 1"), "FINAL(ok)"]), models=named, repl="inprocess", **given)
     assert rlm.run("q", "ctx").answer == "ok"
     assert seen == [wanted]
