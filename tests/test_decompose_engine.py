@@ -504,3 +504,23 @@ def test_a_small_root_is_told_which_of_the_questions_choices_its_output_names():
         "Of the question's choices, the output names: B) shop.mailer.send.configure_mail, "
         "C) shop.mailer.queue.read_retries." in told
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "reply", "answer"),
+    [
+        ("small", "shop.mailer.send.configure_mail", "Answer: B"),
+        ("small", "FINAL(Answer: C)", "Answer: C"),  # a letter given stands
+        ("default", "FINAL(shop.mailer.send.configure_mail)", "shop.mailer.send.configure_mail"),
+    ],
+)
+def test_a_small_roots_answer_naming_one_choice_is_given_as_its_letter(family, reply, answer):
+    files = {"shop/mailer/send.py": 'def configure_mail(config):\n    config["m.r"] = 3\n'}
+    query = (
+        "Which function writes the config key `m.r`?\nA) shop.auth.load\n"
+        "B) shop.mailer.send.configure_mail\nC) shop.mailer.queue.read\n"
+        "Give your final answer in the form 'Answer: <letter>'."
+    )
+    root = ScriptedLM([repl('print(search("m.r", context))'), reply])
+    root.prompt_family = family
+    assert RLM(root, repl="inprocess").run(query, files).answer == answer

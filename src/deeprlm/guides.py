@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from deeprlm.context import ContextInfo
 from deeprlm.repl.functions import REPL_FUNCTIONS
+from deeprlm.replies import answer_lead
 
 FOLLOW_UP = "If the output answers it, reply FINAL(answer). If not, write different code"
 
@@ -618,6 +619,21 @@ def choices_named(query: str, output: str) -> list[tuple[str, str]]:
         if len(text) > 2
         and re.search(rf"(?<![\w.]){re.escape(text)}(?![\w.]*\w)", output, re.IGNORECASE)
     ]
+
+
+def as_choice_letter(query: str, answer: str) -> str | None:
+    """`answer` in the question's lettered form, where it names one of the question's
+    choices whole and no letter of them: the small root, having found the module a
+    question asked for, replied with its name ("pkg.search.limits_2") instead of its letter
+    ("Answer: B"). None where there is nothing to change."""
+    choices = lettered_choices(query)
+    if not choices or re.search(rf"\b[{''.join(letter for letter, _ in choices)}]\b", answer):
+        return None
+    named = choices_named(query, answer)
+    if len(named) != 1:
+        return None
+    lead = answer_lead(query)
+    return f"{lead} {named[0][0]}" if lead else named[0][0]
 
 
 def code_example(query: str) -> str:

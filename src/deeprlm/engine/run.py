@@ -188,6 +188,10 @@ class Run:
                 outcome = dataclasses.replace(
                     outcome, answer=self._checked.answer, value=self._checked.value
                 )
+            elif self.family == "small":
+                lettered = guides.as_choice_letter(self.query, outcome.answer)
+                if lettered is not None:
+                    outcome = dataclasses.replace(outcome, answer=lettered)
             status = "forced" if outcome.forced else "answered"
             return outcome
         except LimitError as err:
