@@ -214,12 +214,26 @@ _RELATIONS = (
     'else "same frequency as"'
 )
 
-# The forms of a count question: its words (quoted labels left out), then the example's
-# question, its code over `{rows}` (every row, or those of the range), what that prints
-# and the reply. The first that matches is shown; the last matches anything.
-COUNT_FORMS: tuple[tuple[str, str, str, str, str], ...] = (
-    (
+
+@dataclass(frozen=True)
+class CountForm:
+    """A form of count question: the words that pick it (quoted labels left out), whether
+    its answer needs a step past the labels' counts, and the example's question, its code
+    over `{rows}` (every row, or those of the range), what that prints and the reply."""
+
+    words: str
+    past_counts: bool
+    question: str
+    code: str
+    output: str
+    reply: str
+
+
+# The first that matches is shown; the last matches anything.
+COUNT_FORMS: tuple[CountForm, ...] = (
+    CountForm(
         r"\b(?:more|less|fewer)\b[^?]*\bthan\b",
+        True,
         "Among the {noun}{range}, are {of_x} more common than, less common than, or the same "
         "frequency as {of_y}? Give your final answer in the form 'Answer: {x} is <relation> "
         "{y}', where <relation> is one of: more common than, less common than, same "
@@ -230,32 +244,36 @@ COUNT_FORMS: tuple[tuple[str, str, str, str, str], ...] = (
         "{n_x} {n_y} {relation}",
         "Answer: {x} is {relation} {y}",
     ),
-    (
+    CountForm(
         r"\bwhich\s+(?!label|class|category|kind|type)\w+\s+(?:has|have|had)\b[^?]*\bmost\b",
+        True,
         "Which shop has the most {of_x}{range}? Give your final answer in the form "
         "'Shop: <shop ID>'.",
         'top = Counter(r["Shop"] for r in {rows} if {value} == "{x}").most_common(3)\nprint(top)',
         "[('12', 9), ('31', 7), ('4', 6)]",
         "Shop: 12",
     ),
-    (
+    CountForm(
         r"\b(?:least|fewest)\b",
+        False,
         "Which {what} is the least common among the {noun}{range}? Give your final answer in "
         "the form '{form}: <{what}>'.",
         'n = Counter({value} for r in {rows})\nprint("least common:", n.most_common()[-1])',
         "least common: ('{last}', {n_last})",
         "{form}: {last}",
     ),
-    (
+    CountForm(
         r"\bmost\b",
+        False,
         "Which {what} is the most common among the {noun}{range}? Give your final answer in "
         "the form '{form}: <{what}>'.",
         'n = Counter({value} for r in {rows})\nprint("most common:", n.most_common(1)[0])',
         "most common: ('{first}', {n_first})",
         "{form}: {first}",
     ),
-    (
+    CountForm(
         r"",
+        False,
         "How many {noun}{range} {has_x}? Give your final answer in the form 'Answer: <number>'.",
         "print(Counter({value} for r in {rows}))",
         "{counter}",
@@ -298,19 +316,16 @@ def count_form(query: str, world: CountWorld) -> tuple[str, str, str, str, bool]
         "last": ranked[-1][0],
         "n_last": ranked[-1][1],
     }
-    for index, (pattern, question, code, output, reply) in enumerate(COUNT_FORMS):
-        if re.search(pattern, bare, re.IGNORECASE):
-            # Relations and owners need a step past the labels' counts; the rest read them.
-            past_counts = ranged or index < 2
-            code = (_RANGE_CODE if ranged else "") + code.format(**values)
+    for form in COUNT_FORMS:
+        if re.search(form.words, bare, re.IGNORECASE):
             total = sum(count for _, count in world.counts)
-            output = (f"{total} {sum(counts.values())}\n" if ranged else "") + output
+            shown = f"{total} {sum(counts.values())}\n" if ranged else ""
             return (
-                question.format(**values),
-                code,
-                output.format(**values),
-                reply.format(**values),
-                past_counts,
+                form.question.format(**values),
+                (_RANGE_CODE if ranged else "") + form.code.format(**values),
+                shown + form.output.format(**values),
+                form.reply.format(**values),
+                ranged or form.past_counts,
             )
     raise AssertionError("the last form matches anything")
 
