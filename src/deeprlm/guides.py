@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from deeprlm.context import ContextInfo
 from deeprlm.repl.functions import REPL_FUNCTIONS
 from deeprlm.replies import answer_lead
+from deeprlm.shape import DATE_PATTERN
 
 FOLLOW_UP = "If the output answers it, reply FINAL(answer). If not, write different code"
 
@@ -204,11 +205,7 @@ print(len(rows), len(picked))
 """
 # Two dates in a question ("from Mar 02, 2021 to ...", "between 2021-03-02 and ..."): its
 # records are those of a range.
-_DATE = re.compile(
-    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2},? \d{4}\b"
-    r"|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b",
-    re.IGNORECASE,
-)
+_DATE = re.compile(rf"\b(?:{DATE_PATTERN})\b", re.IGNORECASE)
 _RELATIONS = (
     '"more common than" if n[x] > n[y] else "less common than" if n[x] < n[y] '
     'else "same frequency as"'

@@ -24,11 +24,12 @@ FILES_SHOWN = 6  # file names listed under a folder, at most
 SAMPLE_LINES = 400  # lines looked at to find a record format
 _FIELD_NAME = re.compile(r"^([A-Za-z][\w .'/-]{0,30}?):\s?(.*)$")
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.?"
-_DATE = re.compile(
-    rf"^(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}(?:[T ][\d:.]+Z?)?|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}|"
-    rf"{_MONTH} \d{{1,2}},? \d{{4}}|\d{{1,2}} {_MONTH} \d{{4}})$",
-    re.IGNORECASE,
+# The forms of a date a field or a question writes (match case-insensitively).
+DATE_PATTERN = (
+    rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}(?:[T ][\d:.]+Z?)?|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}|"
+    rf"{_MONTH} \d{{1,2}},? \d{{4}}|\d{{1,2}} {_MONTH} \d{{4}}"
 )
+_DATE = re.compile(rf"^(?:{DATE_PATTERN})$", re.IGNORECASE)
 _NUMBER = re.compile(r"^[-+]?\d[\d,_]*(?:\.\d+)?$")
 
 
