@@ -45,7 +45,7 @@ from deeprlm.flags import (
     prices_from_flags,
     settings_from_flags,
 )
-from deeprlm.lm.specs import DEFAULT_MODEL, any_in_process
+from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.output import OutputSchema
 from deeprlm.rlm import RLM, RLMResult
 from deeprlm.session import Session, read_session, rlm_from
@@ -454,7 +454,7 @@ def _ask_settings(args: argparse.Namespace) -> Settings:
     if not args.session:
         # The models are made later; their specs say whether one computes in this process.
         specs = (args.model or DEFAULT_MODEL, args.sub_model, *named_models(args).values())
-        return for_models(Settings.from_kwargs(**given), given, in_process=any_in_process(specs))
+        return for_models(Settings.from_kwargs(**given), given, specs)
     saved = read_session(args.session)
     known = {row.name for row in table()}
     settings = {k: v for k, v in saved.rlm["settings"].items() if k in known}

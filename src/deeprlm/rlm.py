@@ -29,7 +29,7 @@ from deeprlm.engine.run import AttachedREPL
 from deeprlm.engine.shared import Permits
 from deeprlm.errors import DeepRLMError, InputError, LimitError
 from deeprlm.lm.base import LM
-from deeprlm.lm.specs import DEFAULT_MODEL, any_in_process, check_spec, resolve_lm
+from deeprlm.lm.specs import DEFAULT_MODEL, check_spec, resolve_lm
 from deeprlm.output import OutputSchema, as_output
 from deeprlm.repl import ContextValue
 from deeprlm.settings import Settings, for_models
@@ -157,9 +157,7 @@ class RLM:
             self.sub_model = self.model.for_role("sub")
         self.models = check_models(models or {})
         self.settings = for_models(
-            self.settings,
-            settings,
-            in_process=any_in_process((self.model, self.sub_model, *self.models.values())),
+            self.settings, settings, (self.model, self.sub_model, *self.models.values())
         )
         self.tools = normalize_tools(tools, "tools")
         self.sub_tools = normalize_tools(sub_tools, "sub_tools")

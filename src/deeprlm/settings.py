@@ -16,6 +16,8 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replac
 from typing import Any
 
 from deeprlm.errors import InputError
+from deeprlm.lm.base import LM
+from deeprlm.lm.specs import any_in_process
 from deeprlm.repl import REPL_KINDS
 from deeprlm.repl.sandbox.config import SandboxSettings
 
@@ -249,10 +251,13 @@ class Settings:
         return asdict(self)
 
 
-def for_models(settings: Settings, given: Iterable[str], *, in_process: bool) -> Settings:
-    """`settings` with the defaults that depend on the models (a longer cell timeout when
-    one of them computes in this process), for each setting not in `given`."""
-    if in_process and "cell_timeout_s" not in set(given):
+def for_models(
+    settings: Settings, given: Iterable[str], models: Iterable[str | LM | None]
+) -> Settings:
+    """`settings` with the defaults that depend on the models, for each setting not in
+    `given`: a longer cell timeout when one of `models` (specs or LM objects; None for one
+    not given) computes in this process, known without making them."""
+    if "cell_timeout_s" not in set(given) and any_in_process(models):
         return replace(settings, cell_timeout_s=IN_PROCESS_CELL_TIMEOUT_S)
     return settings
 

@@ -21,7 +21,7 @@ from deeprlm.batch.cli import add_executor_flags
 from deeprlm.batch.executors import executor_for
 from deeprlm.errors import InputError
 from deeprlm.flags import add_setting_flags, settings_from_flags
-from deeprlm.lm.specs import DEFAULT_MODEL, any_in_process
+from deeprlm.lm.specs import DEFAULT_MODEL
 from deeprlm.settings import Settings, for_models
 from deeprlm_bench import extra
 from deeprlm_bench.example import example_seed
@@ -143,7 +143,6 @@ def register(subparsers: Any) -> None:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     given = settings_from_flags(args)
-    in_process = any_in_process((args.model, args.sub_model))
     return RunConfig(
         tasks=_names(args.tasks, TASKS, "task"),
         lengths=_lengths(args.lengths),
@@ -153,7 +152,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model,
         sub_model=args.sub_model,
         base_url=args.base_url,
-        settings=for_models(Settings(**given), given, in_process=in_process),
+        settings=for_models(Settings(**given), given, (args.model, args.sub_model)),
         window=args.window,
         traces=args.traces,
     )
