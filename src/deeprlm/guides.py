@@ -279,12 +279,24 @@ COUNT_FORMS: tuple[CountForm, ...] = (
 )
 
 
-def count_form(query: str, world: CountWorld) -> tuple[str, str, str, str, bool]:
-    """A count example in the form of `query`, set in `world`: its question, the code after
-    the rows are made, what that prints, the reply, and whether the code is more than the
-    answer's own line (a range or a step past the counts)."""
+def _form_of(query: str) -> tuple[CountForm, bool]:
+    """The form of a count question, and whether it asks about a date range."""
     bare = without_quoted(query)
-    ranged = len(_DATE.findall(bare)) >= 2
+    form = next(f for f in COUNT_FORMS if re.search(f.words, bare, re.IGNORECASE))
+    return form, len(_DATE.findall(bare)) >= 2
+
+
+def needs_step(query: str) -> bool:
+    """Whether a count question needs code past the labels' counts: a range, a relation,
+    an owner."""
+    form, ranged = _form_of(query)
+    return ranged or form.past_counts
+
+
+def count_form(query: str, world: CountWorld) -> tuple[str, str, str, str]:
+    """A count example in the form of `query`, set in `world`: its question, the code after
+    the rows are made, what that prints, and the reply."""
+    form, ranged = _form_of(query)
     counts = dict(world.in_range if ranged else world.counts)
     ranked = list(world.in_range if ranged else world.counts)
     n_x, n_y = counts[world.x], counts[world.y]
@@ -313,23 +325,19 @@ def count_form(query: str, world: CountWorld) -> tuple[str, str, str, str, bool]
         "last": ranked[-1][0],
         "n_last": ranked[-1][1],
     }
-    for form in COUNT_FORMS:
-        if re.search(form.words, bare, re.IGNORECASE):
-            total = sum(count for _, count in world.counts)
-            shown = f"{total} {sum(counts.values())}\n" if ranged else ""
-            return (
-                form.question.format(**values),
-                (_RANGE_CODE if ranged else "") + form.code.format(**values),
-                shown + form.output.format(**values),
-                form.reply.format(**values),
-                ranged or form.past_counts,
-            )
-    raise AssertionError("the last form matches anything")
+    total = sum(count for _, count in world.counts)
+    shown = f"{total} {sum(counts.values())}\n" if ranged else ""
+    return (
+        form.question.format(**values),
+        (_RANGE_CODE if ranged else "") + form.code.format(**values),
+        shown + form.output.format(**values),
+        form.reply.format(**values),
+    )
 
 
 def count_example(query: str) -> str:
     """A count over a field the records state, in the form of `query`: one cell."""
-    question, code, output, reply, _ = count_form(query, _STATED)
+    question, code, output, reply = count_form(query, _STATED)
     return (
         f"Question: {question}\n"
         f"```repl\nfrom collections import Counter\nrows = records(context)\n{code}\n```\n"
@@ -343,9 +351,9 @@ def judge_example(query: str) -> str:
     question needs more than the labels' counts, the code that computes its answer. (Shown
     a second cell that kept a date range for a question over every record, the 1.5B root
     wrote one with dates of its own and reran it to the end of its turns.)"""
-    question, code, output, reply, past_counts = count_form(query, _JUDGED)
+    question, code, output, reply = count_form(query, _JUDGED)
     steps = f"```repl\n{_LABEL_ROWS}\n```\nOutput:\n{_LABELLED_OUTPUT}\n"
-    if past_counts:
+    if needs_step(query):
         steps += f"```repl\n{code}\n```\nOutput:\n{output}\n"
     return f"Question: {_REVIEWS} {question}\n{steps}Reply:\nFINAL({reply})"
 
@@ -789,7 +797,7 @@ def _judged_first_follow_up(query: str) -> str:
     relation, an owner, a date range), that step. Told to reply if the counts answered
     it, the 1.5B root answered a comparison from them at once, and read it backwards
     (96 against 78 as "less common")."""
-    if count_form(query, _JUDGED)[4]:
+    if needs_step(query):
         return (
             "Now write the code the example writes next, for the question's form: `rows` is "
             "ready and each row's 'label' is set"
