@@ -12,9 +12,10 @@ import pytest
 from deeprlm import RLM
 from deeprlm.cache import request_key
 from deeprlm.errors import InputError
+from deeprlm.lm.base import reads_items_inline
 from deeprlm.lm.specs import resolve_lm
 from deeprlm.local.hub import HubFile, parse_hub_spec
-from deeprlm.local.llama import LlamaCppLM
+from deeprlm.local.llama import LlamaCppLM, LlamaSettings
 
 pytestmark = pytest.mark.local_extra
 
@@ -75,6 +76,17 @@ def test_a_root_model_used_for_sub_calls_gets_its_own_cache(tmp_path: Path):
     assert rlm.sub_model is not lm
     assert (rlm.model.role, rlm.sub_model.role) == ("root", "sub")
     assert rlm.sub_model.name == lm.name
+
+
+def test_only_a_greedy_model_reads_a_packs_items_in_its_reply(tmp_path: Path):
+    # A sampled reply comes under a grammar that holds the labels alone: were its items
+    # left out of the prompt, it would label them unseen.
+    path = fake_gguf(tmp_path / "sampling.gguf")
+    greedy = LlamaCppLM(path)
+    sampled = LlamaCppLM(path, settings=LlamaSettings(temperature=0.7))
+    assert reads_items_inline(greedy) and reads_items_inline(greedy.for_role("sub"))
+    assert not reads_items_inline(sampled)
+    assert not reads_items_inline(sampled.for_role("sub"))
 
 
 @pytest.mark.parametrize(

@@ -138,8 +138,6 @@ class LlamaCppLM:
     # No server to hang (a crash of its process is an error at once), and on a busy CPU one
     # long reply may rightly take minutes: `call_timeout_s` does not apply to it.
     in_process = True
-    # Reads each item of a pack of labels just before labelling it (`deeprlm.local.labels`).
-    inline_labels = True
 
     def __init__(
         self,
@@ -165,6 +163,13 @@ class LlamaCppLM:
             prompt_family = "small" if small else "default"
         self.prompt_family = prompt_family
         self._twins: dict[str, LlamaCppLM] = {role: self}
+
+    @property
+    def inline_labels(self) -> bool:
+        """Whether it reads each item of a pack of labels just before labelling it: the
+        greedy fast path does (`deeprlm.local.labels`); a sampled reply comes under a
+        grammar that holds the labels only, so its items must be in the prompt."""
+        return self._shared.settings.temperature <= 0.0
 
     @property
     def path(self) -> Path:

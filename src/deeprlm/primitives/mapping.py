@@ -131,8 +131,7 @@ class Task:
         if self.items_inline:
             return (
                 f"{intro}{head}\n\nThe items come in your reply, one at a time: reply with a "
-                'JSON object mapping each item number to {"item": <the item>, "label": <its '
-                "label>}."
+                "JSON object mapping each item, in order, to its label."
             )
         return f"{intro}{head}\n\nItems:\n{packing.numbered(items)}\n\nReply with {form}."
 
