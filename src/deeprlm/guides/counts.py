@@ -102,9 +102,12 @@ COUNT_FORMS: tuple[CountForm, ...] = (
         "[('12', 9), ('31', 7), ('4', 6)]",
         "Shop: 12",
     ),
+    # The least and the most common are past the counts too: told that the labels' counts,
+    # most common first, answered its question, the 1.5B root replied with the first for
+    # "least common" and with the second for "most common" (aggregate 32k).
     CountForm(
         r"\b(?:least|fewest)\b",
-        False,
+        True,
         "Which {what} is the least common among the {noun}{range}? Give your final answer in "
         "the form '{form}: <{what}>'.",
         'n = Counter({value} for r in {rows})\nprint("least common:", n.most_common()[-1])',
@@ -113,7 +116,7 @@ COUNT_FORMS: tuple[CountForm, ...] = (
     ),
     CountForm(
         r"\bmost\b",
-        False,
+        True,
         "Which {what} is the most common among the {noun}{range}? Give your final answer in "
         "the form '{form}: <{what}>'.",
         'n = Counter({value} for r in {rows})\nprint("most common:", n.most_common(1)[0])',
