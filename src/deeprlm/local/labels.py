@@ -114,7 +114,7 @@ def decode_labels(
 
     for slot, labels in enumerate(shape.labels):
         compact = tokenize(_compact_head(shape, slot))
-        pending += compact if items is None else tokenize(_item_head(shape, slot, items[slot]))
+        pending += compact if items is None else tokenize(_item_head(slot, items[slot]))
         for label in labels:
             if label not in spelled:
                 spelled[label] = tokenize(json.dumps(label, ensure_ascii=False)[1:-1])
@@ -153,7 +153,7 @@ def decode_labels(
     return ended("stop")
 
 
-def _item_head(shape: LabelObject, slot: int, item: str) -> str:
+def _item_head(slot: int, item: str) -> str:
     """What comes before a key's label in what the model reads: the item, as its key."""
     return ("{" if slot == 0 else ", ") + json.dumps(item, ensure_ascii=False) + ': "'
 
