@@ -15,15 +15,21 @@ from deeprlm.primitives import packing
 
 class Words:
     """Tokens are words, runs of spaces and single marks; the scorer favours the next
-    token of the label wanted for the item being written, and notes what it had read
-    before each choice."""
+    token of the label wanted for the item being written (by its position in the reply, or
+    by the item it has read when `by_item` maps items to labels), and notes what it had
+    read before each choice. With `copies`, it is a model that repeats the last label it
+    read."""
 
-    def __init__(self, wanted: list[str]) -> None:
+    def __init__(self, wanted: list[str], by_item=None, copies=False) -> None:
         self.wanted = wanted
+        self.by_item = by_item or {}
+        self.copies = copies
         self.ids: dict[str, int] = {}
         self.texts: dict[int, str] = {}
         self.fed: list[int] = []
+        self.reads: list[str] = []  # what it had read at each choice
         self.steps = 0
+        self.rewinds = 0
 
     def tokenize(self, text: str) -> list[int]:
         out = []
@@ -41,22 +47,36 @@ class Words:
         self.fed += tokens
         self.steps += 1
         written = self.text(self.fed)
-        mark = '"label": "' if '"label": "' in written else '": "'
-        item = written.count(mark) - 1
-        so_far = written.rsplit(mark, 1)[1]
-        target = self.tokenize(json.dumps(self.wanted[item])[1:])
+        self.reads.append(written)
+        keys = [json.loads(key) for key in re.findall(r'(?:\{|, )("(?:[^"\\]|\\.)*"): "', written)]
+        labelled = re.findall(r'": "((?:[^"\\]|\\.)*)"', written)
+        so_far = written.rsplit('": "', 1)[1]
+        if self.copies and labelled:
+            wanted = labelled[-1]
+        elif keys[-1] in self.by_item:
+            wanted = self.by_item[keys[-1]]
+        else:
+            wanted = self.wanted[len(keys) - 1]
+        target = self.tokenize(json.dumps(wanted)[1:])
         best = target[len(self.tokenize(so_far))] if so_far else target[0]
         return lambda token: 1.0 if token == best else 0.0
 
+    def rewind(self) -> None:
+        self.rewinds += 1
+        self.fed = []
 
-def run(labels, wanted, *, limit=500, cancel=None, items=None):
-    model = Words(wanted)
+
+def run(labels, wanted, *, limit=500, cancel=None, items=None, copies=False):
+    by_item = dict(zip(items, wanted, strict=True)) if items else {}
+    model = Words(wanted, by_item, copies)
     schema = packing.reply_schema(len(wanted), {"enum": labels})
     for key, item in zip(schema["properties"], items or (), strict=False):
         schema["properties"][key]["description"] = item
     shape = label_object(schema)
     assert shape is not None
-    decoded = decode_labels(shape, model.tokenize, model.step, limit, cancel or threading.Event())
+    decoded = decode_labels(
+        shape, model.tokenize, model.step, model.rewind, limit, cancel or threading.Event()
+    )
     return decoded, decoded.text(shape), model
 
 
@@ -86,14 +106,25 @@ def test_one_label_costs_no_step_and_labels_are_written_as_json_strings():
     assert model.steps == 0
 
 
-def test_items_in_the_schema_are_read_each_just_before_its_label():
+def test_items_in_the_schema_are_read_each_alone_just_before_its_label():
     items = ["Where is Paris?", "How many legs has a spider?"]
     decoded, text, model = run(["place", "number"], ["place", "number"], items=items)
     assert json.loads(text) == {"1": "place", "2": "number"}  # the reply holds labels only
-    read = model.text(model.fed)
-    assert read.startswith('{"Where is Paris?": "')
-    assert read.endswith('place", "How many legs has a spider?": "')
-    assert decoded.read_tokens > 0
+    # Each choice saw its own item as the first key, and nothing of the other item.
+    assert model.reads == ['{"Where is Paris?": "', '{"How many legs has a spider?": "']
+    assert model.rewinds == 2
+    assert decoded.read_tokens == len(model.tokenize("".join(model.reads)))
+
+
+def test_a_label_read_alone_does_not_copy_the_label_before_it():
+    # A model that repeats the last label it read labels a pack read in one run with its
+    # first label throughout; read alone, each item gets its own.
+    items = ["Where is Paris?", "How many legs has a spider?", "Where is Rome?"]
+    wanted = ["place", "number", "place"]
+    decoded, _, _ = run(["place", "number"], wanted, items=items, copies=True)
+    assert decoded.labels == wanted
+    decoded, _, model = run(["place", "number"], wanted, copies=True)
+    assert decoded.labels == ["place", "place", "place"] and model.rewinds == 0
 
 
 def test_a_reply_cut_by_its_token_limit_or_a_cancel_keeps_the_labels_chosen():

@@ -122,16 +122,20 @@ def test_a_schema_holds_the_reply_through_a_grammar(lm: LlamaCppLM):
     # A pack of labels takes the choice-at-a-time path (`deeprlm.local.labels`).
     assert json.loads(packed.text) == {"1": "place", "2": "number"}
     assert packed.finish_reason == "stop"
-    # Items in the schema are read in the reply, each just before its label.
-    schema = packing.reply_schema(2, {"enum": labels})
-    schema["properties"]["1"]["description"] = "Where is Paris?"
-    schema["properties"]["2"]["description"] = "How many legs has a spider?"
-    inline = sub.complete(
-        [user("Label each question by the kind of answer it asks for.")],
-        schema=schema,
-        max_tokens=40,
-    )
-    assert json.loads(inline.text) == {"1": "place", "2": "number"}
+    # Items in the schema are read in the reply, each alone just before its label.
+    for items, wanted in [
+        (["Where is Paris?", "How many legs has a spider?"], ["place", "number"]),
+        (["How many legs has a spider?", "Where is Paris?"], ["number", "place"]),
+    ]:
+        schema = packing.reply_schema(2, {"enum": labels})
+        for key, item in zip("12", items, strict=True):
+            schema["properties"][key]["description"] = item
+        inline = sub.complete(
+            [user("Label each question by the kind of answer it asks for.")],
+            schema=schema,
+            max_tokens=40,
+        )
+        assert json.loads(inline.text) == dict(zip("12", wanted, strict=True))
 
 
 def test_the_embedded_model_answers_a_count_through_a_packed_classification(lm: LlamaCppLM):

@@ -107,7 +107,7 @@ class LM(Protocol):
 def reads_items_inline(lm: LM) -> bool:
     """Whether `lm` labels a pack's items from its reply schema: given an object of
     numbered keys, each one of a few labels and described by the item it labels, it reads
-    each item just before choosing its label, so the prompt need not list them (the
+    each item (alone) just before choosing its label, so the prompt need not list them (the
     embedded model does; see `deeprlm.local.labels`). An optional attribute,
     `inline_labels`: a model without it gets the items in the prompt."""
     return bool(getattr(lm, "inline_labels", False))

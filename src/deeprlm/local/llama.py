@@ -166,7 +166,7 @@ class LlamaCppLM:
 
     @property
     def inline_labels(self) -> bool:
-        """Whether it reads each item of a pack of labels just before labelling it: the
+        """Whether it reads each item of a pack of labels alone just before labelling it: the
         greedy fast path does (`deeprlm.local.labels`); a sampled reply comes under a
         grammar that holds the labels only, so its items must be in the prompt."""
         return self._shared.settings.temperature <= 0.0

@@ -220,7 +220,12 @@ class Runtime:
             limit = min(max_tokens or settings.max_tokens, room)
             if shape is not None:
                 decoded = labels.decode_labels(
-                    shape, self._piece_tokens, lambda t: self._step(context, t), limit, cancel
+                    shape,
+                    self._piece_tokens,
+                    lambda t: self._step(context, t),
+                    lambda: self._rewind(context, len(tokens)),
+                    limit,
+                    cancel,
                 )
                 return Reply(
                     decoded.text(shape),
@@ -243,8 +248,7 @@ class Runtime:
         takes effect within one batch. Returns how many tokens came from the cache. At least
         the last token is evaluated again: sampling needs its fresh logits."""
         cached = min(_common_prefix(context.tokens, tokens), len(tokens) - 1)
-        context.ctx.kv_cache_seq_rm(-1, cached, -1)
-        del context.tokens[cached:]
+        self._rewind(context, cached)
         for start in range(cached, len(tokens), self.settings.batch):
             if cancel.is_set():
                 break
@@ -258,6 +262,11 @@ class Runtime:
 
     def _piece_tokens(self, text: str) -> list[int]:
         return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _rewind(self, context: _Context, length: int) -> None:
+        """Forgets the tokens the context holds past the first `length`."""
+        context.ctx.kv_cache_seq_rm(-1, length, -1)
+        del context.tokens[length:]
 
     def _step(self, context: _Context, tokens: list[int]) -> Any:
         """Evaluates `tokens` after the context's; the next position's scores, by token."""
