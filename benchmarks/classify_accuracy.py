@@ -9,7 +9,7 @@ confusions, per variant:
         [--variants packed,single,no-background]
 
   packed         the run's way: packs of 8, the question as background (a model that
-                 reads items inline, as the embedded one does, reads each before its label)
+                 reads items inline, as the embedded one does, reads each alone before its label)
   packed-listed  packs of 8, the items listed in the prompt and labelled by number
   single         one item per call
   packed16       packs of 16, the question as background

@@ -15,7 +15,7 @@ pieces), and the JSON is written compactly.
 When the schema carries the items (a model that reads them inline), each is read alone:
 after the prompt, as the first key of the object, and forgotten before the next. A label
 then depends on its item and the prompt only, never on the pack's other items or the
-labels written for them, which a small model copies: 0.80 and 0.73 of 160 instances right
+labels written for them, which a small model copies: 0.80 and 0.72 of 160 instances right
 read in one run, 0.88 and 0.89 read alone, at the same cost a token
 (`benchmarks/classify_accuracy.py`, seeds 0 and 1, embedded model).
 
