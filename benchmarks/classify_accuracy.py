@@ -17,6 +17,10 @@ confusions, per variant:
   no-background  packs of 8, no question: the labels alone
   label-sentence packs of 8, the question's sentence listing the labels as the instruction
 
+`--ask` (repeatable) puts another request in place of the example's own, after the
+records' description: a question that names a label sways a small model towards it, which
+is what the labels' lean correction (`deeprlm.local.labels`) is measured on.
+
 A count over N records is scored `0.75 ** |error|`: what limits aggregate counts is the
 net count error per label, not accuracy alone, so both are printed.
 """
@@ -64,6 +68,9 @@ def main() -> None:
     parser.add_argument("--length", default="16k")
     parser.add_argument("--sample", type=int, default=160)
     parser.add_argument("--variants", default="packed")
+    parser.add_argument(
+        "--ask", action="append", default=[], help="a request in place of the example's"
+    )
     args = parser.parse_args()
     length = parse_length(args.length)
     seed = example_seed(args.seed, "aggregate", length, 0)
@@ -83,9 +90,13 @@ def main() -> None:
         )
         return reply.text
 
-    print("| variant | items | accuracy | s per item | worst count error (label) |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for name in args.variants.split(","):
+    # The records' description ends where the request begins.
+    description = example.query.rsplit("\n\n", 1)[0]
+    backgrounds = [f"{description}\n\n{ask}" for ask in args.ask] or [example.query]
+    print("| variant | request | items | accuracy | s per item | worst count error (label) |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    runs = [(name, bg) for bg in backgrounds for name in args.variants.split(",")]
+    for name, query in runs:
         variant = VARIANTS[name]
         start = time.perf_counter()
         report = asyncio.run(
@@ -93,8 +104,8 @@ def main() -> None:
                 call,
                 texts,
                 qbank.LABELS,
-                background=example.query if variant["background"] else "",
-                instruction=label_sentence(example.query) if variant.get("instruction") else "",
+                background=query if variant["background"] else "",
+                instruction=label_sentence(query) if variant.get("instruction") else "",
                 limits=PackLimits(max_items=variant["max_items"], max_reply_tokens=512),
                 inline=reads_items_inline(lm) and not variant.get("listed"),
             )
@@ -105,7 +116,8 @@ def main() -> None:
         errors = {label: said[label] - true[label] for label in qbank.LABELS}
         worst = max(errors, key=lambda label: abs(errors[label]))
         print(
-            f"| {name} | {len(texts)} | {right / len(texts):.2f} | "
+            f"| {name} | {query.rsplit(chr(10), 1)[-1][:40]} | {len(texts)} | "
+            f"{right / len(texts):.2f} | "
             f"{seconds / len(texts):.2f} | {errors[worst]:+d} ({worst}) |",
             flush=True,
         )

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from deeprlm.local.labels import LabelObject, decode_labels, label_object
+from deeprlm.local.labels import LabelObject, decode_labels, label_object, neutral_items
 from deeprlm.primitives import packing
 
 
@@ -20,10 +20,11 @@ class Words:
     read before each choice. With `copies`, it is a model that repeats the last label it
     read."""
 
-    def __init__(self, wanted: list[str], by_item=None, copies=False) -> None:
+    def __init__(self, wanted: list[str], by_item=None, copies=False, lean=None) -> None:
         self.wanted = wanted
         self.by_item = by_item or {}
         self.copies = copies
+        self.lean = lean or {}  # the prompt's pull towards a label's first word, any item
         self.ids: dict[str, int] = {}
         self.texts: dict[int, str] = {}
         self.fed: list[int] = []
@@ -51,31 +52,36 @@ class Words:
         keys = [json.loads(key) for key in re.findall(r'(?:\{|, )("(?:[^"\\]|\\.)*"): "', written)]
         labelled = re.findall(r'": "((?:[^"\\]|\\.)*)"', written)
         so_far = written.rsplit('": "', 1)[1]
+        lean = {self.ids.get(word): pull for word, pull in self.lean.items()}
         if self.copies and labelled:
             wanted = labelled[-1]
         elif keys[-1] in self.by_item:
             wanted = self.by_item[keys[-1]]
+        elif self.by_item:
+            return lambda token: lean.get(token, 0.0)  # an item that says nothing
         else:
             wanted = self.wanted[len(keys) - 1]
         target = self.tokenize(json.dumps(wanted)[1:])
         best = target[len(self.tokenize(so_far))] if so_far else target[0]
-        return lambda token: 1.0 if token == best else 0.0
+        return lambda token: (1.0 if token == best else 0.0) + lean.get(token, 0.0)
 
     def rewind(self) -> None:
         self.rewinds += 1
         self.fed = []
 
 
-def run(labels, wanted, *, limit=500, cancel=None, items=None, copies=False):
+def run(labels, wanted, *, limit=500, cancel=None, items=None, copies=False, lean=None, leans=None):
     by_item = dict(zip(items, wanted, strict=True)) if items else {}
-    model = Words(wanted, by_item, copies)
+    model = Words(wanted, by_item, copies, lean)
+    for label in labels:  # every label's words known, as a real vocabulary's are
+        model.tokenize(label)
     schema = packing.reply_schema(len(wanted), {"enum": labels})
     for key, item in zip(schema["properties"], items or (), strict=False):
         schema["properties"][key]["description"] = item
     shape = label_object(schema)
     assert shape is not None
     decoded = decode_labels(
-        shape, model.tokenize, model.step, model.rewind, limit, cancel or threading.Event()
+        shape, model.tokenize, model.step, model.rewind, limit, cancel or threading.Event(), leans
     )
     return decoded, decoded.text(shape), model
 
@@ -125,6 +131,37 @@ def test_a_label_read_alone_does_not_copy_the_label_before_it():
     assert decoded.labels == wanted
     decoded, _, model = run(["place", "number"], wanted, copies=True)
     assert decoded.labels == ["place", "place", "place"] and model.rewinds == 0
+
+
+def test_a_lean_the_prompt_gives_every_item_is_measured_on_neutral_items_and_half_taken_back():
+    # The prompt pulls every item towards "place" by 1.5: an item the model scores 1 higher
+    # for "number" goes to "place" unless the pull, as read on items that say nothing, is
+    # taken back (half of it: 1 - 1.5 + 0.75 > 0).
+    items = ["Where is Paris?", "How many legs has a spider?", "How old is Rome?"]
+    wanted = ["place", "number", "number"]
+    lean = {"place": 1.5}
+    decoded, _, _ = run(["place", "number"], wanted, items=items, lean=lean)
+    assert decoded.labels == ["place", "place", "place"]  # no measure of the lean kept
+    leans: dict = {}
+    decoded, _, model = run(["place", "number"], wanted, items=items, lean=lean, leans=leans)
+    assert decoded.labels == wanted
+    neutral = neutral_items(items)
+    assert len(neutral) == 6 and all(
+        word in " ".join(items).split() for text in neutral for word in text.split()
+    )
+    assert model.reads[: len(neutral)] == ['{' + json.dumps(text) + ': "' for text in neutral]
+    assert len(model.reads) == len(neutral) + len(items)
+    # Kept for the prompt: the next pack reads no neutral item.
+    decoded, _, model = run(["place", "number"], wanted, items=items, lean=lean, leans=leans)
+    assert decoded.labels == wanted and len(model.reads) == len(items)
+
+
+def test_neutral_items_are_as_long_as_an_item_and_the_same_each_time():
+    items = ["one two three", "four five six seven", "eight nine"]
+    neutral = neutral_items(items)
+    assert neutral == neutral_items(items)
+    assert all(len(text.split()) == 3 for text in neutral)
+    assert neutral_items(["", " "]) == [""]
 
 
 def test_a_reply_cut_by_its_token_limit_or_a_cancel_keeps_the_labels_chosen():

@@ -20,7 +20,7 @@ import json
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +40,8 @@ CHATML = (
 )
 # Generated tokens the repeat penalty looks back over (llama-cpp-python's default).
 PENALTY_WINDOW = 64
+# Label prompts whose lean is kept (a few classifications under way at once).
+_LEANS_KEPT = 16
 
 
 class PromptTooLong(ValueError):
@@ -153,6 +155,9 @@ class Runtime:
         self.n_vocab = self.model.n_vocab()
         self.contexts: dict[str, _Context] = {}
         self._grammars: dict[str, LlamaGrammar] = {}
+        # A label prompt's lean (see `labels`), by the prompt's tokens: a classification
+        # sends the same prompt with each pack, and measures it once.
+        self._leans: dict[tuple[int, ...], dict[tuple[int, ...], Mapping[int, float]]] = {}
         metadata = self.model.metadata()
         self.formatter = Jinja2ChatFormatter(
             template=metadata.get("tokenizer.chat_template") or CHATML,
@@ -226,6 +231,7 @@ class Runtime:
                     lambda: self._rewind(context, len(tokens)),
                     limit,
                     cancel,
+                    self._leans_of(tokens),
                 )
                 return Reply(
                     decoded.text(shape),
@@ -262,6 +268,12 @@ class Runtime:
 
     def _piece_tokens(self, text: str) -> list[int]:
         return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _leans_of(self, prompt: list[int]) -> dict[tuple[int, ...], Mapping[int, float]]:
+        key = tuple(prompt)
+        if key not in self._leans and len(self._leans) >= _LEANS_KEPT:
+            del self._leans[next(iter(self._leans))]  # the oldest prompt
+        return self._leans.setdefault(key, {})
 
     def _rewind(self, context: _Context, length: int) -> None:
         """Forgets the tokens the context holds past the first `length`."""
