@@ -19,6 +19,14 @@ labels written for them, which a small model copies: 0.80 and 0.72 of 160 instan
 read in one run, 0.88 and 0.89 read alone, at the same cost a token
 (`benchmarks/classify_accuracy.py`, seeds 0 and 1, embedded model).
 
+Read alone, every item follows the same prompt, and what the prompt says sways every
+label alike: a question that names one label ("how many records have the label
+'location'?") gives it a quarter more of the items. That lean is measured once per prompt
+on neutral items (random words of the items, as long as one) and half of it taken back
+from each first choice: on ten prompts (two samples of 160 instances, five requests each)
+0.77 of instances right as read, 0.84 moved by half the lean, 0.83 by all of it, which
+over-corrects where the lean is strong.
+
 Pure logic over three callables, so it is tested without a model: `tokenize(text)`,
 `step(tokens)`, which evaluates tokens after those before and scores the next position,
 and `rewind()`, which forgets every token evaluated since the prompt.
@@ -42,9 +50,8 @@ Tokenize = Callable[[str], list[int]]
 # forgets what was evaluated after the prompt
 Rewind = Callable[[], None]
 
-# How many neutral items measure a prompt's lean, and how much of it a choice is moved
-# against: all of it over-corrects (0.83 of 1,600 instances right against 0.84 at half,
-# 0.77 not moved; ten prompts, `benchmarks/classify_accuracy.py --variants leans`).
+# How many neutral items measure a prompt's lean (three gave 0.80 or 0.87 by the draw), and
+# how much of it a choice is moved against (see the module's docstring).
 NEUTRAL_ITEMS = 6
 LEAN_WEIGHT = 0.5
 
