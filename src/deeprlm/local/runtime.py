@@ -231,7 +231,8 @@ class Runtime:
                     lambda: self._rewind(context, len(tokens)),
                     limit,
                     cancel,
-                    self._leans_of(tokens),
+                    # Only items read alone follow one prompt whose lean is measured.
+                    self._leans_of(tokens) if shape.items is not None else None,
                 )
                 return Reply(
                     decoded.text(shape),
