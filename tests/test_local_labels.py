@@ -9,7 +9,13 @@ import threading
 
 import pytest
 
-from deeprlm.local.labels import LabelObject, decode_labels, label_object, neutral_items
+from deeprlm.local.labels import (
+    NEUTRAL_ITEMS,
+    LabelObject,
+    decode_labels,
+    label_object,
+    neutral_items,
+)
 from deeprlm.primitives import packing
 
 
@@ -146,10 +152,10 @@ def test_a_lean_the_prompt_gives_every_item_is_measured_on_neutral_items_and_hal
     decoded, _, model = run(["place", "number"], wanted, items=items, lean=lean, leans=leans)
     assert decoded.labels == wanted
     neutral = neutral_items(items)
-    assert len(neutral) == 6 and all(
+    assert len(neutral) == NEUTRAL_ITEMS and all(
         word in " ".join(items).split() for text in neutral for word in text.split()
     )
-    assert model.reads[: len(neutral)] == ['{' + json.dumps(text) + ': "' for text in neutral]
+    assert model.reads[: len(neutral)] == ["{" + json.dumps(text) + ': "' for text in neutral]
     assert len(model.reads) == len(neutral) + len(items)
     # Kept for the prompt: the next pack reads no neutral item.
     decoded, _, model = run(["place", "number"], wanted, items=items, lean=lean, leans=leans)

@@ -25,7 +25,8 @@ label alike: a question that names one label ("how many records have the label
 on neutral items (random words of the items, as long as one) and half of it taken back
 from each first choice: on ten prompts (two samples of 160 instances, five requests each)
 0.77 of instances right as read, 0.84 moved by half the lean, 0.83 by all of it, which
-over-corrects where the lean is strong.
+over-corrects where the lean is strong. Twelve neutral items make the measure steady
+from one draw of words to the next; six were at the mercy of the draw.
 
 Pure logic over three callables, so it is tested without a model: `tokenize(text)`,
 `step(tokens)`, which evaluates tokens after those before and scores the next position,
@@ -50,9 +51,11 @@ Tokenize = Callable[[str], list[int]]
 # forgets what was evaluated after the prompt
 Rewind = Callable[[], None]
 
-# How many neutral items measure a prompt's lean (three gave 0.80 or 0.87 by the draw), and
-# how much of it a choice is moved against (see the module's docstring).
-NEUTRAL_ITEMS = 6
+# How many neutral items measure a prompt's lean, and how much of it a choice is moved
+# against (see the module's docstring). The count is for steadiness: on the ten prompts,
+# eight draws of six items gave 0.79 to 0.85 of instances right, two draws of twelve 0.83
+# and 0.84, and more items no better (0.83 from 24 and 48).
+NEUTRAL_ITEMS = 12
 LEAN_WEIGHT = 0.5
 
 
