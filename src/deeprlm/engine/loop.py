@@ -337,7 +337,7 @@ class TurnLoop:
             if repeats and declaration is not None and declaration[0] == reply.code:
                 # Told its output, it reran the code it had named an answer for instead of
                 # naming it again (the 1.5B root, to its last turn): the name stands.
-                cell = await self._cell(f"FINAL_VAR({declaration[1]!r})", iteration)
+                cell = await self._variable_cell(declaration[1], iteration)
                 if cell.final is not None and self._refusal(cell.final) is None:
                     return Outcome(cell.final, iteration, forced=False)
             if repeats:
@@ -383,7 +383,7 @@ class TurnLoop:
         if tag is None:
             return None, cells, notes
         if self._names_variable(tag) and (tag.is_variable or not reply.code):
-            cell = await self._cell(f"FINAL_VAR({tag.argument.strip()!r})", iteration)
+            cell = await self._variable_cell(tag.argument.strip(), iteration)
             if cell.final is not None:
                 return cell.final, cells, notes
             cells.append(cell)
@@ -396,7 +396,7 @@ class TurnLoop:
     async def _force_final(self, messages: list[Message]) -> Outcome:
         name = self.wording.answer_variable
         if name and name in self._assigned:
-            cell = await self._cell(f"FINAL_VAR({name!r})", self.iterations)
+            cell = await self._variable_cell(name, self.iterations)
             answer = cell.final
             if answer and not is_placeholder(answer) and self._refusal(answer) is None:
                 return Outcome(answer, self.iterations, forced=True)
@@ -418,7 +418,7 @@ class TurnLoop:
                 answer = None if parsed.final.is_variable else parsed.final.argument
                 if self._names_variable(parsed.final):
                     name = parsed.final.argument.strip()
-                    cell = await self._cell(f"FINAL_VAR({name!r})", self.iterations)
+                    cell = await self._variable_cell(name, self.iterations)
                     answer = cell.final if cell.final is not None else answer
             if answer is not None and is_placeholder(answer):
                 answer = self.answer_content  # a name for an answer is none
@@ -450,6 +450,11 @@ class TurnLoop:
         messages.append({"role": "assistant", "content": text})
         self.last_reply = text
         return text
+
+    async def _variable_cell(self, name: str, iteration: int) -> Cell:
+        """A cell that answers with the variable `name`, as the model's FINAL_VAR would: the
+        loop runs one wherever a reply named a variable outside code."""
+        return await self._cell(f"FINAL_VAR({name!r})", iteration)
 
     async def _cell(self, code: str, iteration: int) -> Cell:
         self._assigned |= assigned_names(code)

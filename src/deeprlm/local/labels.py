@@ -137,10 +137,10 @@ def decode_labels(
     spelled: dict[str, list[int]] = {}
     items = shape.items
 
-    def lean(firsts: tuple[int, ...]) -> Mapping[int, float]:
+    def lean(items: Sequence[str], firsts: tuple[int, ...]) -> Mapping[int, float]:
         # Kept by the caller for the prompt, so a classification's packs measure it once.
         nonlocal evaluated
-        if leans is None or items is None:
+        if leans is None:
             return {}
         if firsts not in leans:
             mean = dict.fromkeys(firsts, 0.0)
@@ -171,7 +171,7 @@ def decode_labels(
         else:
             firsts = tuple(dict.fromkeys(spelled[label][0] for label in labels))
             if len(firsts) > 1:
-                prior = lean(firsts)
+                prior = lean(items, firsts)
             rewind()
             pending = tokenize(_item_head(items[slot]))
         alive = {label: spelled[label] for label in labels}
