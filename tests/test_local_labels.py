@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from deeprlm.local.labels import (
+    CONTENT_FREE,
     NEUTRAL_ITEMS,
     LabelObject,
     decode_labels,
@@ -26,11 +27,12 @@ class Words:
     read before each choice. With `copies`, it is a model that repeats the last label it
     read."""
 
-    def __init__(self, wanted: list[str], by_item=None, copies=False, lean=None) -> None:
+    def __init__(self, wanted: list[str], by_item=None, copies=False, lean=None, words=None):
         self.wanted = wanted
         self.by_item = by_item or {}
         self.copies = copies
         self.lean = lean or {}  # the prompt's pull towards a label's first word, any item
+        self.words = words or {}  # the pull of an item of random words (several, no sense)
         self.ids: dict[str, int] = {}
         self.texts: dict[int, str] = {}
         self.fed: list[int] = []
@@ -63,8 +65,11 @@ class Words:
             wanted = labelled[-1]
         elif keys[-1] in self.by_item:
             wanted = self.by_item[keys[-1]]
-        elif self.by_item:
-            return lambda token: lean.get(token, 0.0)  # an item that says nothing
+        elif self.by_item:  # an item that says nothing
+            if " " in keys[-1]:
+                for word, pull in self.words.items():
+                    lean[self.ids.get(word)] = lean.get(self.ids.get(word), 0.0) + pull
+            return lambda token: lean.get(token, 0.0)
         else:
             wanted = self.wanted[len(keys) - 1]
         target = self.tokenize(json.dumps(wanted)[1:])
@@ -76,9 +81,20 @@ class Words:
         self.fed = []
 
 
-def run(labels, wanted, *, limit=500, cancel=None, items=None, copies=False, lean=None, leans=None):
+def run(
+    labels,
+    wanted,
+    *,
+    limit=500,
+    cancel=None,
+    items=None,
+    copies=False,
+    lean=None,
+    leans=None,
+    words=None,
+):
     by_item = dict(zip(items, wanted, strict=True)) if items else {}
-    model = Words(wanted, by_item, copies, lean)
+    model = Words(wanted, by_item, copies, lean, words)
     for label in labels:  # every label's words known, as a real vocabulary's are
         model.tokenize(label)
     schema = packing.reply_schema(len(wanted), {"enum": labels})
@@ -155,11 +171,30 @@ def test_a_lean_the_prompt_gives_every_item_is_measured_on_neutral_items_and_hal
     assert len(neutral) == NEUTRAL_ITEMS and all(
         word in " ".join(items).split() for text in neutral for word in text.split()
     )
+    neutral = [*CONTENT_FREE, *neutral]  # empty items, then the items' words
     assert model.reads[: len(neutral)] == ["{" + json.dumps(text) + ': "' for text in neutral]
     assert len(model.reads) == len(neutral) + len(items)
     # Kept for the prompt: the next pack reads no neutral item.
     decoded, _, model = run(["place", "number"], wanted, items=items, lean=lean, leans=leans)
     assert decoded.labels == wanted and len(model.reads) == len(items)
+
+
+def test_the_lean_is_the_mean_of_what_empty_items_and_random_words_read_as():
+    # Random words read as "number" (0.8 more than empty items do) on top of the prompt's
+    # pull to "place": measured on them alone, the lean takes too much from "number" and an
+    # item that prefers it by 1 goes to "place"; with empty items in the measure it does not.
+    items = ["Where is Paris?", "How many legs has a spider?", "How old is Rome?"]
+    wanted = ["place", "number", "number"]
+    decoded, _, model = run(
+        ["place", "number"],
+        wanted,
+        items=items,
+        lean={"place": 1.5},
+        words={"number": 0.8},
+        leans={},
+    )
+    assert decoded.labels == wanted
+    assert model.reads[: len(CONTENT_FREE)] == ["{" + json.dumps(t) + ': "' for t in CONTENT_FREE]
 
 
 def test_neutral_items_are_as_long_as_an_item_and_the_same_each_time():

@@ -25,8 +25,12 @@ label alike: a question that names one label ("how many records have the label
 on neutral items (random words of the items, as long as one) and half of it taken back
 from each first choice: on ten prompts (two samples of 160 instances, five requests each)
 0.77 of instances right as read, 0.84 moved by half the lean, 0.83 by all of it, which
-over-corrects where the lean is strong. Twelve neutral items make the measure steady
-from one draw of words to the next; six were at the mercy of the draw.
+over-corrects where the lean is strong. Each kind of neutral item leans its own way:
+random words read as things (a label for objects takes a fifth to a half of them), empty
+items as no thing, so the lean is the mean, in log, of the two measures. On fifteen
+prompts (three samples), random words alone 0.844 right (worst count error 12.3 of 160),
+the mean of both 0.856 (9.9). Twelve random-word items keep the measure steady from one
+draw of words to the next; six were at the mercy of the draw.
 
 Pure logic over three callables, so it is tested without a model: `tokenize(text)`,
 `step(tokens)`, which evaluates tokens after those before and scores the next position,
@@ -57,6 +61,9 @@ Rewind = Callable[[], None]
 # and 0.84, and more items no better (0.83 from 24 and 48).
 NEUTRAL_ITEMS = 12
 LEAN_WEIGHT = 0.5
+# Items that say nothing at all, the other measure of the lean (see the module's
+# docstring).
+CONTENT_FREE = ("", "N/A")
 
 
 @dataclass(frozen=True)
@@ -139,21 +146,32 @@ def decode_labels(
 
     def lean(items: Sequence[str], firsts: tuple[int, ...]) -> Mapping[int, float]:
         # Kept by the caller for the prompt, so a classification's packs measure it once.
-        nonlocal evaluated
         if leans is None:
             return {}
         if firsts not in leans:
-            mean = dict.fromkeys(firsts, 0.0)
-            neutral = neutral_items(items)
-            for text in neutral:
-                rewind()
-                head = tokenize(_item_head(text))
-                scores = step(head)
-                evaluated += len(head)
-                for token, p in zip(firsts, _softmax([scores(t) for t in firsts]), strict=True):
-                    mean[token] += p / len(neutral)
-            leans[firsts] = {token: math.log(p) for token, p in mean.items()}
+            # Each kind of neutral item has a lean of its own (see `CONTENT_FREE`): the
+            # mean of the two, in log, is the prompt's.
+            measured = [
+                mean_choice(CONTENT_FREE, firsts),
+                mean_choice(neutral_items(items), firsts),
+            ]
+            leans[firsts] = {
+                token: sum(math.log(m[token]) for m in measured) / len(measured) for token in firsts
+            }
         return leans[firsts]
+
+    def mean_choice(texts: Sequence[str], firsts: tuple[int, ...]) -> dict[int, float]:
+        # The mean probability of each first token, read after each text alone.
+        nonlocal evaluated
+        mean = dict.fromkeys(firsts, 0.0)
+        for text in texts:
+            rewind()
+            head = tokenize(_item_head(text))
+            scores = step(head)
+            evaluated += len(head)
+            for token, p in zip(firsts, _softmax([scores(t) for t in firsts]), strict=True):
+                mean[token] += p / len(texts)
+        return mean
 
     def ended(reason: str) -> Decoded:
         # Read alone, no token of the reply is fed: all the model evaluated is items.
